@@ -1,0 +1,221 @@
+//! Account rules: password hashing, sign-in with throttling, one-time links, password
+//! changes that revoke other sessions. No actix types here.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use chrono::Duration;
+use sha2::{Digest, Sha256};
+
+use super::model::*;
+use super::queries;
+use crate::audit;
+use crate::db::{self, DbConn};
+use crate::error::AppError;
+
+/// Failed sign-ins allowed per account and per client address within the window.
+pub const THROTTLE_LIMIT: i64 = 10;
+/// The throttling window.
+pub const THROTTLE_WINDOW_MINUTES: i64 = 15;
+/// How long an invitation link stays valid.
+pub const INVITE_VALID_HOURS: i64 = 7 * 24;
+/// How long a password-reset link stays valid.
+pub const RESET_VALID_HOURS: i64 = 24;
+
+/// argon2id with OWASP's minimum (m = 19 MiB, t = 2, p = 1):
+/// <https://cheatsheetseries.owasp.org/cheatsheets/Password_Storage_Cheat_Sheet.html>.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19_456, 2, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password (CPU-heavy: call through `db::blocking`).
+pub fn hash_password(password: &Password) -> Result<String, AppError> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| AppError::Unexpected(anyhow::anyhow!("argon2 salt: {e}")))?;
+    argon2()
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AppError::Unexpected(anyhow::anyhow!("argon2: {e}")))
+}
+
+/// Checks a password against a stored hash. Without a hash (unknown user, invited user)
+/// it still spends the same work on a dummy hash, so timing does not tell them apart.
+pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| {
+        hash_password(&Password::parse("dummy password").expect("valid")).expect("hash")
+    });
+    let (stored, real) = match hash {
+        Some(h) => (h, true),
+        None => (dummy.as_str(), false),
+    };
+    let ok = PasswordHash::new(stored)
+        .map(|parsed| {
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    ok && real
+}
+
+/// A fresh random token (256 bits, URL-safe).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a token: its SHA-256, hex.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Refuses with 429 when the account or the client address has had too many failed
+/// sign-ins within the window. Runs before any password work, so an attack costs no argon2.
+pub fn check_throttle(conn: &mut DbConn, email: &str, ip: &str) -> Result<(), AppError> {
+    let now = db::now();
+    let since = now - Duration::minutes(THROTTLE_WINDOW_MINUTES);
+    for (scope, subject) in [("account", email), ("ip", ip)] {
+        let (count, oldest) = queries::count_login_failures_since(conn, scope, subject, since)?;
+        if count >= THROTTLE_LIMIT {
+            let free_at = oldest.unwrap_or(now) + Duration::minutes(THROTTLE_WINDOW_MINUTES);
+            let retry_after = (free_at - now).num_seconds().max(1) as u64;
+            return Err(AppError::TooManyRequests { retry_after });
+        }
+    }
+    Ok(())
+}
+
+/// Records the outcome of a sign-in whose password was checked (`password_ok`). Unknown
+/// address, wrong password, invited and disabled accounts all come back as `None`.
+pub fn record_login(
+    conn: &mut DbConn,
+    user: Option<User>,
+    password_ok: bool,
+    email: &str,
+    ip: &str,
+) -> Result<Option<User>, AppError> {
+    match user {
+        Some(user) if password_ok && !user.is_disabled() => {
+            queries::delete_login_failures(conn, "account", email)?;
+            audit::record(conn, audit::entry("login.success", Some(&user), ip))?;
+            Ok(Some(user))
+        }
+        user => {
+            let now = db::now();
+            for (scope, subject) in [("account", email), ("ip", ip)] {
+                queries::insert_login_failure(
+                    conn,
+                    &NewLoginFailure {
+                        scope,
+                        subject,
+                        created_at: now,
+                    },
+                )?;
+            }
+            let mut entry = audit::entry("login.failure", user.as_ref(), ip);
+            entry.actor_email = email.to_owned();
+            entry.detail = match &user {
+                None => "unknown address".into(),
+                Some(u) if u.is_disabled() => "account disabled".into(),
+                Some(u) if !u.has_password() => "invitation not accepted yet".into(),
+                Some(_) => "wrong password".into(),
+            };
+            audit::record(conn, entry)?;
+            tracing::info!(ip, "sign-in failed");
+            Ok(None)
+        }
+    }
+}
+
+/// Creates a one-time set-password link for `user`, voiding older ones. Returns the token.
+pub fn create_password_link(
+    conn: &mut DbConn,
+    user: UserId,
+    purpose: TokenPurpose,
+    created_by: Option<UserId>,
+) -> Result<String, AppError> {
+    let now = db::now();
+    let token = new_token();
+    let hours = match purpose {
+        TokenPurpose::Invite => INVITE_VALID_HOURS,
+        TokenPurpose::Reset => RESET_VALID_HOURS,
+    };
+    queries::void_password_tokens_of_user(conn, user, now)?;
+    queries::insert_password_token(
+        conn,
+        &NewPasswordToken {
+            user_id: user,
+            token_hash: &hash_token(&token),
+            purpose: purpose.as_str(),
+            created_by,
+            created_at: now,
+            expires_at: now + Duration::hours(hours),
+        },
+    )?;
+    Ok(token)
+}
+
+/// The account a live link belongs to (for showing the form).
+pub fn find_link_owner(conn: &mut DbConn, token: &str) -> Result<Option<User>, AppError> {
+    let Some(link) = queries::find_live_password_token(conn, &hash_token(token), db::now())? else {
+        return Ok(None);
+    };
+    Ok(queries::find_user_by_id(conn, link.user_id)?.filter(|u| !u.is_disabled()))
+}
+
+/// Spends a link: sets the password (hashed by the caller), voids every link of the user
+/// and signs out all of their sessions. Run inside a write transaction.
+pub fn redeem_password_link(
+    conn: &mut DbConn,
+    token: &str,
+    hash: &str,
+    ip: &str,
+) -> Result<User, AppError> {
+    let now = db::now();
+    let link =
+        queries::find_live_password_token(conn, &hash_token(token), now)?.ok_or_else(|| {
+            AppError::Validation(
+                "This link has expired or was already used. Ask an admin for a new one.".into(),
+            )
+        })?;
+    let user = queries::find_user_by_id(conn, link.user_id)?
+        .filter(|u| !u.is_disabled())
+        .ok_or_else(|| AppError::Validation("This account is disabled.".into()))?;
+    queries::update_password(conn, user.id, hash, now)?;
+    queries::void_password_tokens_of_user(conn, user.id, now)?;
+    queries::delete_sessions_of_user(conn, user.id, None)?;
+    let mut entry = audit::entry("password.set", Some(&user), ip);
+    entry.detail = format!("through a one-time {} link", link.purpose);
+    audit::record(conn, entry)?;
+    Ok(user)
+}
+
+/// Changes one's own password: signs out every other session of the user.
+pub fn change_password(
+    conn: &mut DbConn,
+    user: &User,
+    new_hash: &str,
+    current_session: &str,
+    ip: &str,
+) -> Result<(), AppError> {
+    queries::update_password(conn, user.id, new_hash, db::now())?;
+    queries::delete_sessions_of_user(conn, user.id, Some(current_session))?;
+    audit::record(conn, audit::entry("password.changed", Some(user), ip))?;
+    Ok(())
+}
+
+/// Deletes expired sessions and throttling records; run periodically.
+pub fn sweep(conn: &mut DbConn) -> Result<(usize, usize), AppError> {
+    let now = db::now();
+    let sessions = queries::delete_expired_sessions(conn, now)?;
+    let failures = queries::delete_login_failures_before(
+        conn,
+        now - Duration::minutes(THROTTLE_WINDOW_MINUTES),
+    )?;
+    Ok((sessions, failures))
+}

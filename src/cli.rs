@@ -1,0 +1,224 @@
+//! The command line: `serve` (default), `migrate`, `user add`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::accounts::model::{EmailAddress, NewUser, Password};
+use crate::accounts::{queries as accounts, service as account_rules};
+use crate::config::Settings;
+use crate::db::{self, Db};
+use crate::error::AppError;
+use crate::startup::{Application, StartupError};
+use crate::workspaces::model::{NewMembership, Role, Slug};
+use crate::workspaces::{queries as workspaces, service as workspace_rules};
+
+/// Mailroom: a self-hosted console for sending email and SMS.
+#[derive(Parser)]
+#[command(name = "mailroom", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the console (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (password read from the first line of stdin) and make it a member
+    /// of a workspace, creating the workspace if it does not exist.
+    Add {
+        /// Sign-in address.
+        #[arg(long)]
+        email: String,
+        /// Workspace URL name.
+        #[arg(long)]
+        workspace: String,
+        /// admin, editor, reviewer or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mailroom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&settings);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Migrate => match Db::open(&settings.database_url(), 1) {
+            Ok(_) => {
+                println!("migrations are up to date");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(2, e),
+        },
+        Command::User {
+            command:
+                UserCommand::Add {
+                    email,
+                    workspace,
+                    role,
+                    name,
+                },
+        } => {
+            let db = match Db::open(&settings.database_url(), 1) {
+                Ok(db) => db,
+                Err(e) => return fail(2, e),
+            };
+            match add_user(&db, &email, &workspace, &role, &name) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+    }
+}
+
+fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("mailroom: {error}");
+    ExitCode::from(code)
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).await?;
+        tracing::info!(port = app.port(), "Mailroom is serving");
+        app.run_until_stopped()
+            .await
+            .map_err(|e| StartupError::Other(e.into()))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartupError::Database(e)) => fail(2, e),
+        Err(e) => fail(1, e),
+    }
+}
+
+fn add_user(
+    db: &Db,
+    email: &str,
+    workspace: &str,
+    role: &str,
+    name: &str,
+) -> Result<String, String> {
+    let email = EmailAddress::parse(email).map_err(|e| format!("--email: {e}"))?;
+    let slug = Slug::parse(workspace).map_err(|e| format!("--workspace: {e}"))?;
+    let role = Role::parse(role).map_err(|e| format!("--role: {e}"))?;
+    let name = crate::accounts::model::parse_name(name).map_err(|e| format!("--name: {e}"))?;
+    let mut conn = db.get().map_err(|e| e.to_string())?;
+    let existing =
+        accounts::find_user_by_email(&mut conn, email.as_str()).map_err(|e| e.to_string())?;
+    let hash = match existing {
+        Some(_) => None,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            let password = Password::parse(line.trim_end_matches(['\r', '\n']))
+                .map_err(|e| format!("password (stdin): {e}"))?;
+            Some(account_rules::hash_password(&password).map_err(|e| e.to_string())?)
+        }
+    };
+    db::write(&mut conn, |conn| -> Result<String, AppError> {
+        let now = db::now();
+        let (user_id, created) = match accounts::find_user_by_email(conn, email.as_str())? {
+            Some(user) => (user.id, false),
+            None => {
+                let id = accounts::insert_user(
+                    conn,
+                    &NewUser {
+                        email: email.as_str(),
+                        name: &name,
+                        password_hash: hash.as_deref(),
+                        password_changed_at: Some(now),
+                        created_at: now,
+                    },
+                )?;
+                (id, true)
+            }
+        };
+        let mut entry = crate::audit::entry("cli.user_added", None, "cli");
+        entry.actor_email = "mailroom user add".into();
+        entry.target = email.as_str().to_owned();
+        let message = match workspaces::find_by_slug(conn, slug.as_str())? {
+            None => {
+                let id =
+                    workspace_rules::create_with_admin(conn, slug.as_str(), &slug, "", user_id)?;
+                if role != Role::Admin {
+                    workspaces::update_role(conn, id, user_id, role)?;
+                }
+                entry.workspace_id = Some(id.0);
+                format!(
+                    "created workspace {} with {} as {}",
+                    slug.as_str(),
+                    email.as_str(),
+                    role.as_str()
+                )
+            }
+            Some(ws) => {
+                if workspaces::find_membership(conn, ws.id, user_id)?.is_some() {
+                    return Err(AppError::Conflict(format!(
+                        "{} is already a member of {}",
+                        email.as_str(),
+                        slug.as_str()
+                    )));
+                }
+                workspaces::insert_membership(
+                    conn,
+                    &NewMembership {
+                        workspace_id: ws.id,
+                        user_id,
+                        role: role.as_str(),
+                        created_at: now,
+                    },
+                )?;
+                entry.workspace_id = Some(ws.id.0);
+                format!(
+                    "added {} to {} as {}",
+                    email.as_str(),
+                    slug.as_str(),
+                    role.as_str()
+                )
+            }
+        };
+        entry.detail = format!(
+            "role {}{}",
+            role.as_str(),
+            if created {
+                ", new account"
+            } else {
+                ", existing account (password unchanged)"
+            }
+        );
+        crate::audit::record(conn, entry)?;
+        Ok(message)
+    })
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,220 @@
+//! Settings: an optional `mailroom.toml`, overridden by `MAILROOM_*` environment variables.
+//! Every setting is documented in the README's configuration table.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Names of the settings, as keys of `mailroom.toml` and (upper-cased, `MAILROOM_` prefix)
+/// environment variables. Other `MAILROOM_*` variables (tests, CI) are not settings.
+const KEYS: &[&str] = &[
+    "bind",
+    "database_url",
+    "data_dir",
+    "secret_key",
+    "public_url",
+    "log",
+    "log_format",
+    "pool_size",
+    "workers",
+    "session_ttl_hours",
+    "secure_cookies",
+];
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// All settings of a Mailroom process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the console listens on.
+    pub bind: String,
+    /// `sqlite://path` or `postgres://…`; default `sqlite://<data_dir>/mailroom.db`.
+    pub database_url: Option<String>,
+    /// Directory for the SQLite database and the generated secret key.
+    pub data_dir: PathBuf,
+    /// 128 hex characters (64 bytes); generated into `<data_dir>/secret.key` when absent.
+    pub secret_key: Option<String>,
+    /// The URL users reach the console at (e.g. `https://mail.example.com`): used in
+    /// one-time links, the Origin check and to decide whether cookies are `Secure`.
+    pub public_url: Option<String>,
+    /// Log filter in `tracing` syntax (e.g. `info`, `mailroom=debug`).
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Database connections in the pool.
+    pub pool_size: u32,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// How long a sign-in lasts without activity that changes the session.
+    pub session_ttl_hours: u32,
+    /// Force the `Secure` cookie flag on or off; default: on when `public_url` is https.
+    pub secure_cookies: Option<bool>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            secret_key: None,
+            public_url: None,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            pool_size: 10,
+            workers: 0,
+            session_ttl_hours: 12,
+            secure_cookies: None,
+        }
+    }
+}
+
+/// A setting is missing or wrong: names the setting, says why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads `path` (when it exists; `MAILROOM_CONFIG` names another file) and the
+    /// environment, then checks every value.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var_os("MAILROOM_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("mailroom.toml"));
+        if std::env::var_os("MAILROOM_CONFIG").is_some() && !path.exists() {
+            return Err(ConfigError(format!(
+                "MAILROOM_CONFIG names {}, which does not exist",
+                path.display()
+            )));
+        }
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Toml::file(&path))
+                .merge(
+                    Env::prefixed("MAILROOM_")
+                        .filter(|k| KEYS.iter().any(|key| k.as_str().eq_ignore_ascii_case(key))),
+                ),
+        )
+    }
+
+    /// Extracts and validates settings from a prepared figment (tests use this).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            let e = e
+                .into_iter()
+                .next()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            ConfigError(e.replace('\n', " "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| {
+            ConfigError(format!("{key} (MAILROOM_{}): {why}", key.to_uppercase()))
+        };
+        self.bind
+            .parse::<SocketAddr>()
+            .map_err(|e| bad("bind", format!("{:?} is not HOST:PORT ({e})", self.bind)))?;
+        if let Some(url) = &self.database_url {
+            crate::db::DbTarget::parse(url).map_err(|why| bad("database_url", why))?;
+        }
+        if let Some(key) = &self.secret_key {
+            decode_key(key).map_err(|why| bad("secret_key", why))?;
+        }
+        if let Some(url) = &self.public_url {
+            let parsed =
+                url::Url::parse(url).map_err(|e| bad("public_url", format!("{url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad(
+                    "public_url",
+                    "must start with http:// or https://".into(),
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|e| bad("log", format!("{:?}: {e}", self.log)))?;
+        if self.pool_size == 0 {
+            return Err(bad("pool_size", "must be at least 1".into()));
+        }
+        if self.session_ttl_hours == 0 {
+            return Err(bad("session_ttl_hours", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("mailroom.db").display()))
+    }
+
+    /// Whether cookies carry the `Secure` flag.
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies.unwrap_or_else(|| {
+            self.public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        })
+    }
+
+    /// The secret key: from the settings, or read from (first start: generated into)
+    /// `<data_dir>/secret.key` with mode 0600.
+    pub fn secret_key(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(key) = &self.secret_key {
+            return decode_key(key).map_err(anyhow::Error::msg);
+        }
+        let path = self.data_dir.join("secret.key");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)?;
+            return decode_key(text.trim())
+                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()));
+        }
+        let key: [u8; 64] = rand::random();
+        write_private(&path, &hex::encode(key))?;
+        tracing::info!(path = %path.display(), "generated a new secret key");
+        Ok(key.to_vec())
+    }
+}
+
+fn decode_key(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = hex::decode(text).map_err(|_| "must be hexadecimal".to_string())?;
+    if bytes.len() < 64 {
+        return Err(format!(
+            "must be at least 64 bytes (128 hex characters), got {}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}

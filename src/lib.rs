@@ -1,0 +1,13 @@
+//! Mailroom: a self-hosted console, one binary, through which an organization sends email
+//! and SMS. See `README.md` and `../shared/DESIGN.md` for the map.
+
+pub mod accounts;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod startup;
+pub mod telemetry;
+pub mod web;
+pub mod workspaces;

@@ -1,0 +1,153 @@
+//! Building and running the application: testable (port 0, `port()`), as in
+//! zero-to-production's `startup.rs`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::middleware::{Compress, ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::accounts::session_store::DbSessionStore;
+use crate::config::Settings;
+use crate::db::{Db, StartupDbError};
+use crate::error::AppError;
+use crate::web::{
+    AppState, RequestSpan, SetupGate, csrf, errors, request_id_header, security_headers, setup_gate,
+};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened (exit code 2).
+    #[error(transparent)]
+    Database(#[from] StartupDbError),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A built, bound, not yet running application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Opens the database (applying migrations), binds the listener and builds the server.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let db = Db::open(&settings.database_url(), settings.pool_size)?;
+        let key = settings.secret_key()?;
+        let users = db
+            .run(|conn| Ok(crate::accounts::queries::count_users(conn)?))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let state = web::Data::new(AppState {
+            db,
+            settings: Arc::new(settings.clone()),
+            setup: SetupGate::new(users > 0),
+        });
+
+        let listener = TcpListener::bind(&settings.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+        let port = listener.local_addr().map_err(anyhow::Error::from)?.port();
+        if users == 0 {
+            let host = settings.public_url.clone().unwrap_or_else(|| {
+                format!(
+                    "http://{}",
+                    listener
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                )
+            });
+            tracing::warn!(
+                setup_token = state.setup.token(),
+                "no account exists yet: open {host}/setup and enter this setup token to create the first admin"
+            );
+        }
+        let cookie_key = Key::derive_from(&key);
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let session = SessionMiddleware::builder(
+                DbSessionStore::new(app_state.db.clone()),
+                cookie_key.clone(),
+            )
+            .cookie_name("mailroom_session".into())
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .cookie_secure(app_state.settings.secure_cookies())
+            .cookie_content_security(CookieContentSecurity::Private)
+            .session_lifecycle(BrowserSession::default().state_ttl(
+                actix_web::cookie::time::Duration::hours(
+                    app_state.settings.session_ttl_hours.into(),
+                ),
+            ))
+            .build();
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::FormConfig::default().limit(64 * 1024))
+                .configure(crate::web::routes)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(AppError::NotFound)
+                }))
+                .wrap(from_fn(setup_gate))
+                .wrap(from_fn(csrf::protect))
+                .wrap(session)
+                .wrap(ErrorHandlers::new().default_handler(errors::render))
+                .wrap(security_headers())
+                .wrap(Compress::default())
+                .wrap(from_fn(request_id_header))
+                .wrap(TracingLogger::<RequestSpan>::new())
+        })
+        .shutdown_timeout(10);
+        if settings.workers > 0 {
+            server = server.workers(settings.workers);
+        }
+        let server = server.listen(listener).map_err(anyhow::Error::from)?.run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    /// The bound port (tests bind port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The one-time setup token (tests read it here instead of from the log).
+    pub fn setup_token(&self) -> String {
+        self.state.setup.token().to_owned()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let db = self.state.db.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = actix_web::rt::time::interval(Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                match db.write(crate::accounts::service::sweep).await {
+                    Ok((sessions, failures)) if sessions + failures > 0 => {
+                        tracing::debug!(
+                            sessions,
+                            failures,
+                            "expired sessions and sign-in failures deleted"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+        });
+        self.server.await
+    }
+}

@@ -1,0 +1,146 @@
+//! Error pages: every 4xx/5xx response that is not already a page of ours becomes the
+//! error page (or, for a targeted htmx request, a small fragment), naming the request id.
+//! A 401 becomes a redirect to the sign-in page.
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpMessage, HttpResponse};
+use askama::Template;
+use tracing_actix_web::RequestId;
+
+use super::frame::Frame;
+use super::htmx;
+use crate::error::AppError;
+
+/// The error page.
+#[derive(Template)]
+#[template(path = "errors/error.html")]
+pub struct ErrorPage {
+    /// Frame (no navigation).
+    pub frame: Frame,
+    /// HTTP status.
+    pub status: u16,
+    /// Heading.
+    pub heading: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The request id to quote to an operator.
+    pub request_id: String,
+}
+
+/// The same content as a fragment for htmx to show in place.
+#[derive(Template)]
+#[template(path = "errors/error.html", block = "fragment")]
+pub struct ErrorFragment {
+    /// HTTP status.
+    pub status: u16,
+    /// Heading.
+    pub heading: &'static str,
+    /// Message.
+    pub message: String,
+    /// Request id.
+    pub request_id: String,
+}
+
+fn heading(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "That request could not be used",
+        401 => "Please sign in",
+        403 => "Not allowed",
+        404 => "Not found",
+        405 => "Not allowed here",
+        409 => "That conflicts with the current state",
+        413 => "Too large",
+        429 => "Too many attempts",
+        _ if status.is_server_error() => "Something went wrong on our side",
+        _ => "Something went wrong",
+    }
+}
+
+/// The `ErrorHandlers` default handler.
+pub fn render<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_ours = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("text/html")
+                || v.starts_with("application/json")
+                || v.starts_with("application/problem+json")
+        });
+    if is_ours {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (req, response) = res.into_parts();
+    if status == StatusCode::UNAUTHORIZED && !req.path().starts_with("/api/") {
+        let next = match req.query_string() {
+            "" => req.path().to_owned(),
+            q => format!("{}?{q}", req.path()),
+        };
+        let to = format!(
+            "/login?next={}",
+            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        );
+        let redirect = htmx::redirect_full(&req, &to);
+        return Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, redirect).map_into_right_body(),
+        ));
+    }
+    let app_error = response.error().and_then(|e| e.as_error::<AppError>());
+    let message = match app_error {
+        _ if status.is_server_error() => {
+            "The problem was logged. If it persists, give an operator the request id below."
+                .to_owned()
+        }
+        Some(e) => e.to_string(),
+        None => match response.error() {
+            Some(e) => e.to_string(),
+            None if status == StatusCode::NOT_FOUND => AppError::NotFound.to_string(),
+            None => status.canonical_reason().unwrap_or("Error").to_owned(),
+        },
+    };
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let heading = heading(status);
+    let body = if htmx::is_targeted(&req) {
+        ErrorFragment {
+            status: status.as_u16(),
+            heading,
+            message,
+            request_id,
+        }
+        .render()
+    } else {
+        ErrorPage {
+            frame: Frame::bare(heading),
+            status: status.as_u16(),
+            heading,
+            message,
+            request_id,
+        }
+        .render()
+    }
+    .unwrap_or_else(|_| "Error".to_owned());
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            builder.insert_header((name.clone(), value.clone()));
+        }
+    }
+    if htmx::is_targeted(&req) {
+        // htmx does not swap error responses by default; point it at the page's alert area.
+        builder.insert_header(("HX-Retarget", "#htmx-error"));
+        builder.insert_header(("HX-Reswap", "innerHTML"));
+    }
+    let new: HttpResponse<BoxBody> = builder.content_type("text/html; charset=utf-8").body(body);
+    let res: ServiceResponse<EitherBody<B>> = ServiceResponse::new(req, new).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}
