@@ -88,7 +88,13 @@ pub fn main() -> ExitCode {
                 Ok(db) => db,
                 Err(e) => return fail(2, e),
             };
-            match add_user(&db, &email, &workspace, &role, &name) {
+            let spec = AddUser {
+                email: &email,
+                workspace: &workspace,
+                role: &role,
+                name: &name,
+            };
+            match add_user(&db, &spec, read_password) {
                 Ok(message) => {
                     println!("{message}");
                     ExitCode::SUCCESS
@@ -97,6 +103,15 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
@@ -119,30 +134,38 @@ fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-fn add_user(
+/// What `mailroom user add` creates.
+pub struct AddUser<'a> {
+    /// Sign-in address.
+    pub email: &'a str,
+    /// Workspace URL name (created if missing).
+    pub workspace: &'a str,
+    /// Role in the workspace.
+    pub role: &'a str,
+    /// Display name.
+    pub name: &'a str,
+}
+
+/// Creates an account (asking `password` for its password only when the address is new)
+/// and makes it a member of a workspace, creating the workspace if it does not exist.
+/// Returns a one-line summary.
+pub fn add_user(
     db: &Db,
-    email: &str,
-    workspace: &str,
-    role: &str,
-    name: &str,
+    spec: &AddUser<'_>,
+    password: impl FnOnce() -> Result<String, String>,
 ) -> Result<String, String> {
-    let email = EmailAddress::parse(email).map_err(|e| format!("--email: {e}"))?;
-    let slug = Slug::parse(workspace).map_err(|e| format!("--workspace: {e}"))?;
-    let role = Role::parse(role).map_err(|e| format!("--role: {e}"))?;
-    let name = crate::accounts::model::parse_name(name).map_err(|e| format!("--name: {e}"))?;
+    let email = EmailAddress::parse(spec.email).map_err(|e| format!("--email: {e}"))?;
+    let slug = Slug::parse(spec.workspace).map_err(|e| format!("--workspace: {e}"))?;
+    let role = Role::parse(spec.role).map_err(|e| format!("--role: {e}"))?;
+    let name = crate::accounts::model::parse_name(spec.name).map_err(|e| format!("--name: {e}"))?;
     let mut conn = db.get().map_err(|e| e.to_string())?;
     let existing =
         accounts::find_user_by_email(&mut conn, email.as_str()).map_err(|e| e.to_string())?;
     let hash = match existing {
         Some(_) => None,
         None => {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| format!("reading the password from stdin: {e}"))?;
-            let password = Password::parse(line.trim_end_matches(['\r', '\n']))
-                .map_err(|e| format!("password (stdin): {e}"))?;
+            let password =
+                Password::parse(&password()?).map_err(|e| format!("password (stdin): {e}"))?;
             Some(account_rules::hash_password(&password).map_err(|e| e.to_string())?)
         }
     };

@@ -111,13 +111,13 @@ impl Settings {
 
     /// Extracts and validates settings from a prepared figment (tests use this).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment.extract().map_err(|e| {
-            let e = e
-                .into_iter()
-                .next()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            ConfigError(e.replace('\n', " "))
+        let settings: Settings = figment.extract().map_err(|errors| {
+            let first = errors.into_iter().next();
+            ConfigError(
+                first
+                    .map(describe)
+                    .unwrap_or_else(|| "unreadable settings".into()),
+            )
         })?;
         settings.validate()?;
         Ok(settings)
@@ -189,6 +189,23 @@ impl Settings {
         write_private(&path, &hex::encode(key))?;
         tracing::info!(path = %path.display(), "generated a new secret key");
         Ok(key.to_vec())
+    }
+}
+
+/// One line naming the setting, where it came from, and what is wrong with it.
+fn describe(error: figment::Error) -> String {
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_else(|| "settings".into());
+    let kind = error.kind.to_string().replace('\n', " ");
+    match error.path.join(".").to_lowercase() {
+        key if key.is_empty() => format!("{kind} (in {source})"),
+        key => format!(
+            "{key} (MAILROOM_{}, from {source}): {kind}",
+            key.to_uppercase()
+        ),
     }
 }
 

@@ -344,7 +344,7 @@ pub async fn set_password_form(
     let status = if page.email.is_some() {
         StatusCode::OK
     } else {
-        StatusCode::NOT_FOUND
+        StatusCode::GONE
     };
     render_status(status, &page)
 }
@@ -377,19 +377,24 @@ pub async fn set_password(
     if password.as_ref().is_some_and(|p| p.expose() != confirm) {
         errors.add("confirm", "The two passwords differ.");
     }
-    let (Some(password), true) = (password, errors.is_empty()) else {
-        let lookup = token.clone();
-        let owner = state
-            .db
-            .run(move |conn| service::find_link_owner(conn, &lookup))
-            .await?;
+    let lookup = token.clone();
+    let owner = state
+        .db
+        .run(move |conn| service::find_link_owner(conn, &lookup))
+        .await?;
+    let (Some(password), Some(_), true) = (password, &owner, errors.is_empty()) else {
+        let status = if owner.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::GONE
+        };
         let page = SetPasswordPage {
             frame: Frame::new(&session, "Set your password"),
             email: owner.map(|u| u.email),
             token,
             errors,
         };
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        return render_status(status, &page);
     };
     let hash = db::blocking(move || service::hash_password(&password)).await?;
     let ip = client_ip(&req);

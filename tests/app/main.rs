@@ -1,1 +1,16 @@
-fn main() {}
+//! The one integration test binary: the real application, over HTTP, on SQLite and on
+//! PostgreSQL, plus the CLI as a child process and a real browser.
+
+mod helpers;
+
+mod auth;
+mod browser;
+mod cli;
+mod csrf;
+mod isolation;
+mod members;
+mod migrations;
+mod roles;
+mod sessions;
+mod setup;
+mod web;

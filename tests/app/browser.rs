@@ -1,0 +1,183 @@
+//! A real browser (Debian's chromium through chromedriver) walks setup → sign in → overview.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::helpers::*;
+
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(program: &str) -> Option<String> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain([
+            std::path::PathBuf::from("/usr/bin"),
+            std::path::PathBuf::from("/usr/lib/chromium"),
+        ])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Starts chromedriver, or says SKIP (fails under `MAILROOM_REQUIRE_ALL=1`).
+async fn chromedriver(test: &str) -> Result<Option<(Driver, String)>, Box<dyn std::error::Error>> {
+    let (Some(driver), Some(chromium)) = (find("chromedriver"), find("chromium")) else {
+        if require_all() {
+            return Err("chromium and chromedriver are required (MAILROOM_REQUIRE_ALL=1); apt-get install chromium chromium-driver".into());
+        }
+        println!(
+            "SKIP {test}: chromium or chromedriver not installed (apt-get install chromium chromium-driver)"
+        );
+        return Ok(None);
+    };
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("chromedriver did not start".into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Some((driver, chromium)))
+}
+
+async fn connect(
+    driver: &Driver,
+    chromium: &str,
+    profile: &std::path::Path,
+) -> Result<Client, Box<dyn std::error::Error>> {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1440,900",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    Ok(ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await?)
+}
+
+async fn wait_for_path(client: &Client, path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = client.current_url().await?;
+        if url.path() == path {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("expected {path}, still at {url}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fill(client: &Client, id: &str, text: &str) -> Result<(), Box<dyn std::error::Error>> {
+    client.find(Locator::Id(id)).await?.send_keys(text).await?;
+    Ok(())
+}
+
+async fn screenshot(client: &Client, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir)?;
+    let png = client.screenshot().await?;
+    assert!(png.len() > 1000, "a real picture");
+    std::fs::write(dir.join(name), png)?;
+    Ok(())
+}
+
+#[actix_web::test]
+async fn setup_sign_in_and_overview_in_a_real_browser() -> TestResult {
+    let Some((driver, chromium)) =
+        chromedriver("setup_sign_in_and_overview_in_a_real_browser").await?
+    else {
+        return Ok(());
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    let profile = tempfile::tempdir()?;
+    let client = connect(&driver, &chromium, profile.path()).await?;
+    let result = async {
+        client.goto(&format!("{}/", app.base)).await?;
+        wait_for_path(&client, "/setup").await?;
+        screenshot(&client, "setup.png").await?;
+        fill(&client, "f-setup_token", &app.setup_token).await?;
+        fill(&client, "f-name", "Ada Admin").await?;
+        fill(&client, "f-email", ADMIN).await?;
+        fill(&client, "f-password", PASSWORD).await?;
+        fill(&client, "f-workspace_name", "Acme").await?;
+        fill(&client, "f-slug", "acme").await?;
+        fill(&client, "f-site_name", "Acme").await?;
+        client
+            .find(Locator::Css("form[action='/setup'] button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_path(&client, "/w/acme/").await?;
+        let source = client.source().await?;
+        assert!(
+            source.contains("Mailroom is set up"),
+            "the flash says what happened"
+        );
+
+        // Sign out, then sign in again.
+        client
+            .find(Locator::Css("form[action='/logout'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_path(&client, "/login").await?;
+        fill(&client, "f-email", ADMIN).await?;
+        fill(&client, "f-password", PASSWORD).await?;
+        client
+            .find(Locator::Css("form[action='/login'] button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_path(&client, "/w/acme/").await?;
+        let heading = client.find(Locator::Css("main h1")).await?.text().await?;
+        assert_eq!(heading, "Overview");
+        screenshot(&client, "overview-1440.png").await?;
+
+        // The members page, with its confirm dialog, on a laptop and on a phone.
+        client.goto(&format!("{}/w/acme/members", app.base)).await?;
+        screenshot(&client, "members-1440.png").await?;
+        client.set_window_size(390, 844).await?;
+        client.goto(&format!("{}/w/acme/", app.base)).await?;
+        screenshot(&client, "overview-390.png").await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }
+    .await;
+    client.close().await?;
+    result
+}

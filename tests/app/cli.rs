@@ -1,0 +1,196 @@
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::both;
+use crate::helpers::*;
+
+/// Runs the `mailroom` binary in an empty directory with only the given settings.
+fn mailroom(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> std::io::Result<Output> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("MAILROOM_")) {
+        command.env_remove(key);
+    }
+    command.env("MAILROOM_LOG", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn()?;
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())?;
+    }
+    child.wait_with_output()
+}
+
+#[test]
+fn an_invalid_setting_is_named_in_one_line_with_exit_code_2() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for (key, value, named) in [
+        ("MAILROOM_BIND", "not-an-address", "bind (MAILROOM_BIND)"),
+        ("MAILROOM_POOL_SIZE", "many", "pool_size"),
+        (
+            "MAILROOM_DATABASE_URL",
+            "mysql://x",
+            "database_url (MAILROOM_DATABASE_URL)",
+        ),
+        (
+            "MAILROOM_SECRET_KEY",
+            "abc",
+            "secret_key (MAILROOM_SECRET_KEY)",
+        ),
+    ] {
+        let output = mailroom(dir.path(), &["migrate"], &[(key, value)], None)?;
+        assert_eq!(output.status.code(), Some(2), "{key}");
+        let stderr = String::from_utf8(output.stderr)?;
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{key}: one line, got {stderr:?}"
+        );
+        assert!(stderr.contains(named), "{key}: {stderr}");
+    }
+    std::fs::write(
+        dir.path().join("mailroom.toml"),
+        "bind = \"127.0.0.1:9\"\nno_such_setting = 1\n",
+    )?;
+    let output = mailroom(dir.path(), &["migrate"], &[], None)?;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr)?.contains("no_such_setting"));
+    Ok(())
+}
+
+#[test]
+fn an_unreachable_database_is_named_with_its_password_masked() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let output = mailroom(
+        dir.path(),
+        &["migrate"],
+        &[(
+            "MAILROOM_DATABASE_URL",
+            "postgres://mailroom:s3cret@127.0.0.1:1/mail",
+        )],
+        None,
+    )?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr)?;
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("cannot open database postgres://mailroom:***@127.0.0.1:1/mail"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"));
+    Ok(())
+}
+
+#[test]
+fn the_secret_key_is_generated_once_with_mode_0600() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let settings = mailroom::config::Settings {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    let first = settings.secret_key()?;
+    let path = dir.path().join("data/secret.key");
+    assert_eq!(
+        std::fs::metadata(&path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(first.len(), 64);
+    assert_eq!(settings.secret_key()?, first, "read back, not regenerated");
+    Ok(())
+}
+
+async fn user_add_creates_an_account_that_can_sign_in(backend: Backend) -> TestResult {
+    let app = TestApp::spawn(backend).await?;
+    let url = app.database_url.clone();
+    let dir = app.dir.path().to_path_buf();
+    let output = actix_web::web::block(move || {
+        mailroom(
+            &dir,
+            &[
+                "user",
+                "add",
+                "--email",
+                "ops@example.com",
+                "--workspace",
+                "ops",
+                "--role",
+                "admin",
+            ],
+            &[("MAILROOM_DATABASE_URL", &url)],
+            Some(&format!("{PASSWORD}\n")),
+        )
+    })
+    .await??;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8(output.stdout)?.contains("created workspace ops"));
+    // Setup is no longer offered: the instance has an admin.
+    let browser = app.browser();
+    assert_eq!(
+        browser.login("ops@example.com", PASSWORD).await?.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(browser.page("/w/ops/members").await?.0, StatusCode::OK);
+
+    let (url, dir) = (app.database_url.clone(), app.dir.path().to_path_buf());
+    let again = actix_web::web::block(move || {
+        mailroom(
+            &dir,
+            &[
+                "user",
+                "add",
+                "--email",
+                "ops@example.com",
+                "--workspace",
+                "ops",
+            ],
+            &[("MAILROOM_DATABASE_URL", &url)],
+            None,
+        )
+    })
+    .await??;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8(again.stderr)?.contains("already a member"));
+    let (url, dir) = (app.database_url.clone(), app.dir.path().to_path_buf());
+    let short = actix_web::web::block(move || {
+        mailroom(
+            &dir,
+            &[
+                "user",
+                "add",
+                "--email",
+                "x@example.com",
+                "--workspace",
+                "ops",
+            ],
+            &[("MAILROOM_DATABASE_URL", &url)],
+            Some("short\n"),
+        )
+    })
+    .await??;
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8(short.stderr)?.contains("at least 8 characters"));
+    Ok(())
+}
+both!(user_add_creates_an_account_that_can_sign_in);

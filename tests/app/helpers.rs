@@ -1,0 +1,406 @@
+//! The test harness: the real application on port 0 against a fresh database per test
+//! (a temp SQLite file, or a fresh PostgreSQL database), and cookie-keeping browsers.
+
+use std::sync::Arc;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use figment::Figment;
+use figment::providers::Serialized;
+use mailroom::config::Settings;
+use mailroom::startup::Application;
+use reqwest::StatusCode;
+use reqwest::cookie::{CookieStore, Jar};
+
+/// What tests return.
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The password every test account gets.
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The first admin's address.
+pub const ADMIN: &str = "admin@example.com";
+/// The first workspace's slug.
+pub const SLUG: &str = "acme";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temp SQLite file.
+    Sqlite,
+    /// A fresh database on `MAILROOM_TEST_PG_URL`.
+    Postgres,
+}
+
+/// Whether CI demands every test run (no SKIP allowed).
+pub fn require_all() -> bool {
+    std::env::var("MAILROOM_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("MAILROOM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether PostgreSQL can be reached; prints one SKIP line when not (and fails under
+/// `MAILROOM_REQUIRE_ALL=1`).
+pub fn postgres_or_skip(test: &str) -> bool {
+    match PgConnection::establish(&pg_admin_url()) {
+        Ok(_) => true,
+        Err(e) => {
+            if require_all() {
+                panic!(
+                    "PostgreSQL is required (MAILROOM_REQUIRE_ALL=1) but {} is unreachable: {e}",
+                    pg_admin_url()
+                );
+            }
+            println!(
+                "SKIP {test} on postgres: {} unreachable ({})",
+                pg_admin_url(),
+                e.to_string().trim()
+            );
+            false
+        }
+    }
+}
+
+/// Runs a test body on both backends: `both!(name)` makes `name::sqlite` and
+/// `name::postgres` from `async fn name(backend: Backend) -> TestResult`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() -> $crate::helpers::TestResult {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[actix_web::test]
+            async fn postgres() -> $crate::helpers::TestResult {
+                if !$crate::helpers::postgres_or_skip(stringify!($name)) {
+                    return Ok(());
+                }
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+struct PgDatabase {
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut conn) = PgConnection::establish(&pg_admin_url()) {
+                let _ =
+                    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
+/// A fresh, empty database of the backend; returns its URL and what cleans it up.
+fn fresh_database(backend: Backend, dir: &std::path::Path) -> (String, Option<PgDatabase>) {
+    match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.join("mailroom.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let name = format!("mailroom_test_{}", hex::encode(rand::random::<[u8; 8]>()));
+            let mut conn = PgConnection::establish(&pg_admin_url()).expect("PostgreSQL reachable");
+            conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .expect("create test database");
+            let mut url = url::Url::parse(&pg_admin_url()).expect("valid MAILROOM_TEST_PG_URL");
+            url.set_path(&name);
+            (url.to_string(), Some(PgDatabase { name }))
+        }
+    }
+}
+
+/// A running application.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The one-time setup token.
+    pub setup_token: String,
+    /// The database URL.
+    pub database_url: String,
+    /// The data directory (kept for the test's life).
+    pub dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    /// Starts the application on a fresh database.
+    pub async fn spawn(backend: Backend) -> Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (database_url, pg) = fresh_database(backend, dir.path());
+        let settings = Settings::from_figment(Figment::from(Serialized::defaults(Settings {
+            bind: "127.0.0.1:0".into(),
+            database_url: Some(database_url.clone()),
+            data_dir: dir.path().to_path_buf(),
+            workers: 1,
+            pool_size: 4,
+            log: "warn".into(),
+            ..Settings::default()
+        })))?;
+        let app = Application::build(settings).await?;
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let setup_token = app.setup_token();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Ok(Self {
+            base,
+            setup_token,
+            database_url,
+            dir,
+            _pg: pg,
+        })
+    }
+
+    /// Starts the application and completes setup: `admin@example.com` administers `acme`.
+    /// Returns the app and the admin's signed-in browser.
+    pub async fn with_admin(
+        backend: Backend,
+    ) -> Result<(Self, Browser), Box<dyn std::error::Error>> {
+        let app = Self::spawn(backend).await?;
+        let admin = app.browser();
+        let response = admin
+            .post_form(
+                "/setup",
+                &[
+                    ("setup_token", app.setup_token.as_str()),
+                    ("name", "Ada Admin"),
+                    ("email", ADMIN),
+                    ("password", PASSWORD),
+                    ("workspace_name", "Acme"),
+                    ("slug", SLUG),
+                    ("site_name", "Acme"),
+                ],
+            )
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "setup should succeed"
+        );
+        Ok((app, admin))
+    }
+
+    /// A new browser with its own cookie jar.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.base)
+    }
+
+    /// Adds `email` with `role` to `acme` through the members page and lets them set their
+    /// password through the one-time link; returns their signed-in browser.
+    pub async fn member(
+        &self,
+        admin: &Browser,
+        email: &str,
+        role: &str,
+    ) -> Result<Browser, Box<dyn std::error::Error>> {
+        let page = admin
+            .post_form(
+                &format!("/w/{SLUG}/members"),
+                &[("email", email), ("role", role)],
+            )
+            .await?;
+        assert_eq!(
+            page.status(),
+            StatusCode::OK,
+            "adding a member shows the one-time link"
+        );
+        let link = one_time_link(&page.text().await?).ok_or("no one-time link on the page")?;
+        let browser = self.browser();
+        browser.set_password_with_link(&link, PASSWORD).await?;
+        let response = browser.login(email, PASSWORD).await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "the new member signs in"
+        );
+        Ok(browser)
+    }
+
+    /// Opens the database directly, for arranging what the console cannot (a second workspace).
+    pub fn db(&self) -> mailroom::db::Db {
+        mailroom::db::Db::open(&self.database_url, 2).expect("database opens")
+    }
+
+    /// Creates another workspace `slug` with `email` as its admin (as `mailroom user add` does).
+    pub async fn other_workspace(
+        &self,
+        slug: &str,
+        email: &str,
+    ) -> Result<Browser, Box<dyn std::error::Error>> {
+        let db = self.db();
+        let spec = mailroom::cli::AddUser {
+            email,
+            workspace: slug,
+            role: "admin",
+            name: "",
+        };
+        let (db2, spec_email, spec_slug) =
+            (db.clone(), spec.email.to_owned(), spec.workspace.to_owned());
+        actix_web::web::block(move || {
+            let spec = mailroom::cli::AddUser {
+                email: &spec_email,
+                workspace: &spec_slug,
+                role: "admin",
+                name: "",
+            };
+            mailroom::cli::add_user(&db2, &spec, || Ok(PASSWORD.to_owned()))
+        })
+        .await??;
+        let browser = self.browser();
+        let response = browser.login(email, PASSWORD).await?;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        Ok(browser)
+    }
+}
+
+/// The one-time link shown on the members page.
+pub fn one_time_link(html: &str) -> Option<String> {
+    let start = html.find("id=\"one-time-link\">")? + "id=\"one-time-link\">".len();
+    let end = html[start..].find('<')? + start;
+    Some(html[start..end].replace("&amp;", "&"))
+}
+
+/// The CSRF token embedded in a page.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+/// A cookie-keeping HTTP client that does not follow redirects (tests assert them).
+pub struct Browser {
+    /// Base URL.
+    pub base: String,
+    /// The cookie jar.
+    pub jar: Arc<Jar>,
+    /// The client.
+    pub client: reqwest::Client,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client builds");
+        Self {
+            base: base.to_owned(),
+            jar,
+            client,
+        }
+    }
+
+    /// The `Cookie` header this browser would send.
+    pub fn cookie_header(&self) -> String {
+        self.jar
+            .cookies(&self.base.parse().expect("url"))
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.client.get(format!("{}{path}", self.base)).send().await
+    }
+
+    /// `GET path`, returning the status and body.
+    pub async fn page(&self, path: &str) -> reqwest::Result<(StatusCode, String)> {
+        let response = self.get(path).await?;
+        let status = response.status();
+        Ok((status, response.text().await?))
+    }
+
+    /// The session's CSRF token (from the sign-in page, which every session can see, or
+    /// the setup page before setup).
+    pub async fn csrf(&self) -> reqwest::Result<String> {
+        let (mut status, mut html) = self.page("/login").await?;
+        if status == StatusCode::SEE_OTHER {
+            (status, html) = self.page("/setup").await?;
+        }
+        assert_eq!(status, StatusCode::OK, "a page with a CSRF token");
+        Ok(csrf_in(&html).expect("the sign-in page carries a CSRF token"))
+    }
+
+    /// Posts a form with the session's CSRF token.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        let token = self.csrf().await?;
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        all.push(("csrf_token", &token));
+        self.client
+            .post(format!("{}{path}", self.base))
+            .form(&all)
+            .send()
+            .await
+    }
+
+    /// Posts a form without any CSRF token.
+    pub async fn post_form_without_csrf(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .form(fields)
+            .send()
+            .await
+    }
+
+    /// Signs in.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Result<reqwest::Response> {
+        self.post_form("/login", &[("email", email), ("password", password)])
+            .await
+    }
+
+    /// Sets a password through a one-time link.
+    pub async fn set_password_with_link(
+        &self,
+        link: &str,
+        password: &str,
+    ) -> Result<reqwest::Response, Box<dyn std::error::Error>> {
+        let token = link
+            .split("token=")
+            .nth(1)
+            .ok_or("link without token")?
+            .to_owned();
+        let response = self
+            .post_form(
+                "/password/set",
+                &[
+                    ("token", &token),
+                    ("password", password),
+                    ("confirm", password),
+                ],
+            )
+            .await?;
+        Ok(response)
+    }
+}
+
+/// The `Location` header of a redirect.
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

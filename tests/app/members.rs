@@ -1,0 +1,178 @@
+use reqwest::StatusCode;
+
+use crate::both;
+use crate::helpers::*;
+use crate::sessions::member_id;
+
+async fn an_invited_member_sets_a_password_once(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let page = admin
+        .post_form(
+            "/w/acme/members",
+            &[("email", "New@Example.com"), ("role", "editor")],
+        )
+        .await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await?;
+    assert!(html.contains("new@example.com was invited as Editor."));
+    let link = one_time_link(&html).ok_or("link shown")?;
+    assert!(link.starts_with(&format!("{}/password/set?token=", app.base)));
+    // Shown once: the members page does not show it again.
+    assert!(one_time_link(&admin.page("/w/acme/members").await?.1).is_none());
+    // Before setting a password the invited account cannot sign in.
+    assert_eq!(
+        app.browser()
+            .login("new@example.com", PASSWORD)
+            .await?
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let member = app.browser();
+    let path = link.trim_start_matches(&app.base).to_owned();
+    let (status, form) = member.page(&path).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains("new@example.com"));
+    let short = member.set_password_with_link(&link, "short").await?;
+    assert_eq!(
+        short.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "rules apply; the link stays usable"
+    );
+    let set = member.set_password_with_link(&link, PASSWORD).await?;
+    assert_eq!(location(&set), "/login");
+    assert_eq!(
+        member.login("new@example.com", PASSWORD).await?.status(),
+        StatusCode::SEE_OTHER
+    );
+    // Used once, never again.
+    let again = app
+        .browser()
+        .set_password_with_link(&link, "an attacker's choice")
+        .await?;
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert!(again.text().await?.contains("expired or was already used"));
+    assert_eq!(app.browser().page(&path).await?.0, StatusCode::GONE);
+    assert_eq!(
+        app.browser()
+            .login("new@example.com", "an attacker's choice")
+            .await?
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    Ok(())
+}
+both!(an_invited_member_sets_a_password_once);
+
+async fn a_reset_link_replaces_a_forgotten_password(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let editor = app.member(&admin, "ed@example.com", "editor").await?;
+    let id = member_id(&admin, "ed@example.com").await?;
+    let page = admin
+        .post_form(&format!("/w/acme/members/{id}/reset-link"), &[])
+        .await?;
+    let link = one_time_link(&page.text().await?).ok_or("reset link shown")?;
+    let set = app
+        .browser()
+        .set_password_with_link(&link, "remembered at last")
+        .await?;
+    assert_eq!(location(&set), "/login");
+    assert_eq!(
+        editor.get("/w/acme/").await?.status(),
+        StatusCode::SEE_OTHER,
+        "the reset signs out old sessions"
+    );
+    assert_eq!(
+        app.browser()
+            .login("ed@example.com", PASSWORD)
+            .await?
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        app.browser()
+            .login("ed@example.com", "remembered at last")
+            .await?
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    Ok(())
+}
+both!(a_reset_link_replaces_a_forgotten_password);
+
+async fn the_last_admin_cannot_be_demoted_or_removed(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let id = member_id(&admin, ADMIN).await?;
+    admin
+        .post_form(&format!("/w/acme/members/{id}/role"), &[("role", "editor")])
+        .await?;
+    let (_, html) = admin.page("/w/acme/members").await?;
+    assert!(html.contains("You cannot demote the last admin"));
+    admin
+        .post_form(&format!("/w/acme/members/{id}/remove"), &[])
+        .await?;
+    let (_, html) = admin.page("/w/acme/members").await?;
+    assert!(html.contains("You cannot remove the last admin"));
+    assert_eq!(
+        admin.page("/w/acme/members").await?.0,
+        StatusCode::OK,
+        "still admin"
+    );
+
+    // With a second admin, the first may step down.
+    app.member(&admin, "second@example.com", "admin").await?;
+    let response = admin
+        .post_form(&format!("/w/acme/members/{id}/role"), &[("role", "viewer")])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        admin.page("/w/acme/members").await?.0,
+        StatusCode::FORBIDDEN,
+        "now a viewer"
+    );
+    Ok(())
+}
+both!(the_last_admin_cannot_be_demoted_or_removed);
+
+async fn a_removed_member_loses_the_workspace(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let editor = app.member(&admin, "ed@example.com", "editor").await?;
+    let id = member_id(&admin, "ed@example.com").await?;
+    let response = admin
+        .post_form(&format!("/w/acme/members/{id}/remove"), &[])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(editor.page("/w/acme/").await?.0, StatusCode::NOT_FOUND);
+    Ok(())
+}
+both!(a_removed_member_loses_the_workspace);
+
+async fn adding_an_existing_member_again_says_so(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    app.member(&admin, "ed@example.com", "editor").await?;
+    let response = admin
+        .post_form(
+            "/w/acme/members",
+            &[("email", "ed@example.com"), ("role", "viewer")],
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        response
+            .text()
+            .await?
+            .contains("ed@example.com is already a member.")
+    );
+    let bad = admin
+        .post_form(
+            "/w/acme/members",
+            &[("email", "a\r\nBcc: x@evil.example"), ("role", "owner")],
+        )
+        .await?;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = bad.text().await?;
+    assert!(html.contains("cannot contain spaces or line breaks"));
+    assert!(html.contains("is not a role"));
+    Ok(())
+}
+both!(adding_an_existing_member_again_says_so);
