@@ -22,6 +22,7 @@ const KEYS: &[&str] = &[
     "workers",
     "session_ttl_hours",
     "secure_cookies",
+    "trust_forwarded_for",
 ];
 
 /// Log output format.
@@ -61,6 +62,9 @@ pub struct Settings {
     pub session_ttl_hours: u32,
     /// Force the `Secure` cookie flag on or off; default: on when `public_url` is https.
     pub secure_cookies: Option<bool>,
+    /// Take the client address from `Forwarded` / `X-Forwarded-For` (only behind a
+    /// reverse proxy that sets them); otherwise the TCP peer is the client.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             workers: 0,
             session_ttl_hours: 12,
             secure_cookies: None,
+            trust_forwarded_for: false,
         }
     }
 }

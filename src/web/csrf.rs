@@ -52,10 +52,11 @@ fn same_origin(req: &ServiceRequest, public_url: Option<&str>) -> bool {
         Some(port) => format!("{}:{port}", claimed.host_str().unwrap_or_default()),
         None => claimed.host_str().unwrap_or_default().to_owned(),
     };
-    if let Some(public) = public_url.and_then(|u| url::Url::parse(u).ok()) {
-        if public.origin() == claimed.origin() {
-            return true;
-        }
+    if public_url
+        .and_then(|u| url::Url::parse(u).ok())
+        .is_some_and(|public| public.origin() == claimed.origin())
+    {
+        return true;
     }
     req.connection_info().host() == claimed_authority
 }

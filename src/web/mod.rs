@@ -139,21 +139,18 @@ pub async fn setup_gate(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let open_path =
         req.path() == "/setup" || req.path().starts_with("/static/") || req.path() == "/healthz";
-    if !open_path {
-        if let Some(state) = req.app_data::<web::Data<AppState>>().cloned() {
-            if !state.setup.is_done() {
-                let users = state
-                    .db
-                    .run(|conn| Ok(crate::accounts::queries::count_users(conn)?))
-                    .await?;
-                if users > 0 {
-                    state.setup.mark_done();
-                } else {
-                    let (http_req, _) = req.into_parts();
-                    let response = htmx::redirect_full(&http_req, "/setup");
-                    return Ok(ServiceResponse::new(http_req, response).map_into_boxed_body());
-                }
-            }
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let Some(state) = state.filter(|s| !open_path && !s.setup.is_done()) {
+        let users = state
+            .db
+            .run(|conn| Ok(crate::accounts::queries::count_users(conn)?))
+            .await?;
+        if users > 0 {
+            state.setup.mark_done();
+        } else {
+            let (http_req, _) = req.into_parts();
+            let response = htmx::redirect_full(&http_req, "/setup");
+            return Ok(ServiceResponse::new(http_req, response).map_into_boxed_body());
         }
     }
     next.call(req)

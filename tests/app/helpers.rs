@@ -290,6 +290,11 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser for a server this harness did not start.
+    pub fn new_at(base: &str) -> Self {
+        Self::new(base)
+    }
+
     fn new(base: &str) -> Self {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
