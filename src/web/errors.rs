@@ -78,14 +78,19 @@ pub fn render<B: MessageBody + 'static>(
     let status = res.status();
     let (req, response) = res.into_parts();
     if status == StatusCode::UNAUTHORIZED && !req.path().starts_with("/api/") {
-        let next = match req.query_string() {
-            "" => req.path().to_owned(),
-            q => format!("{}?{q}", req.path()),
+        // Only a page can be returned to after signing in, not a form post.
+        let to = if req.method() == actix_web::http::Method::GET {
+            let next = match req.query_string() {
+                "" => req.path().to_owned(),
+                q => format!("{}?{q}", req.path()),
+            };
+            format!(
+                "/login?next={}",
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            )
+        } else {
+            "/login".to_owned()
         };
-        let to = format!(
-            "/login?next={}",
-            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
-        );
         let redirect = htmx::redirect_full(&req, &to);
         return Ok(ErrorHandlerResponse::Response(
             ServiceResponse::new(req, redirect).map_into_right_body(),

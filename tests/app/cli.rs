@@ -218,7 +218,10 @@ async fn serve_logs_json_with_the_setup_token_and_never_a_password() -> TestResu
     let stdout = child.stdout.take().ok_or("stdout")?;
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if lines_tx.send(line).is_err() {
                 break;
             }
@@ -228,8 +231,10 @@ async fn serve_logs_json_with_the_setup_token_and_never_a_password() -> TestResu
     let (mut token, mut port) = (None, None);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while token.is_none() || port.is_none() {
-        let line = lines_rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))?;
-        let event: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("not JSON: {line}: {e}"))?;
+        let line =
+            lines_rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))?;
+        let event: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("not JSON: {line}: {e}"))?;
         if let Some(t) = event.get("setup_token").and_then(|v| v.as_str()) {
             token = Some(t.to_owned());
         }
@@ -242,28 +247,55 @@ async fn serve_logs_json_with_the_setup_token_and_never_a_password() -> TestResu
     let browser = Browser::new_at(&base);
     let secret = "this-password-must-never-be-logged";
     let setup = browser
-        .post_form("/setup", &[("setup_token", token.as_deref().ok_or("token")?), ("email", ADMIN), ("password", secret), ("workspace_name", "Ops"), ("slug", "ops")])
+        .post_form(
+            "/setup",
+            &[
+                ("setup_token", token.as_deref().ok_or("token")?),
+                ("email", ADMIN),
+                ("password", secret),
+                ("workspace_name", "Ops"),
+                ("slug", "ops"),
+            ],
+        )
         .await?;
     assert_eq!(setup.status(), StatusCode::SEE_OTHER);
     let wrong = app_login_failure(&browser, "another-secret-never-logged").await?;
     assert_eq!(wrong, StatusCode::UNPROCESSABLE_ENTITY);
     let response = browser.get("/w/ops/").await?;
-    let request_id = response.headers().get("x-request-id").ok_or("request id")?.to_str()?.to_owned();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .ok_or("request id")?
+        .to_str()?
+        .to_owned();
     let cookie = browser.cookie_header();
     let session_key = cookie.trim_start_matches("mailroom_session=").to_owned();
 
     // Stop it (SIGTERM via kill(1)) and read the rest of the log.
     Command::new("kill").arg(child.id().to_string()).status()?;
     let status = child.wait()?;
-    assert!(status.success() || status.code().is_none(), "clean shutdown: {status:?}");
+    assert!(
+        status.success() || status.code().is_none(),
+        "clean shutdown: {status:?}"
+    );
     log.extend(lines_rx.try_iter());
     let all = log.join("\n");
     for line in &log {
-        serde_json::from_str::<serde_json::Value>(line).map_err(|e| format!("not JSON: {line}: {e}"))?;
+        serde_json::from_str::<serde_json::Value>(line)
+            .map_err(|e| format!("not JSON: {line}: {e}"))?;
     }
-    assert!(all.contains(&request_id), "the request span carries the echoed id");
-    assert!(all.contains("\"status\":422"), "one line per request with its status");
-    assert!(!all.contains(secret) && !all.contains("another-secret-never-logged"), "a password was logged");
+    assert!(
+        all.contains(&request_id),
+        "the request span carries the echoed id"
+    );
+    assert!(
+        all.contains("\"status\":422"),
+        "one line per request with its status"
+    );
+    assert!(
+        !all.contains(secret) && !all.contains("another-secret-never-logged"),
+        "a password was logged"
+    );
     assert!(!all.contains(&session_key), "a session key was logged");
     Ok(())
 }

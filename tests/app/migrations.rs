@@ -84,3 +84,48 @@ async fn both_backends_end_with_the_same_tables_and_columns() -> TestResult {
     assert_eq!(a, b, "the two backends' schemas differ");
     Ok(())
 }
+
+#[test]
+fn the_bundled_sqlite_has_fts5_trigram_and_returning() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("probe.db").display());
+    let DbConn::Sqlite(mut conn) = DbTarget::parse(&url)?.connect()? else {
+        return Err("a sqlite:// URL opens SQLite".into());
+    };
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(
+        "CREATE VIRTUAL TABLE words USING fts5(body); \
+         CREATE VIRTUAL TABLE grams USING fts5(body, tokenize = 'trigram'); \
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
+    )?;
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let row: Id =
+        diesel::sql_query("INSERT INTO t (v) VALUES ('x') RETURNING id").get_result(&mut conn)?;
+    assert_eq!(row.id, 1);
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    let mode: Mode = diesel::sql_query("PRAGMA journal_mode").get_result(&mut conn)?;
+    assert_eq!(mode.journal_mode, "wal");
+    #[derive(QueryableByName)]
+    struct Flag {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        foreign_keys: i32,
+    }
+    let fk: Flag = diesel::sql_query("PRAGMA foreign_keys").get_result(&mut conn)?;
+    assert_eq!(fk.foreign_keys, 1);
+    #[derive(QueryableByName)]
+    struct Sync {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        synchronous: i32,
+    }
+    let sync: Sync = diesel::sql_query("PRAGMA synchronous").get_result(&mut conn)?;
+    assert_eq!(sync.synchronous, 2, "FULL");
+    Ok(())
+}
