@@ -130,6 +130,7 @@ fn serve(settings: Settings) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartupError::Database(e)) => fail(2, e),
+        Err(StartupError::Config(e)) => fail(2, e),
         Err(e) => fail(1, e),
     }
 }
@@ -191,12 +192,15 @@ pub fn add_user(
         entry.actor_email = "mailroom user add".into();
         entry.target = email.as_str().to_owned();
         let message = match workspaces::find_by_slug(conn, slug.as_str())? {
+            None if role != Role::Admin => {
+                return Err(AppError::Validation(format!(
+                    "workspace {} does not exist yet, and a new workspace needs an admin: use --role admin",
+                    slug.as_str()
+                )));
+            }
             None => {
                 let id =
                     workspace_rules::create_with_admin(conn, slug.as_str(), &slug, "", user_id)?;
-                if role != Role::Admin {
-                    workspaces::update_role(conn, id, user_id, role)?;
-                }
                 entry.workspace_id = Some(id.0);
                 format!(
                     "created workspace {} with {} as {}",

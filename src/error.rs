@@ -49,8 +49,14 @@ pub fn bad_request(message: impl Into<String>) -> AppError {
 
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
         match e {
-            diesel::result::Error::NotFound => AppError::NotFound,
+            Error::NotFound => AppError::NotFound,
+            // Two people changed the same thing at once; the second change lost the race.
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => AppError::Conflict(
+                "Someone else just made the same change: it already exists. Reload the page to see it."
+                    .into(),
+            ),
             other => AppError::Unexpected(anyhow::Error::new(other).context("database query")),
         }
     }

@@ -27,6 +27,9 @@ pub enum StartupError {
     /// The database could not be opened (exit code 2).
     #[error(transparent)]
     Database(#[from] StartupDbError),
+    /// A setting is unusable (exit code 2).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -43,7 +46,11 @@ impl Application {
     /// Opens the database (applying migrations), binds the listener and builds the server.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = Db::open(&settings.database_url(), settings.pool_size)?;
-        let key = settings.secret_key()?;
+        let key = settings.secret_key().map_err(|e| {
+            crate::config::ConfigError(format!(
+                "secret_key (MAILROOM_SECRET_KEY or <data_dir>/secret.key): {e:#}"
+            ))
+        })?;
         let users = db
             .run(|conn| Ok(crate::accounts::queries::count_users(conn)?))
             .await

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::model::{EmailAddress, NewUser, Password, parse_name};
-use super::session_store::{PUBLIC_ID_KEY, USER_KEY, new_public_id};
+use super::session_store::{PUBLIC_ID_KEY, SIGNED_IN_AT_KEY, USER_KEY, new_public_id};
 use super::views::*;
 use super::{queries, service};
 use crate::audit;
@@ -15,7 +15,7 @@ use crate::db;
 use crate::error::AppError;
 use crate::web::extract::{CurrentUser, client_ip};
 use crate::web::forms::FieldErrors;
-use crate::web::frame::{Flash, Frame, Level, flash};
+use crate::web::frame::{Frame, Level, flash};
 use crate::web::{AppState, csrf, htmx, render, render_status};
 use crate::workspaces::model::{Slug, parse_label};
 use crate::workspaces::{queries as workspaces, service as workspace_rules};
@@ -27,14 +27,20 @@ fn sign_in(session: &Session, user_id: i64) -> Result<(), AppError> {
     session
         .insert(USER_KEY, user_id)
         .and_then(|()| session.insert(PUBLIC_ID_KEY, new_public_id()))
+        .and_then(|()| session.insert(SIGNED_IN_AT_KEY, db::now()))
         .map_err(|e| AppError::Unexpected(anyhow::anyhow!("session: {e}")))?;
     csrf::rotate(session);
     Ok(())
 }
 
-/// A `next` parameter is followed only to a path of this site.
+/// A `next` parameter is followed only to a path of this site: it must resolve, against
+/// this site, to this site, and carry nothing a browser would strip or reinterpret
+/// (tabs, line breaks, backslashes), so `/\t/evil.example` cannot become `//evil.example`.
 fn local_path(next: &str) -> Option<&str> {
-    (next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')).then_some(next)
+    let plain = next.chars().all(|c| c.is_ascii_graphic()) && !next.contains('\\');
+    let base = url::Url::parse("http://mailroom.invalid/").ok()?;
+    let same_site = base.join(next).is_ok_and(|u| u.origin() == base.origin());
+    (plain && same_site && next.starts_with('/') && !next.starts_with("//")).then_some(next)
 }
 
 /// `GET /`: the first workspace of the signed-in user.
@@ -131,29 +137,26 @@ pub async fn login(
     };
 
     let (lookup_email, lookup_ip) = (address.clone(), ip.clone());
-    let user = match state
+    let attempt = match state
         .db
-        .run(move |conn| {
-            service::check_throttle(conn, &lookup_email, &lookup_ip)?;
-            Ok(queries::find_user_by_email(conn, &lookup_email)?)
-        })
+        .write(move |conn| service::begin_attempt(conn, &lookup_email, &lookup_ip))
         .await
     {
-        Ok(user) => user,
+        Ok(attempt) => attempt,
         Err(AppError::TooManyRequests { retry_after }) => {
             let message = AppError::TooManyRequests { retry_after }.to_string();
             return failed(StatusCode::TOO_MANY_REQUESTS, message, Some(retry_after));
         }
         Err(e) => return Err(e),
     };
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let hash = attempt.user.as_ref().and_then(|u| u.password_hash.clone());
     let password_ok =
         db::blocking(move || Ok(service::verify_password(hash.as_deref(), &password))).await?;
     let (record_email, record_ip) = (address, ip);
     let signed_in = state
         .db
         .write(move |conn| {
-            service::record_login(conn, user, password_ok, &record_email, &record_ip)
+            service::record_login(conn, attempt, password_ok, &record_email, &record_ip)
         })
         .await?;
     match signed_in {
@@ -402,13 +405,14 @@ pub async fn set_password(
         .db
         .write(move |conn| service::redeem_password_link(conn, &token, &hash, &ip))
         .await?;
-    session.purge();
-    let _ = session.insert(
-        "flash",
-        vec![Flash {
-            level: Level::Success,
-            text: format!("Password set for {}. Sign in with it now.", user.email),
-        }],
+    // Whoever was signed in in this browser is signed out; a fresh anonymous session
+    // carries the message (a purged session would drop it).
+    session.clear();
+    session.renew();
+    flash(
+        &session,
+        Level::Success,
+        format!("Password set for {}. Sign in with it now.", user.email),
     );
     Ok(htmx::redirect_full(&req, "/login"))
 }
@@ -468,8 +472,20 @@ pub async fn change_password(
         password,
         confirm,
     } = form.into_inner();
+    // The current password is checked under the same throttle as sign-in, so a stolen
+    // session cannot guess it without limit.
+    let (email, ip) = (current.user.email.clone(), current.ip.clone());
+    let attempt = state
+        .db
+        .write(move |conn| service::begin_attempt(conn, &email, &ip))
+        .await?;
     let hash = current.user.password_hash.clone();
     let old_ok = db::blocking(move || Ok(service::verify_password(hash.as_deref(), &old))).await?;
+    let email = current.user.email.clone();
+    state
+        .db
+        .write(move |conn| service::settle_attempt(conn, &attempt, old_ok, &email))
+        .await?;
     let mut errors = FieldErrors::new();
     if !old_ok {
         errors.add("current", "This is not your current password.");
@@ -493,6 +509,10 @@ pub async fn change_password(
         .write(move |conn| service::change_password(conn, &user, &new_hash, &session_id, &ip))
         .await?;
     session.renew();
+    // This session stays signed in past the revocation it just made.
+    session
+        .insert(SIGNED_IN_AT_KEY, db::now())
+        .map_err(|e| AppError::Unexpected(anyhow::anyhow!("session: {e}")))?;
     flash(
         &session,
         Level::Success,

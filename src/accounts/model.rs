@@ -27,6 +27,8 @@ pub struct User {
     pub disabled_at: Option<NaiveDateTime>,
     /// When the password was last changed.
     pub password_changed_at: Option<NaiveDateTime>,
+    /// Sessions signed in before this are void.
+    pub sessions_revoked_at: Option<NaiveDateTime>,
     /// Creation time.
     pub created_at: NaiveDateTime,
 }
@@ -44,6 +46,12 @@ impl User {
     /// Whether the account is disabled.
     pub fn is_disabled(&self) -> bool {
         self.disabled_at.is_some()
+    }
+
+    /// Whether a session signed in at `signed_in_at` is still valid.
+    pub fn accepts_session_from(&self, signed_in_at: NaiveDateTime) -> bool {
+        self.sessions_revoked_at
+            .is_none_or(|revoked| signed_in_at >= revoked)
     }
 
     /// Whether the user has set a password (an invited user has not).

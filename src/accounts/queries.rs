@@ -122,7 +122,21 @@ pub fn delete_session_by_key_hash(conn: &mut DbConn, key_hash: &str) -> QResult<
         .map(drop)
 }
 
-/// Revokes every session of a user, except the one with public id `keep`.
+/// Voids every session of the user signed in before `at` (even one that a request in
+/// flight is saving right now), then deletes their rows except the one with public id `keep`.
+pub fn revoke_sessions(
+    conn: &mut DbConn,
+    user: UserId,
+    at: NaiveDateTime,
+    keep: Option<&str>,
+) -> QResult<usize> {
+    diesel::update(users::table.find(user))
+        .set(users::sessions_revoked_at.eq(at))
+        .execute(conn)?;
+    delete_sessions_of_user(conn, user, keep)
+}
+
+/// Deletes every session row of a user, except the one with public id `keep`.
 pub fn delete_sessions_of_user(
     conn: &mut DbConn,
     user: UserId,
@@ -181,12 +195,31 @@ pub fn void_password_tokens_of_user(
     .map(drop)
 }
 
-/// Records a failed sign-in.
-pub fn insert_login_failure(conn: &mut DbConn, new: &NewLoginFailure<'_>) -> QResult<()> {
+/// Records a failed sign-in (provisionally, before the password is checked).
+pub fn insert_login_failure(conn: &mut DbConn, new: &NewLoginFailure<'_>) -> QResult<i64> {
     diesel::insert_into(login_failures::table)
         .values(new)
+        .returning(login_failures::id)
+        .get_result(conn)
+}
+
+/// Deletes provisional failures once the password proved right.
+pub fn delete_login_failures_by_id(conn: &mut DbConn, ids: &[i64]) -> QResult<()> {
+    diesel::delete(login_failures::table.filter(login_failures::id.eq_any(ids)))
         .execute(conn)
         .map(drop)
+}
+
+/// Serializes sign-in attempts on one subject, so parallel guesses cannot all pass the
+/// count before any is recorded. SQLite's immediate transaction already serializes writers.
+pub fn lock_login_subject(conn: &mut DbConn, subject: &str) -> QResult<()> {
+    match conn {
+        DbConn::Pg(c) => diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+            .bind::<diesel::sql_types::Text, _>(subject)
+            .execute(c)
+            .map(drop),
+        DbConn::Sqlite(_) => Ok(()),
+    }
 }
 
 /// Failures of one subject since `since`: how many, and the oldest time among them.

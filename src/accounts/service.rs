@@ -74,18 +74,59 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Refuses with 429 when the account or the client address has had too many failed
-/// sign-ins within the window. Runs before any password work, so an attack costs no argon2.
-pub fn check_throttle(conn: &mut DbConn, email: &str, ip: &str) -> Result<(), AppError> {
+/// A password check counted as a failure until it proves right: counting first, in the same
+/// transaction as the throttle check, means parallel guesses cannot slip past the limit.
+pub struct PendingAttempt {
+    failure_ids: Vec<i64>,
+    /// The account of the typed address, if any.
+    pub user: Option<User>,
+}
+
+/// Starts a password check for `email` from `ip` (run in a write transaction): refuses with
+/// 429 when the account or the address has had too many failures within the window,
+/// otherwise records this attempt as a failure and returns the account. No argon2 work
+/// happens for a throttled attempt.
+pub fn begin_attempt(conn: &mut DbConn, email: &str, ip: &str) -> Result<PendingAttempt, AppError> {
     let now = db::now();
     let since = now - Duration::minutes(THROTTLE_WINDOW_MINUTES);
-    for (scope, subject) in [("account", email), ("ip", ip)] {
+    let subjects = [("account", email), ("ip", ip)];
+    for (scope, subject) in subjects {
+        queries::lock_login_subject(conn, &format!("{scope}:{subject}"))?;
+    }
+    for (scope, subject) in subjects {
         let (count, oldest) = queries::count_login_failures_since(conn, scope, subject, since)?;
         if count >= THROTTLE_LIMIT {
             let free_at = oldest.unwrap_or(now) + Duration::minutes(THROTTLE_WINDOW_MINUTES);
             let retry_after = (free_at - now).num_seconds().max(1) as u64;
             return Err(AppError::TooManyRequests { retry_after });
         }
+    }
+    let mut failure_ids = Vec::with_capacity(2);
+    for (scope, subject) in subjects {
+        failure_ids.push(queries::insert_login_failure(
+            conn,
+            &NewLoginFailure {
+                scope,
+                subject,
+                created_at: now,
+            },
+        )?);
+    }
+    let user = queries::find_user_by_email(conn, email)?;
+    Ok(PendingAttempt { failure_ids, user })
+}
+
+/// Ends a password check: a right password takes back this attempt's failures and the
+/// account's earlier ones; a wrong one leaves them counted.
+pub fn settle_attempt(
+    conn: &mut DbConn,
+    attempt: &PendingAttempt,
+    password_ok: bool,
+    email: &str,
+) -> Result<(), AppError> {
+    if password_ok {
+        queries::delete_login_failures_by_id(conn, &attempt.failure_ids)?;
+        queries::delete_login_failures(conn, "account", email)?;
     }
     Ok(())
 }
@@ -94,29 +135,19 @@ pub fn check_throttle(conn: &mut DbConn, email: &str, ip: &str) -> Result<(), Ap
 /// address, wrong password, invited and disabled accounts all come back as `None`.
 pub fn record_login(
     conn: &mut DbConn,
-    user: Option<User>,
+    attempt: PendingAttempt,
     password_ok: bool,
     email: &str,
     ip: &str,
 ) -> Result<Option<User>, AppError> {
-    match user {
-        Some(user) if password_ok && !user.is_disabled() => {
-            queries::delete_login_failures(conn, "account", email)?;
+    let signed_in = password_ok && attempt.user.as_ref().is_some_and(|u| !u.is_disabled());
+    settle_attempt(conn, &attempt, signed_in, email)?;
+    match attempt.user {
+        Some(user) if signed_in => {
             audit::record(conn, audit::entry("login.success", Some(&user), ip))?;
             Ok(Some(user))
         }
         user => {
-            let now = db::now();
-            for (scope, subject) in [("account", email), ("ip", ip)] {
-                queries::insert_login_failure(
-                    conn,
-                    &NewLoginFailure {
-                        scope,
-                        subject,
-                        created_at: now,
-                    },
-                )?;
-            }
             let mut entry = audit::entry("login.failure", user.as_ref(), ip);
             entry.actor_email = email.to_owned();
             entry.detail = match &user {
@@ -188,7 +219,7 @@ pub fn redeem_password_link(
         .ok_or_else(|| AppError::Validation("This account is disabled.".into()))?;
     queries::update_password(conn, user.id, hash, now)?;
     queries::void_password_tokens_of_user(conn, user.id, now)?;
-    queries::delete_sessions_of_user(conn, user.id, None)?;
+    queries::revoke_sessions(conn, user.id, now, None)?;
     let mut entry = audit::entry("password.set", Some(&user), ip);
     entry.detail = format!("through a one-time {} link", link.purpose);
     audit::record(conn, entry)?;
@@ -203,8 +234,9 @@ pub fn change_password(
     current_session: &str,
     ip: &str,
 ) -> Result<(), AppError> {
-    queries::update_password(conn, user.id, new_hash, db::now())?;
-    queries::delete_sessions_of_user(conn, user.id, Some(current_session))?;
+    let now = db::now();
+    queries::update_password(conn, user.id, new_hash, now)?;
+    queries::revoke_sessions(conn, user.id, now, Some(current_session))?;
     audit::record(conn, audit::entry("password.changed", Some(user), ip))?;
     Ok(())
 }

@@ -16,6 +16,9 @@ use crate::db::{self, Db};
 pub const USER_KEY: &str = "uid";
 /// Session state key holding the session's public id.
 pub const PUBLIC_ID_KEY: &str = "sid";
+/// Session state key holding when the user signed in (checked against the account's
+/// `sessions_revoked_at`).
+pub const SIGNED_IN_AT_KEY: &str = "at";
 
 type State = HashMap<String, String>;
 
@@ -132,6 +135,7 @@ impl SessionStore for DbSessionStore {
         // The session was revoked while this request ran: never bring it back signed in.
         session_state.remove(USER_KEY);
         session_state.remove(PUBLIC_ID_KEY);
+        session_state.remove(SIGNED_IN_AT_KEY);
         insert(&self.db, session_state, ttl)
             .await
             .map_err(UpdateError::Other)

@@ -27,23 +27,26 @@ pub enum Cursor {
 
 /// A page of a workspace's log, newest first, and whether more lie beyond it in the
 /// direction of the cursor: the workspace's own entries and the account events (sign-ins,
-/// password changes) of its current members. Keyset pagination on the id.
+/// password changes) of its current members since they joined. Keyset pagination on the id.
 pub fn page_for_workspace(
     conn: &mut DbConn,
     workspace_id: i64,
     cursor: Cursor,
     limit: i64,
 ) -> QueryResult<(Vec<AuditEntry>, bool)> {
-    let members = memberships::table
+    // Account events (no workspace) of a member count only from when they joined: adding
+    // someone must not reveal their earlier sign-ins to this workspace's admins.
+    let while_member = memberships::table
         .filter(memberships::workspace_id.eq(workspace_id))
-        .select(memberships::user_id.nullable());
+        .filter(memberships::user_id.nullable().eq(audit_log::actor_user_id))
+        .filter(memberships::created_at.le(audit_log::created_at));
     let mut query = audit_log::table
         .filter(
             audit_log::workspace_id
                 .eq(workspace_id)
                 .or(audit_log::workspace_id
                     .is_null()
-                    .and(audit_log::actor_user_id.eq_any(members))),
+                    .and(diesel::dsl::exists(while_member))),
         )
         .select(AuditEntry::as_select())
         .limit(limit + 1)

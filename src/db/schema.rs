@@ -9,6 +9,7 @@ diesel::table! {
         password_hash -> Nullable<Text>,
         disabled_at -> Nullable<Timestamp>,
         password_changed_at -> Nullable<Timestamp>,
+        sessions_revoked_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
     }
 }

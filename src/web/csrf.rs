@@ -81,28 +81,29 @@ pub async fn protect(
         return Ok(req.error_response(AppError::Csrf).map_into_boxed_body());
     }
     let expected = req.get_session().get::<String>(SESSION_KEY).ok().flatten();
-    let mut supplied = req
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if supplied.is_none() {
+    let matches = |supplied: Option<&str>| match (expected.as_deref(), supplied) {
+        (Some(e), Some(s)) => bool::from(e.as_bytes().ct_eq(s.as_bytes())),
+        _ => false,
+    };
+    // The header (htmx) first; if it is missing or stale (a page rendered without a
+    // session, e.g. an error page), the form field, or the query for multipart uploads.
+    let mut valid = matches(req.headers().get(HEADER).and_then(|v| v.to_str().ok()));
+    if !valid {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        if content_type.starts_with("application/x-www-form-urlencoded") {
+        valid = if content_type.starts_with("application/x-www-form-urlencoded") {
             let body = req.extract::<Bytes>().await?;
-            supplied = form_field(&body);
+            let ok = matches(form_field(&body).as_deref());
             req.set_payload(actix_web::dev::Payload::from(body));
+            ok
         } else {
-            supplied = form_field(req.query_string().as_bytes());
-        }
+            matches(form_field(req.query_string().as_bytes()).as_deref())
+        };
     }
-    let valid = matches!((&expected, &supplied),
-        (Some(e), Some(s)) if e.as_bytes().ct_eq(s.as_bytes()).into());
     if !valid {
         tracing::warn!(
             path = req.path(),

@@ -91,7 +91,13 @@ pub fn render<B: MessageBody + 'static>(
         } else {
             "/login".to_owned()
         };
-        let redirect = htmx::redirect_full(&req, &to);
+        let mut redirect = htmx::redirect_full(&req, &to);
+        // Keep the session middleware's cookie changes (e.g. removing a revoked cookie).
+        for cookie in response.headers().get_all(header::SET_COOKIE) {
+            redirect
+                .headers_mut()
+                .append(header::SET_COOKIE, cookie.clone());
+        }
         return Ok(ErrorHandlerResponse::Response(
             ServiceResponse::new(req, redirect).map_into_right_body(),
         ));

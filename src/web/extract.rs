@@ -10,7 +10,7 @@ use futures_util::future::LocalBoxFuture;
 use super::AppState;
 use crate::accounts::model::User;
 use crate::accounts::queries as accounts;
-use crate::accounts::session_store::{PUBLIC_ID_KEY, USER_KEY};
+use crate::accounts::session_store::{PUBLIC_ID_KEY, SIGNED_IN_AT_KEY, USER_KEY};
 use crate::error::AppError;
 use crate::workspaces::model::{Role, Workspace};
 use crate::workspaces::queries as workspaces;
@@ -36,8 +36,15 @@ impl CurrentUser {
     }
 }
 
-/// The client's address as the server sees it (the TCP peer).
+/// The client's address: the TCP peer, or what a trusted reverse proxy says
+/// (`trust_forwarded_for`). Sign-in throttling and the audit log key on it.
 pub fn client_ip(req: &HttpRequest) -> String {
+    let trust_proxy = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.settings.trust_forwarded_for);
+    if trust_proxy && let Some(ip) = req.connection_info().realip_remote_addr() {
+        return ip.to_owned();
+    }
     req.peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "unknown".into())
@@ -47,7 +54,12 @@ async fn current_user(req: HttpRequest) -> Result<CurrentUser, AppError> {
     let session = req.get_session();
     let user_id = session.get::<i64>(USER_KEY).ok().flatten();
     let session_id = session.get::<String>(PUBLIC_ID_KEY).ok().flatten();
-    let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
+    let signed_in_at = session
+        .get::<chrono::NaiveDateTime>(SIGNED_IN_AT_KEY)
+        .ok()
+        .flatten();
+    let (Some(user_id), Some(session_id), Some(signed_in_at)) = (user_id, session_id, signed_in_at)
+    else {
         return Err(AppError::Unauthenticated);
     };
     let state = req
@@ -63,11 +75,13 @@ async fn current_user(req: HttpRequest) -> Result<CurrentUser, AppError> {
         })
         .await?;
     match user {
-        Some(user) if !user.is_disabled() => Ok(CurrentUser {
-            user,
-            session_id,
-            ip: client_ip(&req),
-        }),
+        Some(user) if !user.is_disabled() && user.accepts_session_from(signed_in_at) => {
+            Ok(CurrentUser {
+                user,
+                session_id,
+                ip: client_ip(&req),
+            })
+        }
         _ => {
             session.purge();
             Err(AppError::Unauthenticated)

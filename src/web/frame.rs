@@ -52,6 +52,10 @@ pub fn flash(session: &Session, level: Level, text: impl Into<String>) {
 }
 
 fn take_flashes(session: &Session) -> Vec<Flash> {
+    // `remove` marks the session changed (a database write); only when there is something.
+    if !session.contains_key(FLASH_KEY) {
+        return Vec::new();
+    }
     session
         .remove_as::<Vec<Flash>>(FLASH_KEY)
         .and_then(Result::ok)

@@ -256,6 +256,7 @@ pub async fn change_role(
     path: web::Path<MemberPath>,
     form: web::Form<RoleForm>,
 ) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
     let role = Role::parse(&form.role).map_err(AppError::Validation)?;
     let target = UserId(path.user_id);
     member_change(

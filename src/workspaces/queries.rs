@@ -91,15 +91,14 @@ pub fn list_members(
         .load(conn)
 }
 
-/// How many members of the workspace have this role.
-pub fn count_members_with_role(
-    conn: &mut DbConn,
-    workspace: WorkspaceId,
-    role: Role,
-) -> QueryResult<i64> {
+/// How many admins of the workspace can act: enabled, and with a password set.
+pub fn count_active_admins(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<i64> {
     memberships::table
+        .inner_join(users::table)
         .filter(memberships::workspace_id.eq(workspace))
-        .filter(memberships::role.eq(role.as_str()))
+        .filter(memberships::role.eq(Role::Admin.as_str()))
+        .filter(users::disabled_at.is_null())
+        .filter(users::password_hash.is_not_null())
         .count()
         .get_result(conn)
 }

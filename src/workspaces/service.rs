@@ -165,17 +165,20 @@ fn member(
     Ok((user, membership))
 }
 
+/// Refuses a change that would leave the workspace without an admin who can act (enabled,
+/// password set): an invited or disabled admin does not count.
 fn ensure_another_admin(
     conn: &mut DbConn,
     workspace: &Workspace,
+    member: &User,
     membership: &Membership,
     what: &str,
 ) -> Result<(), AppError> {
-    if membership.role().is_admin()
-        && queries::count_members_with_role(conn, workspace.id, Role::Admin)? <= 1
-    {
+    let member_is_active_admin =
+        membership.role().is_admin() && !member.is_disabled() && member.has_password();
+    if member_is_active_admin && queries::count_active_admins(conn, workspace.id)? <= 1 {
         return Err(AppError::Conflict(format!(
-            "You cannot {what} the last admin: make another member admin first."
+            "You cannot {what} the last active admin: make another member admin first (one who has set a password and is not disabled)."
         )));
     }
     Ok(())
@@ -195,7 +198,7 @@ pub fn change_role(
         return Ok(user);
     }
     if !role.is_admin() {
-        ensure_another_admin(conn, workspace, &membership, "demote")?;
+        ensure_another_admin(conn, workspace, &user, &membership, "demote")?;
     }
     queries::update_role(conn, workspace.id, target, role)?;
     let detail = format!("{} → {}", membership.role().as_str(), role.as_str());
@@ -215,7 +218,7 @@ pub fn remove_member(
 ) -> Result<User, AppError> {
     queries::lock_for_update(conn, workspace.id)?;
     let (user, membership) = member(conn, workspace, target)?;
-    ensure_another_admin(conn, workspace, &membership, "remove")?;
+    ensure_another_admin(conn, workspace, &user, &membership, "remove")?;
     queries::delete_membership(conn, workspace.id, target)?;
     let detail = format!("was {}", membership.role().as_str());
     audit::record(
@@ -258,16 +261,20 @@ pub fn set_disabled(
     target: UserId,
     disabled: bool,
 ) -> Result<User, AppError> {
-    let (user, _) = member(conn, workspace, target)?;
+    queries::lock_for_update(conn, workspace.id)?;
+    let (user, membership) = member(conn, workspace, target)?;
     if user.id == actor.user.id {
         return Err(AppError::Conflict(
             "You cannot disable your own account.".into(),
         ));
     }
+    if disabled {
+        ensure_another_admin(conn, workspace, &user, &membership, "disable")?;
+    }
     ensure_can_manage_account(conn, actor.user, &user)?;
     accounts::update_disabled(conn, user.id, disabled.then(db::now))?;
     if disabled {
-        accounts::delete_sessions_of_user(conn, user.id, None)?;
+        accounts::revoke_sessions(conn, user.id, db::now(), None)?;
     }
     let action = if disabled {
         "account.disabled"

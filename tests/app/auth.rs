@@ -209,3 +209,139 @@ async fn passwords_are_checked_whole_and_within_limits(backend: Backend) -> Test
     Ok(())
 }
 both!(passwords_are_checked_whole_and_within_limits);
+
+async fn next_with_hidden_characters_never_leaves_the_site(backend: Backend) -> TestResult {
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    for next in [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "/ok path",
+    ] {
+        let browser = app.browser();
+        let response = browser
+            .post_form(
+                "/login",
+                &[("email", ADMIN), ("password", PASSWORD), ("next", next)],
+            )
+            .await?;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(location(&response), "/", "{next:?}");
+    }
+    Ok(())
+}
+both!(next_with_hidden_characters_never_leaves_the_site);
+
+async fn parallel_guesses_cannot_pass_the_throttle(backend: Backend) -> TestResult {
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    let browser = app.browser();
+    let token = browser.csrf().await?;
+    let guesses = (0..20).map(|n| {
+        let password = format!("wrong guess {n}");
+        let request = browser.client.post(format!("{}/login", app.base)).form(&[
+            ("email", ADMIN),
+            ("password", password.as_str()),
+            ("csrf_token", token.as_str()),
+        ]);
+        async move { request.send().await.map(|r| r.status()) }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let wrong = statuses
+        .iter()
+        .filter(|s| matches!(s, Ok(StatusCode::UNPROCESSABLE_ENTITY)))
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| matches!(s, Ok(StatusCode::TOO_MANY_REQUESTS)))
+        .count();
+    assert_eq!((wrong, throttled), (10, 10), "{statuses:?}");
+    Ok(())
+}
+both!(parallel_guesses_cannot_pass_the_throttle);
+
+async fn an_htmx_sign_in_is_a_full_page_redirect(backend: Backend) -> TestResult {
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    let browser = app.browser();
+    let token = browser.csrf().await?;
+    let response = browser
+        .client
+        .post(format!("{}/login", app.base))
+        .header("HX-Request", "true")
+        .header("HX-Boosted", "true")
+        .header("X-CSRF-Token", token)
+        .form(&[("email", ADMIN), ("password", PASSWORD)])
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("hx-redirect").ok_or("HX-Redirect")?,
+        "/"
+    );
+    Ok(())
+}
+both!(an_htmx_sign_in_is_a_full_page_redirect);
+
+async fn guess(
+    base: &str,
+    browser: &Browser,
+    ip: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Result<StatusCode> {
+    let token = browser.csrf().await?;
+    let response = browser
+        .client
+        .post(format!("{base}/login"))
+        .header("X-Forwarded-For", ip)
+        .form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await?;
+    Ok(response.status())
+}
+
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client(
+    backend: Backend,
+) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| s.trust_forwarded_for = true).await?;
+    let admin = app.setup().await?;
+    let attacker = app.browser();
+    for n in 0..10 {
+        // The first guess is at the admin's account, so the audit log shows this address.
+        let email = if n == 0 {
+            ADMIN.to_owned()
+        } else {
+            format!("someone{n}@example.com")
+        };
+        let status = guess(
+            &app.base,
+            &attacker,
+            "203.0.113.7",
+            &email,
+            "a wrong guess here",
+        )
+        .await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let status = guess(&app.base, &attacker, "203.0.113.7", ADMIN, PASSWORD).await?;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the forwarded address is throttled"
+    );
+    // Another client behind the same proxy is not throttled for the first one's guesses…
+    let other = app.browser();
+    assert_eq!(
+        guess(&app.base, &other, "198.51.100.9", ADMIN, PASSWORD).await?,
+        StatusCode::SEE_OTHER
+    );
+    // …and the audit log names the real clients.
+    let (_, html) = admin.page("/w/acme/audit").await?;
+    assert!(html.contains("198.51.100.9") && html.contains("203.0.113.7"));
+    Ok(())
+}
+both!(behind_a_trusted_proxy_the_forwarded_address_is_the_client);

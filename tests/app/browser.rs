@@ -109,7 +109,7 @@ async fn fill(client: &Client, id: &str, text: &str) -> Result<(), Box<dyn std::
 }
 
 async fn screenshot(client: &Client, name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir)?;
     let png = client.screenshot().await?;
     assert!(png.len() > 1000, "a real picture");

@@ -77,6 +77,27 @@ fn an_invalid_setting_is_named_in_one_line_with_exit_code_2() -> TestResult {
 }
 
 #[test]
+fn a_broken_secret_key_file_is_named_with_exit_code_2() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("data"))?;
+    std::fs::write(dir.path().join("data/secret.key"), "not hex at all")?;
+    let output = mailroom(
+        dir.path(),
+        &["serve"],
+        &[("MAILROOM_BIND", "127.0.0.1:0")],
+        None,
+    )?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr)?;
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("secret_key") && stderr.contains("hexadecimal"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
 fn an_unreachable_database_is_named_with_its_password_masked() -> TestResult {
     let dir = tempfile::tempdir()?;
     let output = mailroom(
@@ -191,6 +212,31 @@ async fn user_add_creates_an_account_that_can_sign_in(backend: Backend) -> TestR
     .await??;
     assert_eq!(short.status.code(), Some(1));
     assert!(String::from_utf8(short.stderr)?.contains("at least 8 characters"));
+    let (url, dir) = (app.database_url.clone(), app.dir.path().to_path_buf());
+    let headless = actix_web::web::block(move || {
+        mailroom(
+            &dir,
+            &[
+                "user",
+                "add",
+                "--email",
+                "v@example.com",
+                "--workspace",
+                "newone",
+                "--role",
+                "viewer",
+            ],
+            &[("MAILROOM_DATABASE_URL", &url)],
+            Some(&format!("{PASSWORD}\n")),
+        )
+    })
+    .await??;
+    assert_eq!(
+        headless.status.code(),
+        Some(1),
+        "a new workspace needs an admin"
+    );
+    assert!(String::from_utf8(headless.stderr)?.contains("use --role admin"));
     Ok(())
 }
 both!(user_add_creates_an_account_that_can_sign_in);
@@ -269,7 +315,8 @@ async fn serve_logs_json_with_the_setup_token_and_never_a_password() -> TestResu
         .to_str()?
         .to_owned();
     let cookie = browser.cookie_header();
-    let session_key = cookie.trim_start_matches("mailroom_session=").to_owned();
+    let cookie_value = cookie.trim_start_matches("mailroom_session=").to_owned();
+    assert!(cookie_value.len() > 20, "a session cookie");
 
     // Stop it (SIGTERM via kill(1)) and read the rest of the log.
     Command::new("kill").arg(child.id().to_string()).status()?;
@@ -296,7 +343,7 @@ async fn serve_logs_json_with_the_setup_token_and_never_a_password() -> TestResu
         !all.contains(secret) && !all.contains("another-secret-never-logged"),
         "a password was logged"
     );
-    assert!(!all.contains(&session_key), "a session key was logged");
+    assert!(!all.contains(&cookie_value), "a session cookie was logged");
     Ok(())
 }
 

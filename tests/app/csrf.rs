@@ -86,3 +86,48 @@ async fn a_cross_origin_post_is_refused_even_with_the_token(backend: Backend) ->
     Ok(())
 }
 both!(a_cross_origin_post_is_refused_even_with_the_token);
+
+async fn a_stale_htmx_header_falls_back_to_the_form_field(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let token = admin.csrf().await?;
+    // An error page has no session token, so htmx may send an empty or stale header.
+    for header in ["", "stale-token"] {
+        let response = admin
+            .client
+            .post(format!("{}/w/acme/settings", app.base))
+            .header("X-CSRF-Token", header)
+            .form(&[
+                ("name", "Acme Fallback"),
+                ("site_name", ""),
+                ("csrf_token", token.as_str()),
+            ])
+            .send()
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "header {header:?}"
+        );
+    }
+    let response = admin
+        .client
+        .post(format!("{}/w/acme/settings", app.base))
+        .header("X-CSRF-Token", "stale-token")
+        .form(&[("name", "Hijacked"), ("site_name", "")])
+        .send()
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "neither header nor field valid"
+    );
+    assert!(
+        admin
+            .page("/w/acme/settings")
+            .await?
+            .1
+            .contains("Acme Fallback")
+    );
+    Ok(())
+}
+both!(a_stale_htmx_header_falls_back_to_the_form_field);

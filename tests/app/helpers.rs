@@ -138,9 +138,17 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the application on a fresh database.
     pub async fn spawn(backend: Backend) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts the application on a fresh database with adjusted settings.
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let (database_url, pg) = fresh_database(backend, dir.path());
-        let settings = Settings::from_figment(Figment::from(Serialized::defaults(Settings {
+        let mut settings = Settings {
             bind: "127.0.0.1:0".into(),
             database_url: Some(database_url.clone()),
             data_dir: dir.path().to_path_buf(),
@@ -148,7 +156,9 @@ impl TestApp {
             pool_size: 4,
             log: "warn".into(),
             ..Settings::default()
-        })))?;
+        };
+        adjust(&mut settings);
+        let settings = Settings::from_figment(Figment::from(Serialized::defaults(settings)))?;
         let app = Application::build(settings).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
         let setup_token = app.setup_token();
@@ -168,12 +178,19 @@ impl TestApp {
         backend: Backend,
     ) -> Result<(Self, Browser), Box<dyn std::error::Error>> {
         let app = Self::spawn(backend).await?;
-        let admin = app.browser();
+        let admin = app.setup().await?;
+        Ok((app, admin))
+    }
+
+    /// Completes setup (`admin@example.com` administers `acme`); returns the admin's
+    /// signed-in browser.
+    pub async fn setup(&self) -> Result<Browser, Box<dyn std::error::Error>> {
+        let admin = self.browser();
         let response = admin
             .post_form(
                 "/setup",
                 &[
-                    ("setup_token", app.setup_token.as_str()),
+                    ("setup_token", self.setup_token.as_str()),
                     ("name", "Ada Admin"),
                     ("email", ADMIN),
                     ("password", PASSWORD),
@@ -188,7 +205,7 @@ impl TestApp {
             StatusCode::SEE_OTHER,
             "setup should succeed"
         );
-        Ok((app, admin))
+        Ok(admin)
     }
 
     /// A new browser with its own cookie jar.

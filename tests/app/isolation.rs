@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 
 use crate::both;
 use crate::helpers::*;
-use crate::sessions::member_id;
+use crate::sessions::{member_id, member_id_in};
 
 async fn a_member_of_one_workspace_gets_404_for_another(backend: Backend) -> TestResult {
     let (app, admin) = TestApp::with_admin(backend).await?;
@@ -33,8 +33,25 @@ async fn a_member_of_one_workspace_gets_404_for_another(backend: Backend) -> Tes
             .contains("Taken over")
     );
     // Acting on another workspace's member through one's own workspace finds nobody.
-    let bea = member_id(&other, "bea@example.com").await.ok();
-    assert!(bea.is_none(), "bea is not on acme's members page");
+    let bea = member_id_in(&other, "beta", "bea@example.com").await?;
+    for action in ["role", "remove", "disable", "reset-link"] {
+        let response = admin
+            .post_form(
+                &format!("/w/acme/members/{bea}/{action}"),
+                &[("role", "viewer")],
+            )
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::NOT_FOUND,
+            "{action} on a member of beta through acme"
+        );
+    }
+    assert_eq!(
+        other.page("/w/beta/members").await?.0,
+        StatusCode::OK,
+        "bea is still beta's admin"
+    );
     Ok(())
 }
 both!(a_member_of_one_workspace_gets_404_for_another);
@@ -83,3 +100,40 @@ async fn the_switcher_lists_every_workspace_of_the_user(backend: Backend) -> Tes
     Ok(())
 }
 both!(the_switcher_lists_every_workspace_of_the_user);
+
+async fn the_audit_log_shows_a_member_s_sign_ins_only_since_they_joined(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let _bea = app.other_workspace("beta", "bea@example.com").await?;
+    app.browser()
+        .login("bea@example.com", "a wrong guess here")
+        .await?;
+    // Acme's admin adds bea (an existing account) and must not see her earlier history.
+    admin
+        .post_form(
+            "/w/acme/members",
+            &[("email", "bea@example.com"), ("role", "viewer")],
+        )
+        .await?;
+    let (_, html) = admin.page("/w/acme/audit").await?;
+    let bea_rows: Vec<&str> = html
+        .split("<tr>")
+        .skip(1)
+        .filter(|r| r.contains("bea@example.com"))
+        .collect();
+    assert!(
+        bea_rows.iter().all(|r| !r.contains("login.")),
+        "earlier sign-ins leaked: {bea_rows:?}"
+    );
+    assert!(bea_rows.iter().any(|r| r.contains("member.added")));
+    // From now on her sign-ins show.
+    app.browser().login("bea@example.com", PASSWORD).await?;
+    let (_, html) = admin.page("/w/acme/audit").await?;
+    assert!(
+        html.split("<tr>")
+            .any(|r| r.contains("bea@example.com") && r.contains("login.success"))
+    );
+    Ok(())
+}
+both!(the_audit_log_shows_a_member_s_sign_ins_only_since_they_joined);

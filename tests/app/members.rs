@@ -107,12 +107,12 @@ async fn the_last_admin_cannot_be_demoted_or_removed(backend: Backend) -> TestRe
         .post_form(&format!("/w/acme/members/{id}/role"), &[("role", "editor")])
         .await?;
     let (_, html) = admin.page("/w/acme/members").await?;
-    assert!(html.contains("You cannot demote the last admin"));
+    assert!(html.contains("You cannot demote the last active admin"));
     admin
         .post_form(&format!("/w/acme/members/{id}/remove"), &[])
         .await?;
     let (_, html) = admin.page("/w/acme/members").await?;
-    assert!(html.contains("You cannot remove the last admin"));
+    assert!(html.contains("You cannot remove the last active admin"));
     assert_eq!(
         admin.page("/w/acme/members").await?.0,
         StatusCode::OK,
@@ -176,3 +176,51 @@ async fn adding_an_existing_member_again_says_so(backend: Backend) -> TestResult
     Ok(())
 }
 both!(adding_an_existing_member_again_says_so);
+
+async fn an_invited_or_disabled_admin_does_not_count_as_the_last_admin(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let me = member_id(&admin, ADMIN).await?;
+    // An invited admin who never set a password cannot take over.
+    admin
+        .post_form(
+            "/w/acme/members",
+            &[("email", "invited@example.com"), ("role", "admin")],
+        )
+        .await?;
+    admin
+        .post_form(&format!("/w/acme/members/{me}/role"), &[("role", "viewer")])
+        .await?;
+    assert!(
+        admin
+            .page("/w/acme/members")
+            .await?
+            .1
+            .contains("last active admin")
+    );
+    // A disabled admin neither.
+    app.member(&admin, "second@example.com", "admin").await?;
+    let second = member_id(&admin, "second@example.com").await?;
+    let disabled = admin
+        .post_form(&format!("/w/acme/members/{second}/disable"), &[])
+        .await?;
+    assert_eq!(disabled.status(), StatusCode::SEE_OTHER);
+    admin
+        .post_form(&format!("/w/acme/members/{me}/remove"), &[])
+        .await?;
+    assert!(
+        admin
+            .page("/w/acme/members")
+            .await?
+            .1
+            .contains("last active admin")
+    );
+    assert_eq!(
+        admin.page("/w/acme/members").await?.0,
+        StatusCode::OK,
+        "still an admin"
+    );
+    Ok(())
+}
+both!(an_invited_or_disabled_admin_does_not_count_as_the_last_admin);

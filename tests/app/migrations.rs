@@ -44,27 +44,70 @@ struct Column {
     table_name: String,
     #[diesel(sql_type = Text)]
     column_name: String,
+    #[diesel(sql_type = Text)]
+    nullable: String,
 }
 
-fn columns(conn: &mut DbConn) -> BTreeSet<(String, String)> {
-    let rows: Vec<Column> = match conn {
-        DbConn::Sqlite(c) => diesel::sql_query(
-            "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m \
-             JOIN pragma_table_info(m.name) p WHERE m.type = 'table' \
-             AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '\\_\\_diesel%' ESCAPE '\\'",
-        )
-        .load(c),
-        DbConn::Pg(c) => diesel::sql_query(
-            "SELECT table_name::text AS table_name, column_name::text AS column_name \
-             FROM information_schema.columns WHERE table_schema = 'public' \
-             AND table_name NOT LIKE '\\_\\_diesel%'",
-        )
-        .load(c),
-    }
-    .expect("schema introspection");
-    rows.into_iter()
-        .map(|c| (c.table_name, c.column_name))
-        .collect()
+#[derive(QueryableByName)]
+struct Index {
+    #[diesel(sql_type = Text)]
+    index_name: String,
+}
+
+/// Every column as `table.column NULL|NOT NULL`, and every explicitly created index.
+fn schema(conn: &mut DbConn) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (columns, indexes): (Vec<Column>, Vec<Index>) = match conn {
+        DbConn::Sqlite(c) => (
+            diesel::sql_query(
+                "SELECT m.name AS table_name, p.name AS column_name, \
+                 CASE WHEN p.\"notnull\" = 1 OR p.pk > 0 THEN 'NO' ELSE 'YES' END AS nullable \
+                 FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+                 AND m.name NOT LIKE '\\_\\_diesel%' ESCAPE '\\'",
+            )
+            .load(c)
+            .expect("columns"),
+            diesel::sql_query(
+                "SELECT name AS index_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+            )
+            .load(c)
+            .expect("indexes"),
+        ),
+        DbConn::Pg(c) => (
+            diesel::sql_query(
+                "SELECT table_name::text AS table_name, column_name::text AS column_name, \
+                 is_nullable::text AS nullable FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name NOT LIKE '\\_\\_diesel%'",
+            )
+            .load(c)
+            .expect("columns"),
+            diesel::sql_query(
+                "SELECT indexname::text AS index_name FROM pg_indexes WHERE schemaname = 'public' \
+                 AND indexname NOT LIKE '%\\_pkey' AND indexname NOT LIKE '%\\_key' \
+                 AND tablename NOT LIKE '\\_\\_diesel%'",
+            )
+            .load(c)
+            .expect("indexes"),
+        ),
+    };
+    (
+        columns
+            .into_iter()
+            .map(|c| {
+                format!(
+                    "{}.{} {}",
+                    c.table_name,
+                    c.column_name,
+                    if c.nullable == "YES" {
+                        "NULL"
+                    } else {
+                        "NOT NULL"
+                    }
+                )
+            })
+            .collect(),
+        indexes.into_iter().map(|i| i.index_name).collect(),
+    )
 }
 
 #[actix_web::test]
@@ -79,9 +122,19 @@ async fn both_backends_end_with_the_same_tables_and_columns() -> TestResult {
     // Already applied at start; applying again is a no-op.
     migrate(&mut sqlite)?;
     migrate(&mut pg)?;
-    let (a, b) = (columns(&mut sqlite), columns(&mut pg));
-    assert!(a.contains(&("users".into(), "email".into())));
-    assert_eq!(a, b, "the two backends' schemas differ");
+    let (sqlite_columns, sqlite_indexes) = schema(&mut sqlite);
+    let (pg_columns, pg_indexes) = schema(&mut pg);
+    assert!(sqlite_columns.contains("users.email NOT NULL"));
+    assert!(sqlite_columns.contains("users.disabled_at NULL"));
+    assert!(sqlite_indexes.contains("memberships_user"));
+    assert_eq!(
+        sqlite_columns, pg_columns,
+        "the two backends' columns differ"
+    );
+    assert_eq!(
+        sqlite_indexes, pg_indexes,
+        "the two backends' indexes differ"
+    );
     Ok(())
 }
 

@@ -102,10 +102,18 @@ async fn disabling_an_account_revokes_its_sessions(backend: Backend) -> TestResu
     );
     let (_, members) = admin.page("/w/acme/members").await?;
     assert!(members.contains("disabled"));
-    // Enabled again, they can sign in again.
+    // Enabled again, they can sign in again, but the old session stays revoked.
     admin
         .post_form(&format!("/w/acme/members/{id}/enable"), &[])
         .await?;
+    assert_eq!(
+        replay(&app, &copied, "/w/acme/").await?.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        editor.get("/w/acme/").await?.status(),
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(
         app.browser()
             .login("ed@example.com", PASSWORD)
@@ -158,9 +166,18 @@ async fn session_cookies_are_http_only_and_same_site(backend: Backend) -> TestRe
 }
 both!(session_cookies_are_http_only_and_same_site);
 
-/// The user id of a member, read from the members page.
+/// The user id of a member, read from acme's members page.
 pub async fn member_id(admin: &Browser, email: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let (_, html) = admin.page("/w/acme/members").await?;
+    member_id_in(admin, SLUG, email).await
+}
+
+/// The user id of a member, read from a workspace's members page.
+pub async fn member_id_in(
+    admin: &Browser,
+    slug: &str,
+    email: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let (_, html) = admin.page(&format!("/w/{slug}/members")).await?;
     let row = html
         .split("<tr>")
         .skip(1)

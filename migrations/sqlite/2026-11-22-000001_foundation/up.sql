@@ -7,6 +7,8 @@ CREATE TABLE users (
     password_hash TEXT,
     disabled_at TIMESTAMP,
     password_changed_at TIMESTAMP,
+    -- Sessions signed in before this are void (password change, reset, disable).
+    sessions_revoked_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL
 );
 
