@@ -23,6 +23,8 @@ const KEYS: &[&str] = &[
     "session_ttl_hours",
     "secure_cookies",
     "trust_forwarded_for",
+    "egress_allow",
+    "smtp_timeout_secs",
 ];
 
 /// Log output format.
@@ -65,6 +67,12 @@ pub struct Settings {
     /// Take the client address from `Forwarded` / `X-Forwarded-For` (only behind a
     /// reverse proxy that sets them); otherwise the TCP peer is the client.
     pub trust_forwarded_for: bool,
+    /// Comma-separated CIDRs that providers' SMTP/IMAP hosts may resolve to even though
+    /// the egress policy refuses them by default (loopback, link-local, metadata), e.g.
+    /// `127.0.0.1/32` for a local relay.
+    pub egress_allow: String,
+    /// Connect, TLS and each SMTP reply must come within this many seconds.
+    pub smtp_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -82,6 +90,8 @@ impl Default for Settings {
             session_ttl_hours: 12,
             secure_cookies: None,
             trust_forwarded_for: false,
+            egress_allow: String::new(),
+            smtp_timeout_secs: 15,
         }
     }
 }
@@ -155,6 +165,11 @@ impl Settings {
             .map_err(|e| bad("log", format!("{:?}: {e}", self.log)))?;
         if self.pool_size == 0 {
             return Err(bad("pool_size", "must be at least 1".into()));
+        }
+        crate::providers::egress::EgressPolicy::parse(&self.egress_allow)
+            .map_err(|why| bad("egress_allow", why))?;
+        if self.smtp_timeout_secs == 0 {
+            return Err(bad("smtp_timeout_secs", "must be at least 1".into()));
         }
         if self.session_ttl_hours == 0 {
             return Err(bad("session_ttl_hours", "must be at least 1".into()));

@@ -55,10 +55,16 @@ impl Application {
             .run(|conn| Ok(crate::accounts::queries::count_users(conn)?))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let egress = crate::providers::egress::EgressPolicy::parse(&settings.egress_allow)
+            .map_err(|why| {
+                crate::config::ConfigError(format!("egress_allow (MAILROOM_EGRESS_ALLOW): {why}"))
+            })?;
         let state = web::Data::new(AppState {
             db,
             settings: Arc::new(settings.clone()),
             setup: SetupGate::new(users > 0),
+            sealer: crate::crypto::Sealer::new(&key, "provider secrets v1"),
+            egress,
         });
 
         let listener = TcpListener::bind(&settings.bind)

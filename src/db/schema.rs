@@ -82,7 +82,37 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    providers (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        name -> Text,
+        kind -> Text,
+        host -> Text,
+        port -> Integer,
+        tls -> Text,
+        region -> Nullable<Text>,
+        username -> Text,
+        secret -> Nullable<Text>,
+        account_address -> Text,
+        from_name -> Text,
+        max_connections -> Integer,
+        per_second -> Nullable<Integer>,
+        per_minute -> Nullable<Integer>,
+        per_hour -> Nullable<Integer>,
+        receive_enabled -> Bool,
+        imap_host -> Nullable<Text>,
+        imap_port -> Nullable<Integer>,
+        status -> Text,
+        status_detail -> Text,
+        checked_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(providers -> workspaces (workspace_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(password_tokens -> users (user_id));
 
@@ -94,4 +124,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     password_tokens,
     login_failures,
     audit_log,
+    providers,
 );

@@ -34,6 +34,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// First-run state.
     pub setup: SetupGate,
+    /// Seals provider passwords.
+    pub sealer: crate::crypto::Sealer,
+    /// Where providers may connect.
+    pub egress: crate::providers::egress::EgressPolicy,
 }
 
 /// Until the first admin exists, every page leads to `/setup`, which needs the one-time
@@ -90,6 +94,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::accounts::routes(cfg);
     crate::workspaces::routes(cfg);
     crate::audit::routes(cfg);
+    crate::providers::routes(cfg);
 }
 
 /// `GET /healthz`: 200 when the database answers, 503 when it does not.

@@ -172,6 +172,10 @@ async fn setup_sign_in_and_overview_in_a_real_browser() -> TestResult {
         // The members page, with its confirm dialog, on a laptop and on a phone.
         client.goto(&format!("{}/w/acme/members", app.base)).await?;
         screenshot(&client, "members-1440.png").await?;
+        client
+            .goto(&format!("{}/w/acme/providers/new?kind=smtp", app.base))
+            .await?;
+        screenshot(&client, "provider-form-1440.png").await?;
         client.set_window_size(390, 844).await?;
         client.goto(&format!("{}/w/acme/", app.base)).await?;
         screenshot(&client, "overview-390.png").await?;

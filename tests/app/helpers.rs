@@ -155,6 +155,9 @@ impl TestApp {
             workers: 1,
             pool_size: 4,
             log: "warn".into(),
+            // The test SMTP server listens on loopback, which the policy refuses by default.
+            egress_allow: "127.0.0.1/32".into(),
+            smtp_timeout_secs: 5,
             ..Settings::default()
         };
         adjust(&mut settings);

@@ -2,6 +2,7 @@
 //! PostgreSQL, plus the CLI as a child process and a real browser.
 
 mod helpers;
+mod smtp_server;
 
 mod auth;
 mod browser;
@@ -10,6 +11,7 @@ mod csrf;
 mod isolation;
 mod members;
 mod migrations;
+mod providers;
 mod roles;
 mod sessions;
 mod setup;

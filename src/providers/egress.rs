@@ -1,0 +1,143 @@
+//! Egress policy: providers name hosts that Mailroom connects to, which makes them a
+//! server-side request forgery risk (OWASP SSRF Prevention Cheat Sheet). Every SMTP/IMAP
+//! host is resolved and each address checked, at save and again at connect, and the
+//! connection goes to the address that was checked, never to a second lookup.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+/// Ranges refused unless the operator allows them: loopback, unspecified, link-local
+/// (which holds the cloud metadata services at 169.254.169.254), the AWS IPv6 metadata
+/// address, Alibaba's metadata address, multicast and broadcast.
+const REFUSED: &[(&str, &str)] = &[
+    ("127.0.0.0/8", "loopback"),
+    ("::1/128", "loopback"),
+    ("0.0.0.0/8", "unspecified"),
+    ("::/128", "unspecified"),
+    ("169.254.0.0/16", "link-local / cloud metadata"),
+    ("fe80::/10", "link-local"),
+    ("fd00:ec2::254/128", "cloud metadata"),
+    ("100.100.100.200/32", "cloud metadata"),
+    ("224.0.0.0/4", "multicast"),
+    ("ff00::/8", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+];
+
+/// The operator's egress policy.
+#[derive(Debug, Clone, Default)]
+pub struct EgressPolicy {
+    allowed: Vec<IpNet>,
+}
+
+impl EgressPolicy {
+    /// Parses `MAILROOM_EGRESS_ALLOW`: comma-separated CIDRs (a bare address means /32 or /128).
+    pub fn parse(allow: &str) -> Result<Self, String> {
+        let allowed = allow
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{s:?} is not an address or CIDR range like 127.0.0.1/32"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { allowed })
+    }
+
+    /// Why an address is refused, or `None` when it may be used.
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        if self.allowed.iter().any(|net| net.contains(&ip)) {
+            return None;
+        }
+        REFUSED
+            .iter()
+            .find(|(net, _)| net.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
+            .map(|(_, why)| *why)
+    }
+
+    /// Resolves `host:port` and checks every address; returns the addresses to connect to.
+    /// If any address is refused the host is refused: a name that also points inside is
+    /// not half-allowed.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| EgressError::Unresolvable(format!("{host} cannot be resolved: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(EgressError::Unresolvable(format!(
+                "{host} has no addresses"
+            )));
+        }
+        for addr in &addrs {
+            if let Some(why) = self.refusal(addr.ip()) {
+                return Err(EgressError::Refused(format!(
+                    "{host} resolves to {}, which the egress policy refuses ({why}). An operator can allow it with MAILROOM_EGRESS_ALLOW.",
+                    addr.ip()
+                )));
+            }
+        }
+        Ok(addrs)
+    }
+}
+
+/// A host that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EgressError {
+    /// DNS gave no usable answer.
+    #[error("{0}")]
+    Unresolvable(String),
+    /// The policy refuses an address it resolves to.
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_link_local_and_metadata_are_refused_unless_allowed() {
+        let policy = EgressPolicy::parse("").expect("empty is valid");
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "100.100.100.200",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(
+                policy.refusal(ip.parse().expect("ip")).is_some(),
+                "{ip} should be refused"
+            );
+        }
+        for ip in [
+            "10.1.2.3",
+            "192.168.1.10",
+            "172.16.0.5",
+            "203.0.113.9",
+            "2001:db8::1",
+        ] {
+            assert!(
+                policy.refusal(ip.parse().expect("ip")).is_none(),
+                "{ip} should be allowed"
+            );
+        }
+        let allowed = EgressPolicy::parse("127.0.0.1/32, 169.254.10.0/24").expect("valid");
+        assert!(allowed.refusal("127.0.0.1".parse().expect("ip")).is_none());
+        assert!(allowed.refusal("127.0.0.2".parse().expect("ip")).is_some());
+        assert!(
+            allowed
+                .refusal("169.254.169.254".parse().expect("ip"))
+                .is_some()
+        );
+        assert!(EgressPolicy::parse("not a range").is_err());
+    }
+}

@@ -1,0 +1,424 @@
+//! Handlers of the providers slice: extract → service → view.
+
+use std::time::Duration;
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::egress::EgressError;
+use super::model::{Kind, Provider, ProviderForm, ProviderId, Settings};
+use super::queries;
+use super::service::{self, SecretOutcome};
+use super::smtp::{self, Endpoint};
+use super::views::{ProviderPage, ProvidersPage};
+use crate::error::AppError;
+use crate::web::extract::WorkspaceCtx;
+use crate::web::forms::FieldErrors;
+use crate::web::frame::{Frame, Level, flash};
+use crate::web::{AppState, htmx, render, render_status};
+
+fn timeout(state: &AppState) -> Duration {
+    Duration::from_secs(state.settings.smtp_timeout_secs)
+}
+
+/// `GET /w/{slug}/providers` (admins).
+pub async fn index(
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let workspace = ctx.workspace.id;
+    let providers = state
+        .db
+        .run(move |conn| Ok(queries::list_by_workspace(conn, workspace)?))
+        .await?;
+    render(&ProvidersPage {
+        frame: Frame::workspace(&session, &ctx, "providers", "Providers"),
+        providers,
+        kinds: Kind::ALL,
+    })
+}
+
+/// Query of the new-provider page.
+#[derive(Deserialize)]
+pub struct NewQuery {
+    #[serde(default)]
+    kind: String,
+}
+
+/// `GET /w/{slug}/providers/new?kind=…` (admins).
+pub async fn new_form(
+    session: Session,
+    ctx: WorkspaceCtx,
+    query: web::Query<NewQuery>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let kind = Kind::parse(&query.kind).unwrap_or(Kind::Smtp);
+    let title = format!("Add {} provider", kind.label());
+    render(&ProviderPage::new(
+        Frame::workspace(&session, &ctx, "providers", title),
+        None,
+        ProviderForm::new_of(kind),
+        FieldErrors::new(),
+    ))
+}
+
+fn form_page(
+    session: &Session,
+    ctx: &WorkspaceCtx,
+    provider: Option<Provider>,
+    form: ProviderForm,
+    errors: FieldErrors,
+) -> ProviderPage {
+    let title = match &provider {
+        Some(p) => p.name.clone(),
+        None => format!("Add {} provider", form.kind().label()),
+    };
+    ProviderPage::new(
+        Frame::workspace(session, ctx, "providers", title),
+        provider,
+        form,
+        errors,
+    )
+}
+
+/// Parses the form and applies the egress policy to its hosts. A refused address is an
+/// error on the field; a host that does not resolve now may still be saved (the check will
+/// say so, and the policy is applied again at every connect).
+async fn parse_and_police(
+    state: &AppState,
+    form: &ProviderForm,
+    errors: &mut FieldErrors,
+) -> Option<Settings> {
+    let settings = form.parse(errors)?;
+    let mut hosts = vec![("host", settings.host.clone(), settings.port)];
+    if let (Some(host), Some(port)) = (&settings.imap_host, settings.imap_port) {
+        hosts.push((
+            "imap_host",
+            host.clone(),
+            u16::try_from(port).unwrap_or(993),
+        ));
+    }
+    for (field, host, port) in hosts {
+        if let Err(EgressError::Refused(why)) = state.egress.resolve(&host, port).await {
+            errors.add(field, why);
+        }
+    }
+    errors.is_empty().then_some(settings)
+}
+
+/// Checks a provider and records the outcome; returns it for the flash message.
+async fn check_and_record(
+    state: &AppState,
+    ctx: &WorkspaceCtx,
+    id: ProviderId,
+    endpoint: Endpoint,
+) -> Result<Result<String, smtp::SmtpFailure>, AppError> {
+    let outcome = smtp::check(&endpoint, &state.egress, timeout(state)).await;
+    let (workspace, recorded) = (ctx.workspace.clone(), outcome.clone());
+    state
+        .db
+        .write(move |conn| service::record_check(conn, &workspace, id, &recorded))
+        .await?;
+    Ok(outcome)
+}
+
+fn flash_outcome(
+    session: &Session,
+    name: &str,
+    saved: &str,
+    outcome: &Result<String, smtp::SmtpFailure>,
+) {
+    match outcome {
+        Ok(_) => flash(
+            session,
+            Level::Success,
+            format!("Provider {name} {saved}and verified: it can send."),
+        ),
+        Err(failure) if failure.is_auth_failure() => flash(
+            session,
+            Level::Error,
+            format!(
+                "Provider {name} {saved}but the server refused the sign-in: {failure}. Check the username and password."
+            ),
+        ),
+        Err(failure) => flash(
+            session,
+            Level::Error,
+            format!("Provider {name} {saved}but the check failed: {failure}"),
+        ),
+    }
+}
+
+/// `POST /w/{slug}/providers` (admins): saves, then verifies.
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    form: web::Form<ProviderForm>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let form = form.into_inner();
+    let mut errors = FieldErrors::new();
+    let Some(settings) = parse_and_police(&state, &form, &mut errors).await else {
+        let page = form_page(
+            &session,
+            &ctx,
+            None,
+            ProviderForm {
+                password: String::new(),
+                ..form
+            },
+            errors,
+        );
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    };
+    let password = (!form.password.is_empty()).then(|| form.password.clone());
+    let sealed = password.as_deref().map(|p| {
+        state
+            .sealer
+            .seal(p, &Provider::seal_context(ctx.workspace.id))
+    });
+    let (workspace, user, ip, to_save) = (
+        ctx.workspace.clone(),
+        ctx.user.clone(),
+        ctx.ip.clone(),
+        settings.clone(),
+    );
+    let created = state
+        .db
+        .write(move |conn| {
+            let actor = crate::workspaces::service::Actor {
+                user: &user,
+                ip: &ip,
+            };
+            service::create(conn, &workspace, &actor, &to_save, sealed.as_deref())
+        })
+        .await;
+    let id = match created {
+        Ok(id) => id,
+        Err(AppError::Conflict(message)) => {
+            errors.add("name", message);
+            let page = form_page(
+                &session,
+                &ctx,
+                None,
+                ProviderForm {
+                    password: String::new(),
+                    ..form
+                },
+                errors,
+            );
+            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+        Err(e) => return Err(e),
+    };
+    let endpoint = Endpoint {
+        host: settings.host.clone(),
+        port: settings.port,
+        tls: settings.tls,
+        username: settings.username.clone(),
+        password,
+    };
+    let outcome = check_and_record(&state, &ctx, id, endpoint).await?;
+    flash_outcome(&session, &settings.name, "saved ", &outcome);
+    Ok(htmx::redirect(
+        &req,
+        &ctx.path(&format!("/providers/{}", id.0)),
+    ))
+}
+
+async fn load(state: &AppState, ctx: &WorkspaceCtx, id: i64) -> Result<Provider, AppError> {
+    let workspace = ctx.workspace.id;
+    state
+        .db
+        .run(move |conn| {
+            queries::find_by_workspace_and_id(conn, workspace, ProviderId(id))?
+                .ok_or(AppError::NotFound)
+        })
+        .await
+}
+
+/// Path of a provider.
+#[derive(Deserialize)]
+pub struct ProviderPath {
+    #[expect(
+        dead_code,
+        reason = "read by the WorkspaceCtx extractor from the match info"
+    )]
+    slug: String,
+    id: i64,
+}
+
+/// `GET /w/{slug}/providers/{id}` (admins).
+pub async fn edit_form(
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<ProviderPath>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let provider = load(&state, &ctx, path.id).await?;
+    let form = ProviderForm::from_provider(&provider);
+    render(&form_page(
+        &session,
+        &ctx,
+        Some(provider),
+        form,
+        FieldErrors::new(),
+    ))
+}
+
+/// `POST /w/{slug}/providers/{id}` (admins): saves; verifies when it can.
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<ProviderPath>,
+    form: web::Form<ProviderForm>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let provider = load(&state, &ctx, path.id).await?;
+    // The kind is fixed once a provider exists.
+    let form = ProviderForm {
+        kind: provider.kind.clone(),
+        ..form.into_inner()
+    };
+    let mut errors = FieldErrors::new();
+    let Some(settings) = parse_and_police(&state, &form, &mut errors).await else {
+        let page = form_page(
+            &session,
+            &ctx,
+            Some(provider),
+            ProviderForm {
+                password: String::new(),
+                ..form
+            },
+            errors,
+        );
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    };
+    let id = provider.id;
+    let sealed = (!form.password.is_empty()).then(|| {
+        state
+            .sealer
+            .seal(&form.password, &Provider::seal_context(ctx.workspace.id))
+    });
+    let (workspace, user, ip, to_save) = (
+        ctx.workspace.clone(),
+        ctx.user.clone(),
+        ctx.ip.clone(),
+        settings.clone(),
+    );
+    let saved = state
+        .db
+        .write(move |conn| {
+            let actor = crate::workspaces::service::Actor {
+                user: &user,
+                ip: &ip,
+            };
+            service::update(conn, &workspace, &actor, id, &to_save, sealed.as_deref())
+        })
+        .await;
+    let outcome = match saved {
+        Ok(outcome) => outcome,
+        Err(AppError::Conflict(message)) => {
+            errors.add("name", message);
+            let page = form_page(
+                &session,
+                &ctx,
+                Some(provider),
+                ProviderForm {
+                    password: String::new(),
+                    ..form
+                },
+                errors,
+            );
+            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+        Err(e) => return Err(e),
+    };
+    let stored = load(&state, &ctx, path.id).await?;
+    if outcome == SecretOutcome::Cleared {
+        errors.add(
+            "password",
+            "The server, port, TLS mode or username changed, so the stored password was cleared. Enter the password for the new settings.",
+        );
+        flash(
+            &session,
+            Level::Warning,
+            format!(
+                "Provider {} saved without its password: it cannot send until you enter it.",
+                stored.name
+            ),
+        );
+        let page = form_page(
+            &session,
+            &ctx,
+            Some(stored.clone()),
+            ProviderForm::from_provider(&stored),
+            errors,
+        );
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let endpoint = service::endpoint(&stored, &state.sealer)?;
+    let outcome = check_and_record(&state, &ctx, stored.id, endpoint).await?;
+    flash_outcome(&session, &stored.name, "saved ", &outcome);
+    Ok(htmx::redirect(
+        &req,
+        &ctx.path(&format!("/providers/{}", stored.id.0)),
+    ))
+}
+
+/// `POST /w/{slug}/providers/{id}/check` (admins).
+pub async fn check(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<ProviderPath>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let provider = load(&state, &ctx, path.id).await?;
+    let endpoint = service::endpoint(&provider, &state.sealer)?;
+    let outcome = check_and_record(&state, &ctx, provider.id, endpoint).await?;
+    flash_outcome(&session, &provider.name, "checked ", &outcome);
+    Ok(htmx::redirect(
+        &req,
+        &ctx.path(&format!("/providers/{}", provider.id.0)),
+    ))
+}
+
+/// `POST /w/{slug}/providers/{id}/delete` (admins).
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<ProviderPath>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let id = ProviderId(path.id);
+    let (workspace, user, ip) = (ctx.workspace.clone(), ctx.user.clone(), ctx.ip.clone());
+    let deleted = state
+        .db
+        .write(move |conn| {
+            let actor = crate::workspaces::service::Actor {
+                user: &user,
+                ip: &ip,
+            };
+            service::delete(conn, &workspace, &actor, id)
+        })
+        .await?;
+    flash(
+        &session,
+        Level::Success,
+        format!("Provider {} deleted.", deleted.name),
+    );
+    Ok(htmx::redirect(&req, &ctx.path("/providers")))
+}

@@ -1,0 +1,123 @@
+//! All SQL of the providers slice. Every query is scoped by workspace.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::model::*;
+use crate::db::DbConn;
+use crate::db::schema::providers;
+use crate::workspaces::model::WorkspaceId;
+
+/// The workspace's providers by name.
+pub fn list_by_workspace(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<Provider>> {
+    providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .order(providers::name.asc())
+        .select(Provider::as_select())
+        .load(conn)
+}
+
+/// One provider of the workspace.
+pub fn find_by_workspace_and_id(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: ProviderId,
+) -> QueryResult<Option<Provider>> {
+    providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .filter(providers::id.eq(id))
+        .select(Provider::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Whether another provider of the workspace has this name.
+pub fn name_taken(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    name: &str,
+    except: Option<ProviderId>,
+) -> QueryResult<bool> {
+    let mut query = providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .filter(providers::name.eq(name))
+        .select(providers::id)
+        .into_boxed();
+    if let Some(id) = except {
+        query = query.filter(providers::id.ne(id));
+    }
+    Ok(query.first::<ProviderId>(conn).optional()?.is_some())
+}
+
+/// Creates a provider (unchecked) with its sealed secret.
+pub fn insert(
+    conn: &mut DbConn,
+    row: &ProviderRow<'_>,
+    secret: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<ProviderId> {
+    diesel::insert_into(providers::table)
+        .values((
+            row,
+            providers::secret.eq(secret),
+            providers::status.eq(Status::Unchecked.as_str()),
+            providers::status_detail.eq(""),
+            providers::created_at.eq(now),
+        ))
+        .returning(providers::id)
+        .get_result(conn)
+}
+
+/// Replaces a provider's settings and secret; it must be checked again.
+pub fn update(
+    conn: &mut DbConn,
+    id: ProviderId,
+    row: &ProviderRow<'_>,
+    secret: Option<&str>,
+    detail: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        providers::table
+            .filter(providers::workspace_id.eq(row.workspace_id))
+            .filter(providers::id.eq(id)),
+    )
+    .set((
+        row,
+        providers::secret.eq(secret),
+        providers::status.eq(Status::Unchecked.as_str()),
+        providers::status_detail.eq(detail),
+    ))
+    .execute(conn)
+}
+
+/// Records the outcome of a check.
+pub fn update_status(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: ProviderId,
+    status: Status,
+    detail: &str,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        providers::table
+            .filter(providers::workspace_id.eq(workspace))
+            .filter(providers::id.eq(id)),
+    )
+    .set((
+        providers::status.eq(status.as_str()),
+        providers::status_detail.eq(detail),
+        providers::checked_at.eq(Some(at)),
+    ))
+    .execute(conn)
+}
+
+/// Deletes a provider.
+pub fn delete(conn: &mut DbConn, workspace: WorkspaceId, id: ProviderId) -> QueryResult<usize> {
+    diesel::delete(
+        providers::table
+            .filter(providers::workspace_id.eq(workspace))
+            .filter(providers::id.eq(id)),
+    )
+    .execute(conn)
+}

@@ -1,0 +1,189 @@
+//! Talking to a provider's SMTP server: connect to an address the egress policy checked,
+//! with TCP_NODELAY (lettre's pooled transport does not set it and stalls on Nagle's
+//! algorithm against delayed ACKs), EHLO, STARTTLS (RFC 3207) or implicit TLS (RFC 8314),
+//! AUTH (RFC 4954), all under one timeout.
+
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::net::TcpStream;
+
+use super::egress::EgressPolicy;
+use super::model::TlsMode;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Host name (also the TLS server name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Username; empty means no AUTH.
+    pub username: String,
+    /// Password (opened from its sealed form just before use).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Why a connection failed, in words for the provider's status, with the SMTP reply code
+/// when the server gave one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct SmtpFailure {
+    /// The basic reply code (e.g. 535), if the server answered.
+    pub code: Option<u16>,
+    /// What happened, e.g. `535 5.7.8 Authentication credentials invalid`.
+    pub detail: String,
+}
+
+impl SmtpFailure {
+    fn other(detail: impl Into<String>) -> Self {
+        Self {
+            code: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether the server refused the credentials (535, or 534/530 asking for other auth).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self.code, Some(535 | 534 | 530))
+    }
+}
+
+/// lettre says `permanent error (535): 5.7.8 …`; people and logs read the server's own
+/// line, `535 5.7.8 …`.
+fn from_lettre(e: lettre::transport::smtp::Error) -> SmtpFailure {
+    let code = e.status().map(u16::from);
+    let text = e.to_string();
+    let detail = match code {
+        Some(code) => {
+            let said = text
+                .split_once("): ")
+                .map_or(text.as_str(), |(_, said)| said);
+            format!("{code} {said}")
+        }
+        None => text,
+    };
+    SmtpFailure { code, detail }
+}
+
+/// Opens an authenticated connection, or says why not.
+pub async fn connect(
+    endpoint: &Endpoint,
+    policy: &EgressPolicy,
+    timeout: Duration,
+    hello: &ClientId,
+) -> Result<AsyncSmtpConnection, SmtpFailure> {
+    tokio::time::timeout(timeout, connect_inner(endpoint, policy, timeout, hello))
+        .await
+        .map_err(|_| {
+            SmtpFailure::other(format!(
+                "no answer from {}:{} within {} s",
+                endpoint.host,
+                endpoint.port,
+                timeout.as_secs()
+            ))
+        })?
+}
+
+async fn connect_inner(
+    endpoint: &Endpoint,
+    policy: &EgressPolicy,
+    timeout: Duration,
+    hello: &ClientId,
+) -> Result<AsyncSmtpConnection, SmtpFailure> {
+    let addrs = policy
+        .resolve(&endpoint.host, endpoint.port)
+        .await
+        .map_err(|e| SmtpFailure::other(e.to_string()))?;
+    let mut last = SmtpFailure::other("no address to connect to");
+    for addr in addrs {
+        let tls = || TlsParameters::new(endpoint.host.clone()).map_err(from_lettre);
+        let attempt = async {
+            let mut conn = match endpoint.tls {
+                // lettre opens the TLS stream itself; it connects to this already checked
+                // address (a SocketAddr needs no lookup).
+                TlsMode::Tls => AsyncSmtpConnection::connect_tokio1(
+                    addr,
+                    Some(timeout),
+                    hello,
+                    Some(tls()?),
+                    None,
+                )
+                .await
+                .map_err(from_lettre)?,
+                TlsMode::None | TlsMode::StartTls => {
+                    let stream = TcpStream::connect(addr).await.map_err(|e| {
+                        SmtpFailure::other(format!("cannot connect to {addr}: {e}"))
+                    })?;
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| SmtpFailure::other(e.to_string()))?;
+                    let mut conn =
+                        AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello)
+                            .await
+                            .map_err(from_lettre)?;
+                    if endpoint.tls == TlsMode::StartTls {
+                        conn.starttls(tls()?, hello).await.map_err(from_lettre)?;
+                    }
+                    conn
+                }
+            };
+            if !endpoint.username.is_empty() {
+                let password = endpoint.password.clone().ok_or_else(|| {
+                    SmtpFailure::other("no password is stored: enter it on the provider's page")
+                })?;
+                let credentials = Credentials::new(endpoint.username.clone(), password);
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                    .await
+                    .map_err(from_lettre)?;
+            }
+            Ok::<_, SmtpFailure>(conn)
+        };
+        match attempt.await {
+            Ok(conn) => return Ok(conn),
+            // A refusal by the server is final; a network fault may pass on another address.
+            Err(e) if e.code.is_some() => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Verifies a provider: connect, EHLO, TLS, AUTH, QUIT. Returns what the server said.
+pub async fn check(
+    endpoint: &Endpoint,
+    policy: &EgressPolicy,
+    timeout: Duration,
+) -> Result<String, SmtpFailure> {
+    let hello = ClientId::default();
+    let mut conn = connect(endpoint, policy, timeout, &hello).await?;
+    let encrypted = conn.is_encrypted();
+    let _ = conn.quit().await;
+    Ok(format!(
+        "Connected to {}:{}{}{}",
+        endpoint.host,
+        endpoint.port,
+        if encrypted { " over TLS" } else { "" },
+        if endpoint.username.is_empty() {
+            ""
+        } else {
+            " and signed in"
+        }
+    ))
+}

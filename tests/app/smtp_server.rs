@@ -1,0 +1,377 @@
+//! A real SMTP server inside the test process: speaks enough of RFC 5321 (EHLO, AUTH
+//! PLAIN/LOGIN per RFC 4954, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT),
+//! captures every accepted message, and can be told to answer with a failure code at a
+//! given stage, drop the connection in the middle of DATA, or stall.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A message the server accepted.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// MAIL FROM.
+    pub from: String,
+    /// RCPT TOs.
+    pub to: Vec<String>,
+    /// The message as received, dot-unstuffed, CRLF line endings.
+    pub data: String,
+}
+
+/// Where in the conversation a fault happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The AUTH command.
+    Auth,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// After the message data.
+    Data,
+}
+
+/// What the server does at a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this line, e.g. `451 4.3.0 try later`.
+    Reply(String),
+    /// Close the connection in the middle of DATA.
+    Drop,
+    /// Never answer.
+    Stall,
+}
+
+#[derive(Default)]
+struct State {
+    credentials: Option<(String, String)>,
+    faults: Vec<(Stage, Fault, usize)>,
+    messages: Vec<Captured>,
+    auth_attempts: usize,
+}
+
+/// The running server.
+#[derive(Clone)]
+pub struct SmtpServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl SmtpServer {
+    /// Starts a server on 127.0.0.1 that accepts any sender and recipient.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = Self {
+            port,
+            state: Arc::default(),
+        };
+        let accepting = server.clone();
+        actix_web::rt::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let session = accepting.clone();
+                actix_web::rt::spawn(async move {
+                    let _ = session.serve(stream).await;
+                });
+            }
+        });
+        Ok(server)
+    }
+
+    /// Requires AUTH with these credentials.
+    pub fn require_credentials(&self, username: &str, password: &str) {
+        self.state.lock().expect("lock").credentials = Some((username.into(), password.into()));
+    }
+
+    /// Makes the next `times` conversations reaching `stage` meet `fault`.
+    pub fn fail(&self, stage: Stage, fault: Fault, times: usize) {
+        self.state
+            .lock()
+            .expect("lock")
+            .faults
+            .push((stage, fault, times));
+    }
+
+    /// Everything accepted so far.
+    pub fn messages(&self) -> Vec<Captured> {
+        self.state.lock().expect("lock").messages.clone()
+    }
+
+    /// How many AUTH commands arrived.
+    pub fn auth_attempts(&self) -> usize {
+        self.state.lock().expect("lock").auth_attempts
+    }
+
+    fn fault_at(&self, stage: Stage) -> Option<Fault> {
+        let mut state = self.state.lock().expect("lock");
+        let slot = state
+            .faults
+            .iter_mut()
+            .find(|(s, _, times)| *s == stage && *times > 0)?;
+        slot.2 -= 1;
+        Some(slot.1.clone())
+    }
+
+    async fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read);
+        write
+            .write_all(b"220 mailroom-test ESMTP ready\r\n")
+            .await?;
+        let mut from = String::new();
+        let mut to = Vec::new();
+        let mut authenticated = false;
+        loop {
+            let mut line = String::new();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let command = line.trim_end().to_owned();
+            let upper = command.to_ascii_uppercase();
+            let reply: String = if upper.starts_with("EHLO") {
+                "250-mailroom-test\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250 PIPELINING".into()
+            } else if upper.starts_with("HELO") {
+                "250 mailroom-test".into()
+            } else if upper.starts_with("AUTH") {
+                self.state.lock().expect("lock").auth_attempts += 1;
+                if let Some(fault) = self.fault_at(Stage::Auth) {
+                    match self.fault_reply(fault, &mut write).await? {
+                        Some(reply) => reply,
+                        None => return Ok(()),
+                    }
+                } else {
+                    let (user, pass) = self
+                        .read_credentials(&command, &mut lines, &mut write)
+                        .await?;
+                    let expected = self.state.lock().expect("lock").credentials.clone();
+                    if expected.is_none_or(|(u, p)| u == user && p == pass) {
+                        authenticated = true;
+                        "235 2.7.0 Authentication successful".into()
+                    } else {
+                        "535 5.7.8 Authentication credentials invalid".into()
+                    }
+                }
+            } else if upper.starts_with("MAIL FROM:") {
+                let needs_auth = self.state.lock().expect("lock").credentials.is_some();
+                if needs_auth && !authenticated {
+                    "530 5.7.0 Authentication required".into()
+                } else if let Some(fault) = self.fault_at(Stage::Mail) {
+                    match self.fault_reply(fault, &mut write).await? {
+                        Some(reply) => reply,
+                        None => return Ok(()),
+                    }
+                } else {
+                    from = address_of(&command[10..]);
+                    to.clear();
+                    "250 2.1.0 Ok".into()
+                }
+            } else if upper.starts_with("RCPT TO:") {
+                if let Some(fault) = self.fault_at(Stage::Rcpt) {
+                    match self.fault_reply(fault, &mut write).await? {
+                        Some(reply) => reply,
+                        None => return Ok(()),
+                    }
+                } else {
+                    to.push(address_of(&command[8..]));
+                    "250 2.1.5 Ok".into()
+                }
+            } else if upper == "DATA" {
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let fault = self.fault_at(Stage::Data);
+                if fault == Some(Fault::Drop) {
+                    let mut first = String::new();
+                    lines.read_line(&mut first).await?;
+                    return Ok(());
+                }
+                let mut data = String::new();
+                loop {
+                    let mut line = String::new();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    // RFC 5321 §4.5.2: a leading dot was doubled by the client.
+                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                }
+                match fault {
+                    Some(fault) => match self.fault_reply(fault, &mut write).await? {
+                        Some(reply) => reply,
+                        None => return Ok(()),
+                    },
+                    None => {
+                        let mut state = self.state.lock().expect("lock");
+                        state.messages.push(Captured {
+                            from: from.clone(),
+                            to: to.clone(),
+                            data,
+                        });
+                        format!("250 2.0.0 Ok: queued as {}", state.messages.len())
+                    }
+                }
+            } else if upper == "RSET" {
+                from.clear();
+                to.clear();
+                "250 2.0.0 Ok".into()
+            } else if upper == "NOOP" {
+                "250 2.0.0 Ok".into()
+            } else if upper == "QUIT" {
+                write.write_all(b"221 2.0.0 Bye\r\n").await?;
+                return Ok(());
+            } else {
+                "502 5.5.2 Command not recognized".into()
+            };
+            write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        }
+    }
+
+    /// The reply for a fault, or `None` when the connection should end.
+    async fn fault_reply(
+        &self,
+        fault: Fault,
+        _write: &mut tokio::net::tcp::OwnedWriteHalf,
+    ) -> std::io::Result<Option<String>> {
+        Ok(match fault {
+            Fault::Reply(line) => Some(line),
+            Fault::Drop => None,
+            Fault::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                None
+            }
+        })
+    }
+
+    async fn read_credentials(
+        &self,
+        command: &str,
+        lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        write: &mut tokio::net::tcp::OwnedWriteHalf,
+    ) -> std::io::Result<(String, String)> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let decode = |s: &str| {
+            String::from_utf8(b64.decode(s.trim()).unwrap_or_default()).unwrap_or_default()
+        };
+        let mut parts = command.split_whitespace().skip(1);
+        let mechanism = parts.next().unwrap_or_default().to_ascii_uppercase();
+        let mut next_line = async |prompt: &str| -> std::io::Result<String> {
+            write
+                .write_all(format!("334 {prompt}\r\n").as_bytes())
+                .await?;
+            let mut line = String::new();
+            lines.read_line(&mut line).await?;
+            Ok(line)
+        };
+        if mechanism == "LOGIN" {
+            let user = match parts.next() {
+                Some(initial) => decode(initial),
+                None => decode(&next_line("VXNlcm5hbWU6").await?),
+            };
+            let pass = decode(&next_line("UGFzc3dvcmQ6").await?);
+            return Ok((user, pass));
+        }
+        let initial = match parts.next() {
+            Some(initial) => initial.to_owned(),
+            None => next_line("").await?,
+        };
+        let plain = decode(&initial);
+        let mut fields = plain.split('\0').skip(1);
+        Ok((
+            fields.next().unwrap_or_default().to_owned(),
+            fields.next().unwrap_or_default().to_owned(),
+        ))
+    }
+}
+
+fn address_of(arg: &str) -> String {
+    let arg = arg.trim();
+    let start = arg.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = arg[start..]
+        .find('>')
+        .map(|i| i + start)
+        .unwrap_or(arg.len());
+    arg[start..end].to_owned()
+}
+
+#[actix_web::test]
+async fn the_test_smtp_server_captures_fails_and_drops_on_demand() -> crate::helpers::TestResult {
+    use lettre::Address;
+    use lettre::address::Envelope;
+    use lettre::transport::smtp::extension::ClientId;
+    use mailroom::providers::egress::EgressPolicy;
+    use mailroom::providers::model::TlsMode;
+    use mailroom::providers::smtp::{Endpoint, connect};
+
+    let server = SmtpServer::start().await?;
+    server.require_credentials("u", "p");
+    let policy = EgressPolicy::parse("127.0.0.1/32")?;
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        tls: TlsMode::None,
+        username: "u".into(),
+        password: Some("p".into()),
+    };
+    let envelope = Envelope::new(
+        Some("from@example.com".parse::<Address>()?),
+        vec!["to@example.com".parse::<Address>()?],
+    )?;
+    let hello = ClientId::default();
+    let timeout = Duration::from_secs(5);
+
+    let mut conn = connect(&endpoint, &policy, timeout, &hello).await?;
+    let body = b"Subject: hi\r\n\r\nline one\r\n.\r\n..two dots\r\nend\r\n";
+    let reply = conn.send(&envelope, body).await?;
+    assert_eq!(u16::from(reply.code()), 250);
+    let captured = server.messages();
+    assert_eq!(captured.len(), 1);
+    assert_eq!(captured[0].from, "from@example.com");
+    assert_eq!(captured[0].to, vec!["to@example.com".to_owned()]);
+    assert!(
+        captured[0].data.contains("\r\n.\r\n..two dots\r\n"),
+        "dot-stuffed on the wire, unstuffed here: {:?}",
+        captured[0].data
+    );
+
+    server.fail(
+        Stage::Rcpt,
+        Fault::Reply("550 5.1.1 No such user".into()),
+        1,
+    );
+    let error = conn.send(&envelope, body).await.expect_err("refused");
+    assert_eq!(error.status().map(u16::from), Some(550));
+
+    server.fail(Stage::Data, Fault::Drop, 1);
+    let mut conn = connect(&endpoint, &policy, timeout, &hello).await?;
+    assert!(
+        conn.send(&envelope, body).await.is_err(),
+        "the connection dropped mid-DATA"
+    );
+    assert_eq!(server.messages().len(), 1, "nothing more was captured");
+
+    server.fail(Stage::Mail, Fault::Stall, 1);
+    let mut conn = connect(&endpoint, &policy, timeout, &hello).await?;
+    let stalled =
+        tokio::time::timeout(Duration::from_millis(300), conn.send(&envelope, body)).await;
+    assert!(stalled.is_err(), "the server stalls");
+
+    let wrong = Endpoint {
+        password: Some("nope".into()),
+        ..endpoint
+    };
+    let refused = connect(&wrong, &policy, timeout, &hello)
+        .await
+        .err()
+        .ok_or("refused")?;
+    assert!(
+        refused.is_auth_failure() && refused.detail.contains("5.7.8"),
+        "{refused}"
+    );
+    Ok(())
+}
