@@ -25,6 +25,11 @@ const KEYS: &[&str] = &[
     "trust_forwarded_for",
     "egress_allow",
     "smtp_timeout_secs",
+    "retry_count",
+    "retry_base_secs",
+    "lease_secs",
+    "delivery_batch",
+    "delivery_in_flight",
 ];
 
 /// Log output format.
@@ -73,6 +78,18 @@ pub struct Settings {
     pub egress_allow: String,
     /// Connect, TLS and each SMTP reply must come within this many seconds.
     pub smtp_timeout_secs: u64,
+    /// Retries a message gets by default after a temporary failure (4xx, timeout, dropped
+    /// connection); the composer may choose another count per message.
+    pub retry_count: i32,
+    /// First retry delay in seconds; it doubles each attempt (±25 % jitter, at most 1 h).
+    pub retry_base_secs: u64,
+    /// How long a node holds a claimed message without renewing; after that, another node
+    /// (or the next start) takes it over.
+    pub lease_secs: u64,
+    /// Messages claimed per transaction.
+    pub delivery_batch: i64,
+    /// Messages claimed and not yet recorded, at most.
+    pub delivery_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -92,6 +109,11 @@ impl Default for Settings {
             trust_forwarded_for: false,
             egress_allow: String::new(),
             smtp_timeout_secs: 15,
+            retry_count: 3,
+            retry_base_secs: 60,
+            lease_secs: 120,
+            delivery_batch: 500,
+            delivery_in_flight: 5_000,
         }
     }
 }
@@ -170,6 +192,18 @@ impl Settings {
             .map_err(|why| bad("egress_allow", why))?;
         if self.smtp_timeout_secs == 0 {
             return Err(bad("smtp_timeout_secs", "must be at least 1".into()));
+        }
+        if !(0..=10).contains(&self.retry_count) {
+            return Err(bad("retry_count", "must be from 0 to 10".into()));
+        }
+        if self.lease_secs < 5 {
+            return Err(bad("lease_secs", "must be at least 5".into()));
+        }
+        if self.delivery_batch < 1 || self.delivery_in_flight < 1 {
+            return Err(bad(
+                "delivery_batch",
+                "delivery_batch and delivery_in_flight must be at least 1".into(),
+            ));
         }
         if self.session_ttl_hours == 0 {
             return Err(bad("session_ttl_hours", "must be at least 1".into()));

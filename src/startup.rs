@@ -59,12 +59,27 @@ impl Application {
             .map_err(|why| {
                 crate::config::ConfigError(format!("egress_allow (MAILROOM_EGRESS_ALLOW): {why}"))
             })?;
+        let sealer = crate::crypto::Sealer::new(&key, "provider secrets v1");
+        let engine = crate::delivery::start(
+            db.clone(),
+            sealer.clone(),
+            egress.clone(),
+            crate::delivery::EngineConfig {
+                batch: settings.delivery_batch,
+                max_in_flight: settings.delivery_in_flight,
+                lease: Duration::from_secs(settings.lease_secs),
+                poll: Duration::from_millis(500),
+                retry_base: Duration::from_secs(settings.retry_base_secs),
+                smtp_timeout: Duration::from_secs(settings.smtp_timeout_secs),
+            },
+        );
         let state = web::Data::new(AppState {
             db,
             settings: Arc::new(settings.clone()),
             setup: SetupGate::new(users > 0),
-            sealer: crate::crypto::Sealer::new(&key, "provider secrets v1"),
+            sealer,
             egress,
+            engine,
         });
 
         let listener = TcpListener::bind(&settings.bind)
@@ -141,6 +156,11 @@ impl Application {
         self.state.setup.token().to_owned()
     }
 
+    /// The delivery engine (tests stop it when they end).
+    pub fn engine(&self) -> crate::delivery::EngineHandle {
+        self.state.engine.clone()
+    }
+
     /// Serves until the server is stopped (SIGINT/SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let db = self.state.db.clone();
@@ -161,6 +181,10 @@ impl Application {
                 }
             }
         });
-        self.server.await
+        let served = self.server.await;
+        // The HTTP server has stopped (SIGTERM/SIGINT): let messages in flight finish, then
+        // give back the rest.
+        self.state.engine.stop(Duration::from_secs(10)).await;
+        served
     }
 }

@@ -111,7 +111,56 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    messages (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        origin -> Text,
+        user_id -> Nullable<BigInt>,
+        session_public_id -> Nullable<Text>,
+        provider_id -> Nullable<BigInt>,
+        from_address -> Text,
+        from_name -> Text,
+        recipient -> Text,
+        cc -> Text,
+        bcc -> Text,
+        subject -> Text,
+        text_body -> Text,
+        html_body -> Nullable<Text>,
+        message_id -> Text,
+        status -> Text,
+        hold_reason -> Nullable<Text>,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        due_at -> Timestamp,
+        send_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        possible_duplicate -> Bool,
+        result -> Text,
+        smtp_code -> Nullable<Integer>,
+        smtp_enhanced -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    message_events (id) {
+        id -> BigInt,
+        message_id -> BigInt,
+        kind -> Text,
+        attempt -> Integer,
+        smtp_code -> Nullable<Integer>,
+        smtp_enhanced -> Nullable<Text>,
+        detail -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(message_events -> messages (message_id));
 diesel::joinable!(providers -> workspaces (workspace_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(password_tokens -> users (user_id));
@@ -125,4 +174,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     audit_log,
     providers,
+    messages,
+    message_events,
 );

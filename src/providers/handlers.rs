@@ -119,10 +119,25 @@ async fn check_and_record(
 ) -> Result<Result<String, smtp::SmtpFailure>, AppError> {
     let outcome = smtp::check(&endpoint, &state.egress, timeout(state)).await;
     let (workspace, recorded) = (ctx.workspace.clone(), outcome.clone());
-    state
+    let released = state
         .db
-        .write(move |conn| service::record_check(conn, &workspace, id, &recorded))
+        .write(move |conn| {
+            service::record_check(conn, &workspace, id, &recorded)?;
+            // Green again: what was held for this provider goes out now.
+            match (
+                &recorded,
+                queries::find_by_workspace_and_id(conn, workspace.id, id)?,
+            ) {
+                (Ok(_), Some(provider)) => {
+                    crate::messages::service::release_for_provider(conn, &workspace, &provider)
+                }
+                _ => Ok(0),
+            }
+        })
         .await?;
+    if released > 0 {
+        state.engine.wake();
+    }
     Ok(outcome)
 }
 

@@ -31,6 +31,14 @@ pub fn find_by_workspace_and_id(
         .optional()
 }
 
+/// Providers by id (for the delivery engine, which serves every workspace).
+pub fn find_many(conn: &mut DbConn, ids: &[ProviderId]) -> QueryResult<Vec<Provider>> {
+    providers::table
+        .filter(providers::id.eq_any(ids))
+        .select(Provider::as_select())
+        .load(conn)
+}
+
 /// Whether another provider of the workspace has this name.
 pub fn name_taken(
     conn: &mut DbConn,

@@ -65,6 +65,12 @@ impl SmtpFailure {
     }
 }
 
+impl From<lettre::transport::smtp::Error> for SmtpFailure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        from_lettre(e)
+    }
+}
+
 /// lettre says `permanent error (535): 5.7.8 …`; people and logs read the server's own
 /// line, `535 5.7.8 …`.
 fn from_lettre(e: lettre::transport::smtp::Error) -> SmtpFailure {

@@ -132,6 +132,15 @@ impl WorkspaceCtx {
         }
     }
 
+    /// 403 unless the user may compose and send (editors and admins).
+    pub fn require_composer(&self) -> Result<(), AppError> {
+        if self.role.can_compose() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden)
+        }
+    }
+
     /// A path inside the workspace: `path("/members")` → `/w/{slug}/members`.
     pub fn path(&self, rest: &str) -> String {
         format!("/w/{}{rest}", self.workspace.slug)

@@ -84,6 +84,8 @@ pub struct Nav {
     pub role: &'static str,
     /// Whether the Setup group is shown.
     pub is_admin: bool,
+    /// Whether Compose is shown.
+    pub can_compose: bool,
     /// Every workspace of the user, for the switcher.
     pub workspaces: Vec<WorkspaceLink>,
     /// Which item is highlighted.
@@ -144,6 +146,7 @@ impl Frame {
             name: ctx.workspace.name.clone(),
             role: ctx.role.label(),
             is_admin: ctx.role.is_admin(),
+            can_compose: ctx.role.can_compose(),
             workspaces: ctx
                 .workspaces
                 .iter()

@@ -38,6 +38,8 @@ pub struct AppState {
     pub sealer: crate::crypto::Sealer,
     /// Where providers may connect.
     pub egress: crate::providers::egress::EgressPolicy,
+    /// The delivery engine of this process.
+    pub engine: crate::delivery::EngineHandle,
 }
 
 /// Until the first admin exists, every page leads to `/setup`, which needs the one-time
@@ -95,6 +97,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::workspaces::routes(cfg);
     crate::audit::routes(cfg);
     crate::providers::routes(cfg);
+    crate::messages::routes(cfg);
 }
 
 /// `GET /healthz`: 200 when the database answers, 503 when it does not.

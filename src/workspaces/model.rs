@@ -100,6 +100,11 @@ impl Role {
         }
     }
 
+    /// Whether this role composes and sends (editors and admins).
+    pub fn can_compose(self) -> bool {
+        matches!(self, Role::Admin | Role::Editor)
+    }
+
     /// Whether this role administers the workspace.
     pub fn is_admin(self) -> bool {
         self == Role::Admin

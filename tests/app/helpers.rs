@@ -132,6 +132,8 @@ pub struct TestApp {
     pub database_url: String,
     /// The data directory (kept for the test's life).
     pub dir: tempfile::TempDir,
+    /// The delivery engine, stopped when the test ends.
+    pub engine: mailroom::delivery::EngineHandle,
     _pg: Option<PgDatabase>,
 }
 
@@ -165,12 +167,14 @@ impl TestApp {
         let app = Application::build(settings).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
         let setup_token = app.setup_token();
+        let engine = app.engine();
         actix_web::rt::spawn(app.run_until_stopped());
         Ok(Self {
             base,
             setup_token,
             database_url,
             dir,
+            engine,
             _pg: pg,
         })
     }
@@ -281,6 +285,12 @@ impl TestApp {
         let response = browser.login(email, PASSWORD).await?;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         Ok(browser)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.engine.stop_now();
     }
 }
 

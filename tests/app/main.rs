@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod cli;
 mod csrf;
+mod delivery;
 mod isolation;
 mod members;
 mod migrations;

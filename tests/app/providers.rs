@@ -5,8 +5,8 @@ use crate::both;
 use crate::helpers::*;
 use crate::smtp_server::SmtpServer;
 
-const SMTP_USER: &str = "relay-user";
-const SMTP_PASSWORD: &str = "relay-password-never-shown";
+pub const SMTP_USER: &str = "relay-user";
+pub const SMTP_PASSWORD: &str = "relay-password-never-shown";
 
 fn provider_form<'a>(port: &'a str, password: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -54,7 +54,7 @@ async fn post(
 }
 
 /// Adds the provider through the form; returns its page path.
-async fn add_provider(
+pub async fn add_provider(
     admin: &Browser,
     server: &SmtpServer,
     password: &str,

@@ -1,0 +1,2 @@
+DROP TABLE message_events;
+DROP TABLE messages;

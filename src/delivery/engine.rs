@@ -1,0 +1,457 @@
+//! The delivery loop, on its own actix Arbiter thread: claim due messages in batches with a
+//! lease → hand each to its provider's pool of SMTP connections (concurrency cap and rate
+//! limits) → record every outcome in batched transactions. A heartbeat renews this node's
+//! leases and takes over messages whose node died.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+use tokio::sync::{Notify, mpsc};
+
+use super::build::build;
+use super::outcome::{Outcome, OutcomeKind, Reply, apply};
+use crate::crypto::Sealer;
+use crate::db::{self, Db};
+use crate::messages::model::{Message, MessageId};
+use crate::messages::queries as messages;
+use crate::providers::egress::EgressPolicy;
+use crate::providers::model::{Provider, ProviderId};
+use crate::providers::smtp::{self, Endpoint, SmtpFailure};
+use crate::providers::{queries as providers, service as provider_rules};
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Messages claimed per transaction at most.
+    pub batch: i64,
+    /// Messages claimed and not yet recorded, at most (bounds memory).
+    pub max_in_flight: usize,
+    /// How long a claim holds a message; renewed while the node lives.
+    pub lease: Duration,
+    /// How long to wait for new work when the queue is empty (ingest wakes it sooner).
+    pub poll: Duration,
+    /// First retry delay; doubles each attempt, with ±25 % jitter, at most an hour.
+    pub retry_base: Duration,
+    /// SMTP timeout.
+    pub smtp_timeout: Duration,
+}
+
+pub(crate) struct Ctx {
+    pub(crate) db: Db,
+    sealer: Sealer,
+    egress: EgressPolicy,
+    pub(crate) cfg: EngineConfig,
+    pub(crate) owner: String,
+    in_flight: AtomicUsize,
+    room: Notify,
+    wake: Arc<Notify>,
+    stopping: AtomicBool,
+    started: Mutex<HashSet<MessageId>>,
+    hello: ClientId,
+}
+
+/// A handle on the running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    ctx: Arc<Ctx>,
+}
+
+impl EngineHandle {
+    /// Tells the engine new messages are due (ingest calls it after committing).
+    pub fn wake(&self) {
+        self.ctx.wake.notify_one();
+    }
+
+    /// This node's lease owner token.
+    pub fn owner(&self) -> &str {
+        &self.ctx.owner
+    }
+
+    /// Stops claiming at once (no waiting): for tests tearing down.
+    pub fn stop_now(&self) {
+        self.ctx.stopping.store(true, Ordering::Release);
+        self.ctx.wake.notify_one();
+    }
+
+    /// Graceful stop (SIGTERM): stop claiming, let what is in flight finish within `grace`,
+    /// then release the rest to other nodes (or the next start).
+    pub async fn stop(&self, grace: Duration) {
+        self.stop_now();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.ctx.in_flight.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started: Vec<MessageId> = self
+            .ctx
+            .started
+            .lock()
+            .expect("lock")
+            .iter()
+            .copied()
+            .collect();
+        let owner = self.ctx.owner.clone();
+        match self
+            .ctx
+            .db
+            .write(move |conn| Ok(messages::release_owned(conn, &owner, &started, db::now())?))
+            .await
+        {
+            Ok(released) if released > 0 => {
+                tracing::info!(released, "unsent messages released at shutdown")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release messages at shutdown; their leases will expire")
+            }
+        }
+    }
+}
+
+/// Starts the engine on its own Arbiter thread.
+pub fn start(db: Db, sealer: Sealer, egress: EgressPolicy, cfg: EngineConfig) -> EngineHandle {
+    let owner = format!("{}-{}", hostname(), hex::encode(rand::random::<[u8; 6]>()));
+    let ctx = Arc::new(Ctx {
+        db,
+        sealer,
+        egress,
+        cfg,
+        owner,
+        in_flight: AtomicUsize::new(0),
+        room: Notify::new(),
+        wake: Arc::new(Notify::new()),
+        stopping: AtomicBool::new(false),
+        started: Mutex::new(HashSet::new()),
+        hello: ClientId::default(),
+    });
+    let arbiter = actix_rt::Arbiter::new();
+    let run_ctx = ctx.clone();
+    arbiter.spawn_fn(move || {
+        actix_web::rt::spawn(run(run_ctx));
+    });
+    EngineHandle { ctx }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "node".into())
+}
+
+/// Outcomes flow from the connection workers to the writer.
+type OutcomeTx = mpsc::UnboundedSender<Outcome>;
+
+async fn run(ctx: Arc<Ctx>) {
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    actix_web::rt::spawn(writer(ctx.clone(), done_rx));
+    actix_web::rt::spawn(heartbeat(ctx.clone()));
+    let mut senders: HashMap<ProviderId, ProviderSender> = HashMap::new();
+    tracing::info!(owner = %ctx.owner, "delivery engine started");
+    while !ctx.stopping.load(Ordering::Acquire) {
+        let room = ctx
+            .cfg
+            .max_in_flight
+            .saturating_sub(ctx.in_flight.load(Ordering::Acquire));
+        if room == 0 {
+            let _ = tokio::time::timeout(ctx.cfg.poll, ctx.room.notified()).await;
+            continue;
+        }
+        let limit = (room as i64).min(ctx.cfg.batch);
+        let owner = ctx.owner.clone();
+        let lease = chrono::Duration::from_std(ctx.cfg.lease)
+            .unwrap_or_else(|_| chrono::Duration::minutes(2));
+        let claimed = ctx
+            .db
+            .write(move |conn| {
+                let now = db::now();
+                Ok(messages::claim_due(conn, &owner, now, now + lease, limit)?)
+            })
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            let _ = tokio::time::timeout(ctx.cfg.poll, ctx.wake.notified()).await;
+            continue;
+        }
+        ctx.in_flight.fetch_add(claimed.len(), Ordering::AcqRel);
+        if let Err(e) = dispatch(&ctx, &mut senders, claimed, &done_tx).await {
+            tracing::warn!(error = %e, "dispatch failed");
+        }
+    }
+    tracing::info!(owner = %ctx.owner, "delivery engine stopped claiming");
+}
+
+/// Hands claimed messages to their providers' pools, (re)building a pool when its provider
+/// changed since.
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    senders: &mut HashMap<ProviderId, ProviderSender>,
+    claimed: Vec<Message>,
+    done: &OutcomeTx,
+) -> Result<(), crate::error::AppError> {
+    let ids: Vec<ProviderId> = claimed
+        .iter()
+        .filter_map(|m| m.provider_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = ctx
+        .db
+        .run(move |conn| Ok(providers::find_many(conn, &ids)?))
+        .await?;
+    let rows: HashMap<ProviderId, Provider> = rows.into_iter().map(|p| (p.id, p)).collect();
+    for message in claimed {
+        let Some(provider) = message.provider_id.and_then(|id| rows.get(&id)) else {
+            let _ = done.send(Outcome {
+                kind: OutcomeKind::Failed(Reply::text("its provider was deleted")),
+                message,
+            });
+            continue;
+        };
+        let fresh = senders
+            .get(&provider.id)
+            .is_some_and(|s| s.version == version(provider));
+        if !fresh {
+            match ProviderSender::start(ctx, provider, done.clone()) {
+                Ok(sender) => {
+                    senders.insert(provider.id, sender);
+                }
+                Err(e) => {
+                    let _ = done.send(Outcome {
+                        kind: OutcomeKind::Retry(Reply::text(&e.to_string())),
+                        message,
+                    });
+                    continue;
+                }
+            }
+        }
+        if let Some(sender) = senders.get(&provider.id)
+            && let Err(mpsc::error::SendError(message)) = sender.tx.send(message)
+        {
+            let _ = done.send(Outcome {
+                kind: OutcomeKind::Retry(Reply::text("the connection pool closed")),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>) {
+    (p.status.clone(), p.updated_at, p.checked_at)
+}
+
+/// One provider's pool: `max_connections` workers sharing a queue and its rate limits.
+struct ProviderSender {
+    version: (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>),
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+struct Pool {
+    ctx: Arc<Ctx>,
+    provider: Provider,
+    endpoint: Endpoint,
+    limits: Vec<DefaultDirectRateLimiter>,
+    /// Set when the provider refused the sign-in: everything left is held, nothing sent.
+    refused: Mutex<Option<Reply>>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    done: OutcomeTx,
+}
+
+impl ProviderSender {
+    fn start(
+        ctx: &Arc<Ctx>,
+        provider: &Provider,
+        done: OutcomeTx,
+    ) -> Result<Self, crate::error::AppError> {
+        let endpoint = provider_rules::endpoint(provider, &ctx.sealer)?;
+        let quota = |n: Option<i32>, make: fn(NonZeroU32) -> Quota| {
+            n.and_then(|n| NonZeroU32::new(n.max(1) as u32)).map(make)
+        };
+        let limits = [
+            quota(provider.per_second, Quota::per_second),
+            quota(provider.per_minute, Quota::per_minute),
+            quota(provider.per_hour, Quota::per_hour),
+        ]
+        .into_iter()
+        .flatten()
+        .map(RateLimiter::direct)
+        .collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pool = Arc::new(Pool {
+            ctx: ctx.clone(),
+            provider: provider.clone(),
+            endpoint,
+            limits,
+            refused: Mutex::new(None),
+            rx: tokio::sync::Mutex::new(rx),
+            done,
+        });
+        for _ in 0..provider.max_connections.clamp(1, 100) {
+            actix_web::rt::spawn(worker(pool.clone()));
+        }
+        Ok(Self {
+            version: version(provider),
+            tx,
+        })
+    }
+}
+
+/// One SMTP connection of a pool: opened on first need, reused, reopened after a failure.
+async fn worker(pool: Arc<Pool>) {
+    let mut conn: Option<AsyncSmtpConnection> = None;
+    loop {
+        let next = pool.rx.lock().await.recv().await;
+        let Some(message) = next else { break };
+        let kind = deliver(&pool, &mut conn, &message).await;
+        let _ = pool.done.send(Outcome { message, kind });
+    }
+    if let Some(mut conn) = conn {
+        let _ = conn.quit().await;
+    }
+}
+
+async fn deliver(
+    pool: &Pool,
+    conn: &mut Option<AsyncSmtpConnection>,
+    message: &Message,
+) -> OutcomeKind {
+    if let Some(reply) = pool.refused.lock().expect("lock").clone() {
+        return OutcomeKind::ProviderRefused(reply);
+    }
+    let (envelope, bytes) = match build(message) {
+        Ok(built) => built,
+        Err(e) => return OutcomeKind::Failed(Reply::text(&e.to_string())),
+    };
+    for limit in &pool.limits {
+        limit.until_ready().await;
+    }
+    if conn.is_none() {
+        match smtp::connect(
+            &pool.endpoint,
+            &pool.ctx.egress,
+            pool.ctx.cfg.smtp_timeout,
+            &pool.ctx.hello,
+        )
+        .await
+        {
+            Ok(opened) => *conn = Some(opened),
+            Err(failure) if failure.is_auth_failure() => {
+                let reply = Reply::from_failure(&failure);
+                *pool.refused.lock().expect("lock") = Some(reply.clone());
+                tracing::warn!(provider = %pool.provider.name, detail = %failure, "provider refused the sign-in; holding its messages");
+                return OutcomeKind::ProviderRefused(reply);
+            }
+            Err(failure) => return OutcomeKind::Retry(Reply::from_failure(&failure)),
+        }
+    }
+    let Some(open) = conn.as_mut() else {
+        return OutcomeKind::Retry(Reply::text("no connection"));
+    };
+    pool.ctx.started.lock().expect("lock").insert(message.id);
+    let sent =
+        tokio::time::timeout(pool.ctx.cfg.smtp_timeout * 4, open.send(&envelope, &bytes)).await;
+    pool.ctx.started.lock().expect("lock").remove(&message.id);
+    match sent {
+        Ok(Ok(response)) => OutcomeKind::Sent(Reply::from_response(&response)),
+        Ok(Err(e)) => {
+            // lettre aborts the connection after any refusal: open a new one next time.
+            *conn = None;
+            let failure = SmtpFailure::from(e);
+            match failure.code {
+                Some(code) if code >= 500 => OutcomeKind::Failed(Reply::from_failure(&failure)),
+                _ => OutcomeKind::Retry(Reply::from_failure(&failure)),
+            }
+        }
+        Err(_) => {
+            *conn = None;
+            OutcomeKind::Retry(Reply::text(&format!(
+                "no answer within {} s",
+                (pool.ctx.cfg.smtp_timeout * 4).as_secs()
+            )))
+        }
+    }
+}
+
+/// Records outcomes in batches: whatever arrived while the last batch was being written
+/// goes into the next transaction.
+async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 5_000 {
+            match rx.try_recv() {
+                Ok(outcome) => batch.push(outcome),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len();
+        let (owner, base) = (ctx.owner.clone(), ctx.cfg.retry_base);
+        let mut pending = Some(batch);
+        loop {
+            let attempt = pending.take().unwrap_or_default();
+            let owner = owner.clone();
+            let kept = attempt.clone();
+            match ctx
+                .db
+                .write(move |conn| apply(conn, &owner, attempt, base))
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    // Outcomes must not be lost: keep them and try again.
+                    tracing::error!(error = %e, count, "recording outcomes failed; retrying");
+                    pending = Some(kept);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        ctx.in_flight.fetch_sub(count, Ordering::AcqRel);
+        ctx.room.notify_one();
+    }
+}
+
+/// Renews this node's leases and takes over expired ones, every third of a lease.
+async fn heartbeat(ctx: Arc<Ctx>) {
+    let every = (ctx.cfg.lease / 3).max(Duration::from_millis(200));
+    loop {
+        let owner = ctx.owner.clone();
+        let lease = chrono::Duration::from_std(ctx.cfg.lease)
+            .unwrap_or_else(|_| chrono::Duration::minutes(2));
+        let result = ctx
+            .db
+            .write(move |conn| {
+                let now = db::now();
+                messages::renew_leases(conn, &owner, now + lease)?;
+                Ok(messages::reclaim_expired_with_events(conn, now)?)
+            })
+            .await;
+        match result {
+            Ok(reclaimed) if reclaimed > 0 => {
+                tracing::warn!(
+                    reclaimed,
+                    "took over messages whose node stopped; they are flagged as possible duplicates"
+                );
+                ctx.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+        if ctx.stopping.load(Ordering::Acquire) && ctx.in_flight.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -1,0 +1,8 @@
+//! Delivery: the engine that moves messages from the queue to their providers, and how a
+//! stored message becomes bytes on the wire.
+
+pub mod build;
+pub mod engine;
+pub mod outcome;
+
+pub use engine::{EngineConfig, EngineHandle, start};

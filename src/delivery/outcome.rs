@@ -1,0 +1,228 @@
+//! What became of each attempt, and writing it down: status, reply, events, retries with
+//! exponential backoff and jitter, and holding a provider's messages when it refuses the
+//! sign-in.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lettre::transport::smtp::response::Response;
+
+use crate::db::DbConn;
+use crate::error::AppError;
+use crate::messages::model::{Message, NewMessageEvent, Status};
+use crate::messages::queries::{self as messages, Finish};
+use crate::providers::model::{ProviderId, Status as ProviderStatus};
+use crate::providers::queries as providers;
+use crate::providers::smtp::SmtpFailure;
+use crate::workspaces::model::WorkspaceId;
+
+/// A server's reply (or a failure without one), split for the log.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Basic code, e.g. 250.
+    pub code: Option<u16>,
+    /// Enhanced code (RFC 3463), e.g. `2.0.0`.
+    pub enhanced: Option<String>,
+    /// The whole reply in words.
+    pub text: String,
+}
+
+impl Reply {
+    /// A failure that is not a server reply.
+    pub fn text(text: &str) -> Self {
+        Self {
+            code: None,
+            enhanced: None,
+            text: text.to_owned(),
+        }
+    }
+
+    /// From a failed exchange.
+    pub fn from_failure(failure: &SmtpFailure) -> Self {
+        let enhanced = failure
+            .detail
+            .split_whitespace()
+            .nth(1)
+            .filter(|w| is_enhanced(w))
+            .map(str::to_owned);
+        Self {
+            code: failure.code,
+            enhanced,
+            text: failure.detail.clone(),
+        }
+    }
+
+    /// From an accepted message's reply.
+    pub fn from_response(response: &Response) -> Self {
+        let code = u16::from(response.code());
+        let said: Vec<&str> = response.message().collect();
+        let said = said.join(" ");
+        let enhanced = said
+            .split_whitespace()
+            .next()
+            .filter(|w| is_enhanced(w))
+            .map(str::to_owned);
+        Self {
+            code: Some(code),
+            enhanced,
+            text: format!("{code} {said}").trim().to_owned(),
+        }
+    }
+}
+
+/// `2.0.0`, `5.1.1`: class.subject.detail (RFC 3463 §2).
+fn is_enhanced(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum OutcomeKind {
+    /// 2xx: accepted.
+    Sent(Reply),
+    /// 5xx, or a message that cannot be built: failed at once.
+    Failed(Reply),
+    /// 4xx, a timeout or a dropped connection: again later, while retries last.
+    Retry(Reply),
+    /// The provider refused the sign-in: hold, do not fail.
+    ProviderRefused(Reply),
+}
+
+/// One attempt's outcome.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The message as claimed.
+    pub message: Message,
+    /// What happened.
+    pub kind: OutcomeKind,
+}
+
+/// The delay before retry number `attempt` (1-based): `base × 2^(attempt−1)`, ±25 % jitter,
+/// at most an hour.
+pub fn backoff(base: Duration, attempt: i32) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
+    let delay = base
+        .saturating_mul(1 << exponent)
+        .min(Duration::from_secs(3600));
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    delay.mul_f64(jitter)
+}
+
+/// Writes a batch of outcomes (in the caller's transaction).
+pub fn apply(
+    conn: &mut DbConn,
+    owner: &str,
+    batch: Vec<Outcome>,
+    retry_base: Duration,
+) -> Result<(), AppError> {
+    let now = crate::db::now();
+    let mut events = Vec::with_capacity(batch.len());
+    let mut refused: HashMap<ProviderId, (WorkspaceId, Reply)> = HashMap::new();
+    for Outcome { message, kind } in batch {
+        let base = |status: Status, reply: &Reply| Finish {
+            id: message.id,
+            status,
+            due_at: None,
+            result: reply.text.clone(),
+            smtp_code: reply.code.map(i32::from),
+            smtp_enhanced: reply.enhanced.clone(),
+            sent_at: None,
+            hold_reason: None,
+            uncount_attempt: false,
+        };
+        let (finish, event, detail) = match &kind {
+            OutcomeKind::Sent(reply) => (
+                Finish {
+                    sent_at: Some(now),
+                    ..base(Status::Sent, reply)
+                },
+                "sent",
+                reply.text.clone(),
+            ),
+            OutcomeKind::Failed(reply) => {
+                (base(Status::Failed, reply), "failed", reply.text.clone())
+            }
+            OutcomeKind::Retry(reply) if message.attempts < message.max_attempts => {
+                let delay = backoff(retry_base, message.attempts);
+                let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                let detail = format!(
+                    "{} — attempt {} of {}; next in {} s",
+                    reply.text,
+                    message.attempts,
+                    message.max_attempts,
+                    delay.as_secs()
+                );
+                (
+                    Finish {
+                        due_at: Some(due),
+                        ..base(Status::Queued, reply)
+                    },
+                    "retry",
+                    detail,
+                )
+            }
+            OutcomeKind::Retry(reply) => {
+                let detail = format!(
+                    "{} — no retries left after {} attempts",
+                    reply.text, message.attempts
+                );
+                (
+                    Finish {
+                        result: detail.clone(),
+                        ..base(Status::Failed, reply)
+                    },
+                    "failed",
+                    detail,
+                )
+            }
+            OutcomeKind::ProviderRefused(reply) => {
+                if let Some(provider) = message.provider_id {
+                    refused.insert(provider, (message.workspace_id, reply.clone()));
+                }
+                let detail = format!("held: the provider refused the sign-in ({})", reply.text);
+                (
+                    Finish {
+                        hold_reason: Some("provider"),
+                        uncount_attempt: true,
+                        result: detail.clone(),
+                        ..base(Status::Held, reply)
+                    },
+                    "held",
+                    detail,
+                )
+            }
+        };
+        if messages::finish(conn, owner, &finish, now)? {
+            events.push(NewMessageEvent {
+                message_id: message.id,
+                kind: event,
+                attempt: message.attempts,
+                smtp_code: finish.smtp_code,
+                smtp_enhanced: finish.smtp_enhanced.clone(),
+                detail,
+                created_at: now,
+            });
+        }
+    }
+    messages::insert_events(conn, &events)?;
+    for (provider, (workspace, reply)) in refused {
+        providers::update_status(
+            conn,
+            workspace,
+            provider,
+            ProviderStatus::Error,
+            &reply.text,
+            now,
+        )?;
+        let detail = format!("held: the provider refused the sign-in ({})", reply.text);
+        messages::hold_for_provider(conn, provider, &detail, now)?;
+    }
+    Ok(())
+}

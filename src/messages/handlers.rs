@@ -1,0 +1,327 @@
+//! Handlers of the messages slice: extract → service → view.
+
+use std::collections::HashMap;
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::model::{ComposeForm, MessageId, Origin};
+use super::views::*;
+use super::{queries, service};
+use crate::error::AppError;
+use crate::providers::model::ProviderId;
+use crate::providers::queries as providers;
+use crate::web::extract::WorkspaceCtx;
+use crate::web::forms::FieldErrors;
+use crate::web::frame::{Frame, Level, flash};
+use crate::web::{AppState, csrf, htmx, render, render_status};
+
+/// Rows per history page.
+const PAGE: i64 = 50;
+
+async fn compose_page(
+    state: &AppState,
+    session: &Session,
+    ctx: &WorkspaceCtx,
+    form: ComposeForm,
+    errors: FieldErrors,
+) -> Result<ComposePage, AppError> {
+    let workspace = ctx.workspace.id;
+    let all = state
+        .db
+        .run(move |conn| Ok(providers::list_by_workspace(conn, workspace)?))
+        .await?;
+    Ok(ComposePage {
+        frame: Frame::workspace(session, ctx, "compose", "Compose email"),
+        providers: all.into_iter().filter(|p| p.is_active()).collect(),
+        form,
+        errors,
+        site_name: ctx.workspace.site_name.clone(),
+    })
+}
+
+/// `GET /w/{slug}/compose` (editors and admins).
+pub async fn compose_form(
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_composer()?;
+    let form = ComposeForm {
+        retry_count: state.settings.retry_count.to_string(),
+        ..Default::default()
+    };
+    render(&compose_page(&state, &session, &ctx, form, FieldErrors::new()).await?)
+}
+
+/// `POST /w/{slug}/compose`: one message per To recipient, queued (or scheduled).
+pub async fn compose(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    form: web::Form<ComposeForm>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_composer()?;
+    let form = form.into_inner();
+    let mut errors = FieldErrors::new();
+    let Some(input) = form.parse(&mut errors, state.settings.retry_count) else {
+        let page = compose_page(&state, &session, &ctx, form, errors).await?;
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    };
+    let (workspace, user, session_id) =
+        (ctx.workspace.clone(), ctx.user.id, ctx.session_id.clone());
+    let count = input.to.len();
+    let stored = state
+        .db
+        .write(move |conn| {
+            let sender = service::Sender {
+                user,
+                session_public_id: &session_id,
+            };
+            service::compose(conn, &workspace, &sender, &input)
+        })
+        .await;
+    let ids = match stored {
+        Ok(ids) => ids,
+        Err(AppError::Validation(message)) => {
+            errors.add("provider", message);
+            let page = compose_page(&state, &session, &ctx, form, errors).await?;
+            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+        Err(e) => return Err(e),
+    };
+    state.engine.wake();
+    let text = if count == 1 {
+        "Message queued.".to_owned()
+    } else {
+        format!("{count} messages queued, one per To recipient.")
+    };
+    flash(&session, Level::Success, text);
+    let to = match ids.as_slice() {
+        [one] => ctx.path(&format!("/messages/{}", one.0)),
+        _ => ctx.path("/messages?tab=web"),
+    };
+    Ok(htmx::redirect(&req, &to))
+}
+
+/// Query of the history.
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    tab: String,
+    before: Option<i64>,
+}
+
+/// `GET /w/{slug}/messages`: newest first; the table alone for htmx polling.
+pub async fn index(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, AppError> {
+    let (tab, origin) = match query.tab.as_str() {
+        "web" => ("web", Some(Origin::Web)),
+        "sys" => ("sys", Some(Origin::Sys)),
+        _ => ("all", None),
+    };
+    let (workspace, before) = (ctx.workspace.id, query.before.map(MessageId));
+    let (mut messages, names) = state
+        .db
+        .run(move |conn| {
+            let messages = queries::page(conn, workspace, origin, before, PAGE)?;
+            let names: HashMap<ProviderId, String> = providers::list_by_workspace(conn, workspace)?
+                .into_iter()
+                .map(|p| (p.id, p.name))
+                .collect();
+            Ok((messages, names))
+        })
+        .await?;
+    let more = messages.len() as i64 > PAGE;
+    messages.truncate(PAGE as usize);
+    let base = ctx.path(&format!("/messages?tab={tab}"));
+    let older = more
+        .then(|| messages.last().map(|m| format!("{base}&before={}", m.id.0)))
+        .flatten();
+    let here = match before {
+        Some(id) => format!("{base}&before={}", id.0),
+        None => base,
+    };
+    let rows: Vec<Row> = messages
+        .into_iter()
+        .map(|message| Row {
+            provider: message
+                .provider_id
+                .and_then(|id| names.get(&id).cloned())
+                .unwrap_or_else(|| "—".into()),
+            message,
+        })
+        .collect();
+    let moving = rows.iter().any(|r| r.status().is_moving());
+    let slug = ctx.workspace.slug.clone();
+    if htmx::is_targeted(&req)
+        && req
+            .headers()
+            .get("HX-Target")
+            .is_some_and(|t| t == "history-table")
+    {
+        return render(&HistoryTable {
+            rows,
+            older,
+            here,
+            moving,
+            slug,
+        });
+    }
+    render(&HistoryPage {
+        frame: Frame::workspace(&session, &ctx, "history", "History"),
+        tab,
+        rows,
+        older,
+        here,
+        moving,
+        slug,
+    })
+}
+
+/// Path of a message.
+#[derive(Deserialize)]
+pub struct MessagePath {
+    #[expect(
+        dead_code,
+        reason = "read by the WorkspaceCtx extractor from the match info"
+    )]
+    slug: String,
+    id: i64,
+}
+
+/// `GET /w/{slug}/messages/{id}`: every field of the send record and its timeline.
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<MessagePath>,
+) -> Result<HttpResponse, AppError> {
+    let (workspace, id) = (ctx.workspace.id, MessageId(path.id));
+    let (message, events, provider, sender) = state
+        .db
+        .run(move |conn| {
+            let message = queries::find_by_workspace_and_id(conn, workspace, id)?
+                .ok_or(AppError::NotFound)?;
+            let events = queries::events_of(conn, id)?;
+            let provider = match message.provider_id {
+                Some(p) => providers::find_by_workspace_and_id(conn, workspace, p)?.map(|p| p.name),
+                None => None,
+            };
+            let sender = match message.user_id {
+                Some(user) => {
+                    crate::accounts::queries::find_user_by_id(conn, user)?.map(|u| u.email)
+                }
+                None => None,
+            };
+            Ok((message, events, provider, sender))
+        })
+        .await?;
+    let here = ctx.path(&format!("/messages/{}", path.id));
+    let can_act = ctx.role.can_compose();
+    let slug = ctx.workspace.slug.clone();
+    if htmx::is_targeted(&req)
+        && req
+            .headers()
+            .get("HX-Target")
+            .is_some_and(|t| t == "message-live")
+    {
+        return render(&MessageLive {
+            message,
+            events,
+            can_act,
+            here,
+            slug,
+            csrf: csrf::token(&session),
+        });
+    }
+    let title = format!("Message to {}", message.recipient);
+    render(&MessagePage {
+        frame: Frame::workspace(&session, &ctx, "history", title),
+        message,
+        events,
+        provider: provider.unwrap_or_else(|| "—".into()),
+        sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
+        can_act,
+        here,
+        slug,
+    })
+}
+
+/// `POST /w/{slug}/messages/{id}/cancel` (editors and admins).
+pub async fn cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<MessagePath>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_composer()?;
+    let (workspace, id, by) = (
+        ctx.workspace.clone(),
+        MessageId(path.id),
+        ctx.user.email.clone(),
+    );
+    match state
+        .db
+        .write(move |conn| service::cancel(conn, &workspace, id, &by))
+        .await
+    {
+        Ok(message) => flash(
+            &session,
+            Level::Success,
+            format!("The message to {} is cancelled.", message.recipient),
+        ),
+        Err(AppError::Conflict(text)) => flash(&session, Level::Error, text),
+        Err(e) => return Err(e),
+    }
+    Ok(htmx::redirect(
+        &req,
+        &ctx.path(&format!("/messages/{}", path.id)),
+    ))
+}
+
+/// `POST /w/{slug}/messages/{id}/retry` (editors and admins).
+pub async fn retry(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<MessagePath>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_composer()?;
+    let (workspace, id, by) = (
+        ctx.workspace.clone(),
+        MessageId(path.id),
+        ctx.user.email.clone(),
+    );
+    match state
+        .db
+        .write(move |conn| service::retry_now(conn, &workspace, id, &by))
+        .await
+    {
+        Ok(message) => {
+            state.engine.wake();
+            flash(
+                &session,
+                Level::Success,
+                format!("The message to {} is queued again.", message.recipient),
+            )
+        }
+        Err(AppError::Conflict(text)) => flash(&session, Level::Error, text),
+        Err(e) => return Err(e),
+    }
+    Ok(htmx::redirect(
+        &req,
+        &ctx.path(&format!("/messages/{}", path.id)),
+    ))
+}

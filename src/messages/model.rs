@@ -1,0 +1,454 @@
+//! Messages: rows of the log and queue, their events, and the states a message goes through.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_derive_newtype::DieselNewType;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::model::UserId;
+use crate::db::schema::{message_events, messages};
+use crate::providers::model::ProviderId;
+use crate::workspaces::model::WorkspaceId;
+
+/// A message's id.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+)]
+pub struct MessageId(pub i64);
+
+/// Where a message came from: the History tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Sent by a person in the console.
+    Web,
+    /// Sent by Mailroom itself or through the API.
+    Sys,
+}
+
+impl Origin {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Web => "web",
+            Origin::Sys => "sys",
+        }
+    }
+}
+
+/// A message's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for its send-at time.
+    Scheduled,
+    /// Due (or waiting for a retry).
+    Queued,
+    /// Claimed by a node, being sent.
+    Sending,
+    /// Accepted by the provider (2xx).
+    Sent,
+    /// Refused (5xx), or out of retries.
+    Failed,
+    /// Cancelled before it was sent.
+    Cancelled,
+    /// Waiting for its provider to sign in again (or its mailing to resume).
+    Held,
+}
+
+impl Status {
+    /// Every status, in the order a filter lists them.
+    pub const ALL: [Status; 7] = [
+        Status::Scheduled,
+        Status::Queued,
+        Status::Sending,
+        Status::Sent,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Held,
+    ];
+
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::Held => "held",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Badge colour class (UI.md: scheduled grey, queued/sending blue, sent green,
+    /// failed red, held amber, cancelled grey struck).
+    pub fn badge(self) -> &'static str {
+        match self {
+            Status::Scheduled => "grey",
+            Status::Queued => "blue",
+            Status::Sending => "blue sending",
+            Status::Sent => "green",
+            Status::Failed => "red",
+            Status::Cancelled => "grey struck",
+            Status::Held => "amber",
+        }
+    }
+
+    /// Whether the message may still change by itself (the page polls while it does).
+    pub fn is_moving(self) -> bool {
+        matches!(self, Status::Queued | Status::Sending | Status::Scheduled)
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = messages)]
+pub struct Message {
+    /// Id.
+    pub id: MessageId,
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// `web` or `sys`.
+    pub origin: String,
+    /// Who sent it (console).
+    pub user_id: Option<UserId>,
+    /// The public id of the session it was sent from (never the cookie value).
+    pub session_public_id: Option<String>,
+    /// The provider it goes through.
+    pub provider_id: Option<ProviderId>,
+    /// From address.
+    pub from_address: String,
+    /// From display name.
+    pub from_name: String,
+    /// The To recipient of this row.
+    pub recipient: String,
+    /// CC addresses, comma-separated (ride on every row of a send).
+    pub cc: String,
+    /// BCC addresses, comma-separated (envelope only).
+    pub bcc: String,
+    /// Subject, with the site-name prefix.
+    pub subject: String,
+    /// Text body (CRLF line endings).
+    pub text_body: String,
+    /// HTML body (CRLF line endings).
+    pub html_body: Option<String>,
+    /// RFC 5322 Message-ID, kept across retries and reclaims.
+    pub message_id: String,
+    /// Stored status.
+    pub status: String,
+    /// Why it is held: `provider` or `mailing`.
+    pub hold_reason: Option<String>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Attempts allowed (retry count + 1).
+    pub max_attempts: i32,
+    /// When it is next due.
+    pub due_at: NaiveDateTime,
+    /// The send-at the sender asked for, if any.
+    pub send_at: Option<NaiveDateTime>,
+    /// The node holding it while sending.
+    pub lease_owner: Option<String>,
+    /// The lease ends then; after it, another node may take the message over.
+    pub lease_until: Option<NaiveDateTime>,
+    /// An attempt may have been accepted before a crash: a copy may exist.
+    pub possible_duplicate: bool,
+    /// The last result in words (the server's reply).
+    pub result: String,
+    /// The last basic SMTP reply code.
+    pub smtp_code: Option<i32>,
+    /// The last enhanced status code (RFC 3463), e.g. `5.1.1`.
+    pub smtp_enhanced: Option<String>,
+    /// Creation time.
+    pub created_at: NaiveDateTime,
+    /// When it was accepted.
+    pub sent_at: Option<NaiveDateTime>,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+}
+
+impl Message {
+    /// The status.
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status).unwrap_or(Status::Queued)
+    }
+
+    /// Whether it was sent successfully.
+    pub fn successful(&self) -> bool {
+        self.status() == Status::Sent
+    }
+
+    /// CC addresses.
+    pub fn cc_list(&self) -> Vec<&str> {
+        split_list(&self.cc)
+    }
+
+    /// BCC addresses.
+    pub fn bcc_list(&self) -> Vec<&str> {
+        split_list(&self.bcc)
+    }
+}
+
+fn split_list(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A message to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = messages)]
+pub struct NewMessage {
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// `web` or `sys`.
+    pub origin: String,
+    /// Sender.
+    pub user_id: Option<UserId>,
+    /// Sender's session public id.
+    pub session_public_id: Option<String>,
+    /// Provider.
+    pub provider_id: Option<ProviderId>,
+    /// From address.
+    pub from_address: String,
+    /// From name.
+    pub from_name: String,
+    /// To.
+    pub recipient: String,
+    /// CC, comma-separated.
+    pub cc: String,
+    /// BCC, comma-separated.
+    pub bcc: String,
+    /// Subject.
+    pub subject: String,
+    /// Text body.
+    pub text_body: String,
+    /// HTML body.
+    pub html_body: Option<String>,
+    /// Message-ID.
+    pub message_id: String,
+    /// `scheduled` or `queued`.
+    pub status: String,
+    /// 0.
+    pub attempts: i32,
+    /// Retry count + 1.
+    pub max_attempts: i32,
+    /// When due.
+    pub due_at: NaiveDateTime,
+    /// Requested send-at.
+    pub send_at: Option<NaiveDateTime>,
+    /// False.
+    pub possible_duplicate: bool,
+    /// Empty.
+    pub result: String,
+    /// Now.
+    pub created_at: NaiveDateTime,
+    /// Now.
+    pub updated_at: NaiveDateTime,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = message_events)]
+pub struct MessageEvent {
+    /// Id.
+    pub id: i64,
+    /// Message.
+    pub message_id: MessageId,
+    /// `queued`, `attempt`, `sent`, `retry`, `failed`, `held`, `released`, `reclaimed`, `cancelled`.
+    pub kind: String,
+    /// Which attempt.
+    pub attempt: i32,
+    /// Basic reply code.
+    pub smtp_code: Option<i32>,
+    /// Enhanced code.
+    pub smtp_enhanced: Option<String>,
+    /// Words.
+    pub detail: String,
+    /// When.
+    pub created_at: NaiveDateTime,
+}
+
+/// An event to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = message_events)]
+pub struct NewMessageEvent {
+    /// Message.
+    pub message_id: MessageId,
+    /// Kind.
+    pub kind: &'static str,
+    /// Attempt.
+    pub attempt: i32,
+    /// Basic reply code.
+    pub smtp_code: Option<i32>,
+    /// Enhanced code.
+    pub smtp_enhanced: Option<String>,
+    /// Words.
+    pub detail: String,
+    /// When.
+    pub created_at: NaiveDateTime,
+}
+
+/// The compose form as submitted.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct ComposeForm {
+    /// Provider id.
+    pub provider: String,
+    /// To: addresses separated by commas, semicolons or new lines.
+    pub to: String,
+    /// CC.
+    pub cc: String,
+    /// BCC.
+    pub bcc: String,
+    /// Subject (the site name is put in front).
+    pub subject: String,
+    /// Text body.
+    pub text: String,
+    /// HTML body (optional).
+    pub html: String,
+    /// `YYYY-MM-DDTHH:MM` in UTC, empty for now.
+    pub send_at: String,
+    /// Retries after a temporary failure.
+    pub retry_count: String,
+}
+
+/// A parsed compose form.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    /// Provider.
+    pub provider: ProviderId,
+    /// To recipients: one message each.
+    pub to: Vec<String>,
+    /// CC (on every message).
+    pub cc: Vec<String>,
+    /// BCC (on every message's envelope).
+    pub bcc: Vec<String>,
+    /// Subject as typed.
+    pub subject: String,
+    /// Text body, CRLF.
+    pub text: String,
+    /// HTML body, CRLF.
+    pub html: Option<String>,
+    /// When to send (None: now).
+    pub send_at: Option<NaiveDateTime>,
+    /// Retries.
+    pub retry_count: i32,
+}
+
+/// Most To recipients one compose takes.
+pub const MAX_TO: usize = 100;
+/// Most CC or BCC recipients.
+pub const MAX_COPIES: usize = 50;
+
+/// Parses a list of addresses; every one must be a plain address (no display names, no
+/// line breaks: CR/LF would inject headers).
+pub fn parse_addresses(
+    input: &str,
+    field: &str,
+    max: usize,
+    required: bool,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for part in input
+        .split([',', ';', '\n', '\r'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let address: lettre::Address = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not an email address like name@example.com."))?;
+        let address = address.to_string();
+        if !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    if required && out.is_empty() {
+        return Err(format!("Enter at least one {field} address."));
+    }
+    if out.len() > max {
+        return Err(format!("At most {max} {field} addresses at once."));
+    }
+    Ok(out)
+}
+
+impl ComposeForm {
+    /// Parses every field; `default_retries` fills an empty retry count.
+    pub fn parse(
+        &self,
+        errors: &mut crate::web::forms::FieldErrors,
+        default_retries: i32,
+    ) -> Option<Compose> {
+        let provider = errors.check(
+            "provider",
+            self.provider
+                .trim()
+                .parse::<i64>()
+                .map(ProviderId)
+                .map_err(|_| "Choose a provider.".to_string()),
+        );
+        let to = errors.check("to", parse_addresses(&self.to, "To", MAX_TO, true));
+        let cc = errors.check("cc", parse_addresses(&self.cc, "CC", MAX_COPIES, false));
+        let bcc = errors.check("bcc", parse_addresses(&self.bcc, "BCC", MAX_COPIES, false));
+        let subject = self.subject.trim();
+        if subject.is_empty() {
+            errors.add("subject", "Enter a subject.");
+        } else if subject.chars().any(char::is_control) {
+            errors.add(
+                "subject",
+                "A subject cannot contain line breaks or control characters.",
+            );
+        } else if subject.chars().count() > 900 {
+            errors.add("subject", "A subject has at most 900 characters.");
+        }
+        if self.text.trim().is_empty() && self.html.trim().is_empty() {
+            errors.add("text", "Write the message (text, HTML, or both).");
+        }
+        let send_at = errors.check("send_at", parse_send_at(&self.send_at));
+        let retry_count = errors.check(
+            "retry_count",
+            match self.retry_count.trim() {
+                "" => Ok(default_retries),
+                value => value
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| (0..=10).contains(n))
+                    .ok_or_else(|| "Retries are a number from 0 to 10.".to_string()),
+            },
+        );
+        if !errors.is_empty() {
+            return None;
+        }
+        let html = Some(self.html.trim())
+            .filter(|h| !h.is_empty())
+            .map(crate::delivery::build::crlf);
+        Some(Compose {
+            provider: provider?,
+            to: to?,
+            cc: cc?,
+            bcc: bcc?,
+            subject: subject.to_owned(),
+            text: crate::delivery::build::crlf(&self.text),
+            html,
+            send_at: send_at?,
+            retry_count: retry_count?,
+        })
+    }
+}
+
+fn parse_send_at(input: &str) -> Result<Option<NaiveDateTime>, String> {
+    let value = input.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
+        .map(Some)
+        .ok_or_else(|| format!("{value:?} is not a date and time like 2026-12-01T09:30 (UTC)."))
+}

@@ -1,0 +1,380 @@
+//! All SQL of the messages slice: ingest, the claim with leases, outcomes, the log.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::model::*;
+use crate::db::DbConn;
+use crate::db::schema::{message_events, messages};
+use crate::per_backend;
+use crate::providers::model::ProviderId;
+use crate::workspaces::model::WorkspaceId;
+
+/// States a message is claimed from.
+const CLAIMABLE: [&str; 2] = ["scheduled", "queued"];
+
+/// Stores messages in one statement per backend; returns their ids in order.
+pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<MessageId>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    per_backend!(conn, |c| diesel::insert_into(messages::table)
+        .values(rows)
+        .returning(messages::id)
+        .get_results(c))
+}
+
+/// Stores events in one statement per backend.
+pub fn insert_events(conn: &mut DbConn, rows: &[NewMessageEvent]) -> QueryResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    per_backend!(conn, |c| diesel::insert_into(message_events::table)
+        .values(rows)
+        .execute(c))
+    .map(drop)
+}
+
+/// The claim: due messages of active providers, oldest first. `{lock}` is
+/// `FOR UPDATE SKIP LOCKED` on PostgreSQL (nodes never wait on each other's rows) and empty
+/// on SQLite, where the caller's immediate transaction already serializes claimers.
+const CLAIM_SQL: &str = "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, \
+     attempts = attempts + 1, updated_at = $3 \
+     WHERE id IN (SELECT m.id FROM messages m \
+        WHERE m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
+        AND m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
+        ORDER BY m.due_at, m.id LIMIT $4 {lock}) \
+     RETURNING *";
+
+/// Claims up to `limit` due messages of active providers for `owner` until `lease_until`,
+/// counting the attempt (recorded before any SMTP DATA is sent).
+pub fn claim_due(
+    conn: &mut DbConn,
+    owner: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    match conn {
+        DbConn::Pg(c) => diesel::sql_query(CLAIM_SQL.replace("{lock}", "FOR UPDATE SKIP LOCKED"))
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c),
+        DbConn::Sqlite(c) => diesel::sql_query(CLAIM_SQL.replace("{lock}", ""))
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c),
+    }
+}
+
+/// Extends every lease this node holds (its heartbeat): a live node never loses a message
+/// to another; a dead one stops renewing and its messages are taken over.
+pub fn renew_leases(
+    conn: &mut DbConn,
+    owner: &str,
+    lease_until: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        messages::table
+            .filter(messages::status.eq(Status::Sending.as_str()))
+            .filter(messages::lease_owner.eq(owner)),
+    )
+    .set(messages::lease_until.eq(lease_until))
+    .execute(conn)
+}
+
+/// Reclaiming messages whose node died (see [`reclaim_expired`]).
+const RECLAIM_SQL: &str = "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, \
+     possible_duplicate = TRUE, due_at = $1, updated_at = $1 \
+     WHERE id IN (SELECT m.id FROM messages m WHERE m.status = 'sending' AND m.lease_until < $1 {lock}) \
+     RETURNING id, attempts";
+
+#[derive(QueryableByName)]
+struct Reclaimed {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
+}
+
+/// Takes back messages whose lease expired (their node died): queued again, flagged as
+/// possible duplicates (the attempt may have been accepted), Message-ID kept.
+pub fn reclaim_expired(
+    conn: &mut DbConn,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(MessageId, i32)>> {
+    use diesel::sql_types::Timestamp;
+    let rows: Vec<Reclaimed> = match conn {
+        DbConn::Pg(c) => diesel::sql_query(RECLAIM_SQL.replace("{lock}", "FOR UPDATE SKIP LOCKED"))
+            .bind::<Timestamp, _>(now)
+            .load(c)?,
+        DbConn::Sqlite(c) => diesel::sql_query(RECLAIM_SQL.replace("{lock}", ""))
+            .bind::<Timestamp, _>(now)
+            .load(c)?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| (MessageId(r.id), r.attempts))
+        .collect())
+}
+
+/// What to write for one finished attempt.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The message.
+    pub id: MessageId,
+    /// The state it ends the attempt in.
+    pub status: Status,
+    /// Next due time (retries).
+    pub due_at: Option<NaiveDateTime>,
+    /// Result text.
+    pub result: String,
+    /// Basic code.
+    pub smtp_code: Option<i32>,
+    /// Enhanced code.
+    pub smtp_enhanced: Option<String>,
+    /// Accepted at.
+    pub sent_at: Option<NaiveDateTime>,
+    /// `provider` when held for its provider.
+    pub hold_reason: Option<&'static str>,
+    /// The attempt did not reach the server (held before MAIL): do not count it.
+    pub uncount_attempt: bool,
+}
+
+/// Writes an attempt's outcome, only while this node still holds the lease (a message
+/// taken over by another node is not overwritten). Returns whether it was written.
+pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) -> QueryResult<bool> {
+    let target = messages::table
+        .filter(messages::id.eq(f.id))
+        .filter(messages::lease_owner.eq(owner))
+        .filter(messages::status.eq(Status::Sending.as_str()));
+    let mut changed = diesel::update(target)
+        .set((
+            messages::status.eq(f.status.as_str()),
+            messages::result.eq(&f.result),
+            messages::smtp_code.eq(f.smtp_code),
+            messages::smtp_enhanced.eq(&f.smtp_enhanced),
+            messages::sent_at.eq(f.sent_at),
+            messages::hold_reason.eq(f.hold_reason),
+            messages::attempts.eq(messages::attempts - i32::from(f.uncount_attempt)),
+            messages::lease_owner.eq(None::<String>),
+            messages::lease_until.eq(None::<NaiveDateTime>),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if changed == 1
+        && let Some(due) = f.due_at
+    {
+        changed = diesel::update(messages::table.find(f.id))
+            .set(messages::due_at.eq(due))
+            .execute(conn)?;
+    }
+    Ok(changed == 1)
+}
+
+/// Holds the queued messages of a provider that cannot sign in.
+pub fn hold_for_provider(
+    conn: &mut DbConn,
+    provider: ProviderId,
+    detail: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        messages::table
+            .filter(messages::provider_id.eq(provider))
+            .filter(messages::status.eq_any(CLAIMABLE)),
+    )
+    .set((
+        messages::status.eq(Status::Held.as_str()),
+        messages::hold_reason.eq("provider"),
+        messages::result.eq(detail),
+        messages::updated_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+/// Releases what was held for a provider that checks green again.
+pub fn release_for_provider(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    provider: ProviderId,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(MessageId, i32)>> {
+    diesel::update(
+        messages::table
+            .filter(messages::workspace_id.eq(workspace))
+            .filter(messages::provider_id.eq(provider))
+            .filter(messages::status.eq(Status::Held.as_str()))
+            .filter(messages::hold_reason.eq("provider")),
+    )
+    .set((
+        messages::status.eq(Status::Queued.as_str()),
+        messages::hold_reason.eq(None::<String>),
+        messages::due_at.eq(now),
+        messages::updated_at.eq(now),
+    ))
+    .returning((messages::id, messages::attempts))
+    .get_results(conn)
+}
+
+/// One message of the workspace.
+pub fn find_by_workspace_and_id(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: MessageId,
+) -> QueryResult<Option<Message>> {
+    messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::id.eq(id))
+        .select(Message::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Messages of the workspace by id (for refreshing rows on a page).
+pub fn find_many(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    ids: &[MessageId],
+) -> QueryResult<Vec<Message>> {
+    messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::id.eq_any(ids))
+        .select(Message::as_select())
+        .load(conn)
+}
+
+/// A message's events, oldest first.
+pub fn events_of(conn: &mut DbConn, id: MessageId) -> QueryResult<Vec<MessageEvent>> {
+    message_events::table
+        .filter(message_events::message_id.eq(id))
+        .order(message_events::id.asc())
+        .select(MessageEvent::as_select())
+        .load(conn)
+}
+
+/// A page of the workspace's log, newest first, with keyset pagination on the id; returns
+/// one row more than `limit` when there are older ones.
+pub fn page(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    origin: Option<Origin>,
+    before: Option<MessageId>,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    let mut query = messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .select(Message::as_select())
+        .order(messages::id.desc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(origin) = origin {
+        query = query.filter(messages::origin.eq(origin.as_str()));
+    }
+    if let Some(before) = before {
+        query = query.filter(messages::id.lt(before));
+    }
+    query.load(conn)
+}
+
+/// Cancels a message that is still scheduled, queued or held; returns whether it applied.
+pub fn cancel(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: MessageId,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let target = messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::id.eq(id))
+        .filter(messages::status.eq_any(["scheduled", "queued", "held"]));
+    let changed = diesel::update(target)
+        .set((
+            messages::status.eq(Status::Cancelled.as_str()),
+            messages::hold_reason.eq(None::<String>),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Queues a failed message for one more attempt now; returns whether it applied.
+pub fn requeue_failed(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: MessageId,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let target = messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::id.eq(id))
+        .filter(messages::status.eq(Status::Failed.as_str()));
+    let changed = diesel::update(target)
+        .set((
+            messages::status.eq(Status::Queued.as_str()),
+            messages::due_at.eq(now),
+            messages::max_attempts.eq(messages::attempts + 1),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Reclaims expired leases and logs a `reclaimed` event for each; returns how many.
+pub fn reclaim_expired_with_events(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<usize> {
+    let reclaimed = reclaim_expired(conn, now)?;
+    let events: Vec<NewMessageEvent> = reclaimed
+        .iter()
+        .map(|(id, attempts)| NewMessageEvent {
+            message_id: *id,
+            kind: "reclaimed",
+            attempt: *attempts,
+            smtp_code: None,
+            smtp_enhanced: None,
+            detail:
+                "its node stopped while sending; queued again and flagged as a possible duplicate"
+                    .into(),
+            created_at: now,
+        })
+        .collect();
+    insert_events(conn, &events)?;
+    Ok(reclaimed.len())
+}
+
+/// At a graceful stop: gives back what this node claimed and did not finish. Messages that
+/// were never started are queued again as if unclaimed; those cut off mid-send (`started`)
+/// are flagged as possible duplicates.
+pub fn release_owned(
+    conn: &mut DbConn,
+    owner: &str,
+    started: &[MessageId],
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    let mine = messages::table
+        .filter(messages::lease_owner.eq(owner))
+        .filter(messages::status.eq(Status::Sending.as_str()));
+    let cut_off = diesel::update(mine.filter(messages::id.eq_any(started)))
+        .set((
+            messages::status.eq(Status::Queued.as_str()),
+            messages::possible_duplicate.eq(true),
+            messages::lease_owner.eq(None::<String>),
+            messages::lease_until.eq(None::<NaiveDateTime>),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    let untouched = diesel::update(mine)
+        .set((
+            messages::status.eq(Status::Queued.as_str()),
+            messages::attempts.eq(messages::attempts - 1),
+            messages::lease_owner.eq(None::<String>),
+            messages::lease_until.eq(None::<NaiveDateTime>),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(cut_off + untouched)
+}

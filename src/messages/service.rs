@@ -1,0 +1,176 @@
+//! Message rules: composing (one row per To recipient, CC/BCC riding on each), cancelling,
+//! retrying now. No actix types.
+
+use super::model::*;
+use super::queries;
+use crate::accounts::model::UserId;
+use crate::db::{self, DbConn};
+use crate::error::AppError;
+use crate::providers::model::Provider;
+use crate::providers::queries as providers;
+use crate::workspaces::model::Workspace;
+
+/// Who composes, for the send record.
+pub struct Sender<'a> {
+    /// The user.
+    pub user: UserId,
+    /// The public id of their session.
+    pub session_public_id: &'a str,
+}
+
+/// A fresh RFC 5322 Message-ID on the sender's domain.
+pub fn new_message_id(from: &str) -> String {
+    let domain = from.rsplit_once('@').map_or("mailroom.invalid", |(_, d)| d);
+    format!("<{}@{domain}>", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// The subject with the workspace's site name in front: `[Acme] Hello`.
+pub fn prefixed_subject(workspace: &Workspace, subject: &str) -> String {
+    match workspace.site_name.trim() {
+        "" => subject.to_owned(),
+        site => format!("[{site}] {subject}"),
+    }
+}
+
+/// Stores a composed message, one row per To recipient; returns their ids. The provider
+/// must belong to the workspace and be active (green).
+pub fn compose(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    sender: &Sender<'_>,
+    input: &Compose,
+) -> Result<Vec<MessageId>, AppError> {
+    let provider: Provider =
+        providers::find_by_workspace_and_id(conn, workspace.id, input.provider)?
+            .filter(Provider::is_active)
+            .ok_or_else(|| AppError::Validation("Choose a provider that checked green.".into()))?;
+    let now = db::now();
+    let due = input.send_at.filter(|at| *at > now);
+    let status = if due.is_some() {
+        Status::Scheduled
+    } else {
+        Status::Queued
+    };
+    let subject = prefixed_subject(workspace, &input.subject);
+    let rows: Vec<NewMessage> = input
+        .to
+        .iter()
+        .map(|recipient| NewMessage {
+            workspace_id: workspace.id,
+            origin: Origin::Web.as_str().into(),
+            user_id: Some(sender.user),
+            session_public_id: Some(sender.session_public_id.to_owned()),
+            provider_id: Some(provider.id),
+            from_address: provider.account_address.clone(),
+            from_name: provider.from_name.clone(),
+            recipient: recipient.clone(),
+            cc: input.cc.join(", "),
+            bcc: input.bcc.join(", "),
+            subject: subject.clone(),
+            text_body: input.text.clone(),
+            html_body: input.html.clone(),
+            message_id: new_message_id(&provider.account_address),
+            status: status.as_str().into(),
+            attempts: 0,
+            max_attempts: input.retry_count + 1,
+            due_at: due.unwrap_or(now),
+            send_at: input.send_at,
+            possible_duplicate: false,
+            result: String::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    Ok(queries::insert_batch(conn, &rows)?)
+}
+
+fn event(id: MessageId, kind: &'static str, attempt: i32, detail: String) -> NewMessageEvent {
+    NewMessageEvent {
+        message_id: id,
+        kind,
+        attempt,
+        smtp_code: None,
+        smtp_enhanced: None,
+        detail,
+        created_at: db::now(),
+    }
+}
+
+/// Cancels a message that has not been sent (scheduled, queued or held).
+pub fn cancel(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    id: MessageId,
+    by: &str,
+) -> Result<Message, AppError> {
+    let message =
+        queries::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+    let cancelled = queries::cancel(conn, workspace.id, id, db::now())?;
+    if !cancelled {
+        return Err(AppError::Conflict(format!(
+            "This message is {} and can no longer be cancelled.",
+            message.status
+        )));
+    }
+    queries::insert_events(
+        conn,
+        &[event(
+            id,
+            "cancelled",
+            message.attempts,
+            format!("cancelled by {by}"),
+        )],
+    )?;
+    Ok(message)
+}
+
+/// Queues a failed message for one more attempt now.
+pub fn retry_now(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    id: MessageId,
+    by: &str,
+) -> Result<Message, AppError> {
+    let message =
+        queries::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+    let now = db::now();
+    let queued = queries::requeue_failed(conn, workspace.id, id, now)?;
+    if !queued {
+        return Err(AppError::Conflict(format!(
+            "Only a failed message can be retried; this one is {}.",
+            message.status
+        )));
+    }
+    queries::insert_events(
+        conn,
+        &[event(
+            id,
+            "retry",
+            message.attempts,
+            format!("retry requested by {by}"),
+        )],
+    )?;
+    Ok(message)
+}
+
+/// Releases the messages held for a provider that checked green again.
+pub fn release_for_provider(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    provider: &Provider,
+) -> Result<usize, AppError> {
+    let released = queries::release_for_provider(conn, workspace.id, provider.id, db::now())?;
+    let events: Vec<NewMessageEvent> = released
+        .iter()
+        .map(|(id, attempts)| {
+            event(
+                *id,
+                "released",
+                *attempts,
+                format!("provider {} checked green again", provider.name),
+            )
+        })
+        .collect();
+    queries::insert_events(conn, &events)?;
+    Ok(released.len())
+}

@@ -1,0 +1,155 @@
+//! Pages of the messages slice. Live parts are blocks of their page's template, polled by
+//! htmx while something moves.
+
+use askama::Template;
+
+use super::model::{ComposeForm, Message, MessageEvent, Status};
+use crate::providers::model::Provider;
+use crate::web::forms::FieldErrors;
+use crate::web::frame::Frame;
+
+/// `GET /w/{slug}/compose`.
+#[derive(Template)]
+#[template(path = "messages/compose.html")]
+pub struct ComposePage {
+    /// Frame.
+    pub frame: Frame,
+    /// Providers that can send.
+    pub providers: Vec<Provider>,
+    /// Values.
+    pub form: ComposeForm,
+    /// Errors.
+    pub errors: FieldErrors,
+    /// The subject prefix.
+    pub site_name: String,
+}
+
+/// A row of the history.
+pub struct Row {
+    /// The message.
+    pub message: Message,
+    /// Its provider's name.
+    pub provider: String,
+}
+
+impl Row {
+    /// Status.
+    pub fn status(&self) -> Status {
+        self.message.status()
+    }
+
+    /// A one-line preview of the body.
+    pub fn preview(&self) -> String {
+        let flat: String = self
+            .message
+            .text_body
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut preview: String = flat.chars().take(80).collect();
+        if flat.chars().count() > 80 {
+            preview.push('…');
+        }
+        preview
+    }
+}
+
+/// `GET /w/{slug}/messages`.
+#[derive(Template)]
+#[template(path = "messages/index.html")]
+pub struct HistoryPage {
+    /// Frame.
+    pub frame: Frame,
+    /// `all`, `web` or `sys`.
+    pub tab: &'static str,
+    /// Rows, newest first.
+    pub rows: Vec<Row>,
+    /// Link to older rows.
+    pub older: Option<String>,
+    /// The URL of this page (polled while rows move).
+    pub here: String,
+    /// Whether any row may still change (the table polls while so).
+    pub moving: bool,
+    /// The workspace slug.
+    pub slug: String,
+}
+
+/// The table of the history, for polling.
+#[derive(Template)]
+#[template(path = "messages/index.html", block = "table")]
+pub struct HistoryTable {
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// Link to older rows.
+    pub older: Option<String>,
+    /// Polled URL.
+    pub here: String,
+    /// Whether to keep polling.
+    pub moving: bool,
+    /// The workspace slug.
+    pub slug: String,
+}
+
+/// `GET /w/{slug}/messages/{id}`.
+#[derive(Template)]
+#[template(path = "messages/show.html")]
+pub struct MessagePage {
+    /// Frame.
+    pub frame: Frame,
+    /// The message.
+    pub message: Message,
+    /// Its attempts and changes, oldest first.
+    pub events: Vec<MessageEvent>,
+    /// Provider name.
+    pub provider: String,
+    /// Who sent it.
+    pub sender: String,
+    /// Whether the viewer may cancel or retry.
+    pub can_act: bool,
+    /// The URL of this page.
+    pub here: String,
+    /// The workspace slug.
+    pub slug: String,
+}
+
+impl MessagePage {
+    /// The CSRF token for the action forms.
+    pub fn csrf_token(&self) -> &str {
+        &self.frame.csrf
+    }
+}
+
+impl MessageLive {
+    /// The CSRF token for the action forms.
+    pub fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl ComposePage {
+    /// Help under the subject.
+    pub fn subject_help(&self) -> String {
+        match self.site_name.trim() {
+            "" => "No prefix is set for this workspace.".into(),
+            site => format!("Sent as \"[{site}] your subject\"."),
+        }
+    }
+}
+
+/// The live part of the message page (status, result, timeline), for polling.
+#[derive(Template)]
+#[template(path = "messages/show.html", block = "live")]
+pub struct MessageLive {
+    /// The message.
+    pub message: Message,
+    /// Events.
+    pub events: Vec<MessageEvent>,
+    /// Whether the viewer may act.
+    pub can_act: bool,
+    /// This URL.
+    pub here: String,
+    /// The workspace slug.
+    pub slug: String,
+    /// CSRF token for the action forms.
+    pub csrf: String,
+}

@@ -1,0 +1,440 @@
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use reqwest::StatusCode;
+
+use crate::both;
+use crate::helpers::*;
+use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider};
+use crate::smtp_server::{Fault, SmtpServer, Stage};
+
+/// A message's state as stored.
+#[derive(Debug, Clone, Queryable)]
+struct Row {
+    id: i64,
+    recipient: String,
+    status: String,
+    attempts: i32,
+    smtp_code: Option<i32>,
+    smtp_enhanced: Option<String>,
+    message_id: String,
+    result: String,
+}
+
+async fn rows(app: &TestApp) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let db = app.db();
+    Ok(db
+        .run(|conn| {
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .select((
+                    id,
+                    recipient,
+                    status,
+                    attempts,
+                    smtp_code,
+                    smtp_enhanced,
+                    message_id,
+                    result,
+                ))
+                .order(id.asc())
+                .load::<Row>(conn)?)
+        })
+        .await?)
+}
+
+/// Waits (at most 15 s) until every message is in one of `done`.
+async fn settle(app: &TestApp, done: &[&str]) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = rows(app).await?;
+        if !now.is_empty() && now.iter().all(|r| done.contains(&r.status.as_str())) {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("messages did not settle in {done:?}: {now:?}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An app whose retries come at once, with an admin and a green provider.
+async fn sending_app(
+    backend: Backend,
+) -> Result<(TestApp, Browser, SmtpServer, String), Box<dyn std::error::Error>> {
+    let app = TestApp::spawn_with(backend, |s| s.retry_base_secs = 0).await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let id = page.rsplit('/').next().ok_or("provider id")?.to_owned();
+    Ok((app, admin, server, id))
+}
+
+async fn compose(
+    admin: &Browser,
+    provider: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Result<reqwest::Response> {
+    let mut all = vec![
+        ("provider", provider),
+        ("subject", "Hello"),
+        ("text", "Hi there.\nSecond line."),
+    ];
+    all.retain(|(k, _)| !fields.iter().any(|(f, _)| f == k));
+    all.extend_from_slice(fields);
+    admin.post_form("/w/acme/compose", &all).await
+}
+
+async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    let response = compose(
+        &admin,
+        &provider,
+        &[
+            ("to", "ann@example.com, bob@example.com"),
+            ("cc", "cat@example.com"),
+            ("bcc", "dan@example.com"),
+        ],
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/w/acme/messages?tab=web");
+    let done = settle(&app, &["sent"]).await?;
+    assert_eq!(done.len(), 2);
+    for row in &done {
+        assert_eq!(
+            (row.attempts, row.smtp_code, row.smtp_enhanced.as_deref()),
+            (1, Some(250), Some("2.0.0"))
+        );
+        assert!(row.result.starts_with("250 2.0.0"), "{}", row.result);
+    }
+    let captured = server.messages();
+    assert_eq!(captured.len(), 2);
+    for (mail, row) in captured.iter().zip(&done) {
+        assert_eq!(mail.from, "ops@example.com");
+        assert_eq!(
+            mail.to,
+            vec![
+                row.recipient.clone(),
+                "cat@example.com".into(),
+                "dan@example.com".into()
+            ],
+            "CC and BCC ride on each"
+        );
+        assert!(mail.data.contains("Subject: [Acme] Hello\r\n"));
+        assert!(
+            mail.data
+                .contains(&format!("Message-ID: {}\r\n", row.message_id))
+        );
+        assert!(mail.data.contains("Cc: cat@example.com\r\n"));
+        assert!(
+            !mail.data.to_lowercase().contains("bcc"),
+            "BCC never in headers"
+        );
+        assert!(
+            mail.data
+                .contains("From: \"Acme Ops\" <ops@example.com>\r\n"),
+            "{}",
+            mail.data
+        );
+    }
+    // The send record shows every field.
+    let (status, html) = admin
+        .page(&format!("/w/acme/messages/{}", done[0].id))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    for field in [
+        "Message-ID",
+        "Session",
+        "admin@example.com",
+        "Ops SMTP",
+        "ann@example.com",
+        "Successful",
+        "250 2.0.0",
+        "Sent at",
+    ] {
+        assert!(html.contains(field), "detail lacks {field}");
+    }
+    let (_, history) = admin.page("/w/acme/messages?tab=web").await?;
+    assert!(history.contains("bob@example.com") && history.contains("badge green\">sent"));
+    let (_, sys) = admin.page("/w/acme/messages?tab=sys").await?;
+    assert!(
+        !sys.contains("bob@example.com"),
+        "console mail is under Web, not Sys"
+    );
+    Ok(())
+}
+both!(compose_sends_one_message_per_to_recipient_with_cc_and_bcc);
+
+async fn a_lone_dot_after_a_bare_lf_does_not_end_data_early(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    let body = "first line\n.\nQUIT\nRSET\nlast line\r.\r\nend";
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("text", body)],
+    )
+    .await?;
+    settle(&app, &["sent"]).await?;
+    let mail = server.messages().pop().ok_or("captured")?;
+    assert!(
+        mail.data
+            .contains("first line\r\n.\r\nQUIT\r\nRSET\r\nlast line\r\n.\r\nend"),
+        "{:?}",
+        mail.data
+    );
+    assert_eq!(
+        server.messages().len(),
+        1,
+        "nothing after the dot was taken as a command"
+    );
+    Ok(())
+}
+both!(a_lone_dot_after_a_bare_lf_does_not_end_data_early);
+
+async fn temporary_failures_retry_until_accepted(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.fail(
+        Stage::Rcpt,
+        Fault::Reply("451 4.3.0 Try again later".into()),
+        1,
+    );
+    server.fail(Stage::Data, Fault::Drop, 1);
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("retry_count", "3")],
+    )
+    .await?;
+    let done = settle(&app, &["sent", "failed"]).await?;
+    assert_eq!(
+        (done[0].status.as_str(), done[0].attempts),
+        ("sent", 3),
+        "{done:?}"
+    );
+    let (_, html) = admin
+        .page(&format!("/w/acme/messages/{}", done[0].id))
+        .await?;
+    assert!(
+        html.contains("451 4.3.0") && html.matches(">retry<").count() >= 2,
+        "the timeline shows each attempt"
+    );
+    Ok(())
+}
+both!(temporary_failures_retry_until_accepted);
+
+async fn out_of_retries_a_message_fails_with_the_last_reply(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.fail(Stage::Mail, Fault::Reply("421 4.7.0 Too busy".into()), 10);
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("retry_count", "1")],
+    )
+    .await?;
+    let done = settle(&app, &["failed"]).await?;
+    assert_eq!((done[0].attempts, done[0].smtp_code), (2, Some(421)));
+    assert!(done[0].result.contains("no retries left"));
+    Ok(())
+}
+both!(out_of_retries_a_message_fails_with_the_last_reply);
+
+async fn a_permanent_refusal_fails_at_once(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.fail(
+        Stage::Rcpt,
+        Fault::Reply("550 5.1.1 No such user here".into()),
+        1,
+    );
+    compose(
+        &admin,
+        &provider,
+        &[("to", "nobody@example.com"), ("retry_count", "5")],
+    )
+    .await?;
+    let done = settle(&app, &["failed"]).await?;
+    assert_eq!(
+        (
+            done[0].attempts,
+            done[0].smtp_code,
+            done[0].smtp_enhanced.as_deref()
+        ),
+        (1, Some(550), Some("5.1.1"))
+    );
+    // Retry now gives it one more attempt.
+    let page = format!("/w/acme/messages/{}", done[0].id);
+    assert!(admin.page(&page).await?.1.contains("Retry now"));
+    admin.post_form(&format!("{page}/retry"), &[]).await?;
+    let done = settle(&app, &["sent"]).await?;
+    assert_eq!(done[0].attempts, 2);
+    Ok(())
+}
+both!(a_permanent_refusal_fails_at_once);
+
+async fn a_refused_sign_in_turns_the_provider_red_and_holds_its_messages(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.require_credentials(SMTP_USER, "rotated elsewhere");
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com, bob@example.com")],
+    )
+    .await?;
+    let held = settle(&app, &["held"]).await?;
+    assert!(
+        held.iter().all(|r| r.attempts == 0),
+        "held, not counted as attempts: {held:?}"
+    );
+    let page = format!("/w/acme/providers/{provider}");
+    assert!(
+        admin.page(&page).await?.1.contains("badge red"),
+        "the provider turned red"
+    );
+    assert!(server.messages().is_empty());
+    // Fixed on the server, checked green again: the held messages go out.
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    admin.post_form(&format!("{page}/check"), &[]).await?;
+    let sent = settle(&app, &["sent"]).await?;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(server.messages().len(), 2);
+    Ok(())
+}
+both!(a_refused_sign_in_turns_the_provider_red_and_holds_its_messages);
+
+async fn a_scheduled_message_waits_and_can_be_cancelled(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("send_at", "2999-01-01T09:00")],
+    )
+    .await?;
+    let waiting = rows(&app).await?;
+    assert_eq!(waiting[0].status, "scheduled");
+    let page = format!("/w/acme/messages/{}", waiting[0].id);
+    let (_, html) = admin.page(&page).await?;
+    assert!(
+        html.contains("hx-trigger=\"every 2s\""),
+        "the page polls while the message may move"
+    );
+    admin.post_form(&format!("{page}/cancel"), &[]).await?;
+    let (_, html) = admin.page(&page).await?;
+    assert!(
+        html.contains("badge grey struck\">cancelled") && !html.contains("hx-trigger=\"every 2s\"")
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.messages().is_empty());
+    let again = admin.post_form(&format!("{page}/cancel"), &[]).await?;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert!(
+        admin
+            .page(&page)
+            .await?
+            .1
+            .contains("can no longer be cancelled")
+    );
+    Ok(())
+}
+both!(a_scheduled_message_waits_and_can_be_cancelled);
+
+async fn compose_rejects_header_injection_and_names_each_field(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    let response = compose(
+        &admin,
+        &provider,
+        &[
+            ("to", "ann@example.com%0d%0aBcc: x@evil.example"),
+            ("cc", "not an address"),
+            ("subject", "Hi\r\nBcc: x@evil.example"),
+            ("text", ""),
+            ("retry_count", "99"),
+        ],
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text().await?;
+    for field in ["to", "cc", "subject", "text", "retry_count"] {
+        assert!(
+            html.contains(&format!("id=\"e-{field}\"")),
+            "no error on {field}"
+        );
+    }
+    assert!(html.contains("cannot contain line breaks"));
+    let crlf_to = compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com\r\nRCPT TO:<x@evil.example>")],
+    )
+    .await?;
+    assert_eq!(crlf_to.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(rows(&app).await?.is_empty(), "nothing was stored");
+    assert!(server.messages().is_empty());
+    Ok(())
+}
+both!(compose_rejects_header_injection_and_names_each_field);
+
+async fn only_editors_and_admins_compose_and_messages_stay_in_their_workspace(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, _server, provider) = sending_app(backend).await?;
+    compose(&admin, &provider, &[("to", "ann@example.com")]).await?;
+    let done = settle(&app, &["sent"]).await?;
+    let viewer = app.member(&admin, "view@example.com", "viewer").await?;
+    assert_eq!(
+        viewer.page("/w/acme/compose").await?.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        compose(&viewer, &provider, &[("to", "x@example.com")])
+            .await?
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let page = format!("/w/acme/messages/{}", done[0].id);
+    assert_eq!(
+        viewer.page(&page).await?.0,
+        StatusCode::OK,
+        "viewers read the log"
+    );
+    assert_eq!(
+        viewer
+            .post_form(&format!("{page}/retry"), &[])
+            .await?
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let other = app.other_workspace("beta", "bea@example.com").await?;
+    assert_eq!(
+        other
+            .page(&format!("/w/beta/messages/{}", done[0].id))
+            .await?
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // Beta cannot send through acme's provider.
+    let response = other
+        .post_form(
+            "/w/beta/compose",
+            &[
+                ("provider", provider.as_str()),
+                ("to", "x@example.com"),
+                ("subject", "s"),
+                ("text", "t"),
+            ],
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        response
+            .text()
+            .await?
+            .contains("Choose a provider that checked green")
+    );
+    Ok(())
+}
+both!(only_editors_and_admins_compose_and_messages_stay_in_their_workspace);
