@@ -33,6 +33,33 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Measure (prints one final line of figures).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Enqueue N messages and deliver them through the real engine to an SMTP server.
+    Delivery {
+        /// Messages to deliver.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// The SMTP server, e.g. Postfix's `smtp-sink -c -u nobody 127.0.0.1:2526 1024`.
+        #[arg(long)]
+        smtp_addr: std::net::SocketAddr,
+        /// Database URL (default: a fresh temporary SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 2_048)]
+        size: usize,
+        /// SMTP connections.
+        #[arg(long, default_value_t = 8)]
+        connections: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +102,31 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(2, e),
         },
+        Command::Bench {
+            command:
+                BenchCommand::Delivery {
+                    messages,
+                    smtp_addr,
+                    database,
+                    size,
+                    connections,
+                },
+        } => {
+            let bench = crate::bench::DeliveryBench {
+                messages,
+                smtp_addr,
+                database,
+                size,
+                connections,
+            };
+            match actix_web::rt::System::new().block_on(crate::bench::delivery(bench)) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
         Command::User {
             command:
                 UserCommand::Add {

@@ -125,8 +125,7 @@ diesel::table! {
         cc -> Text,
         bcc -> Text,
         subject -> Text,
-        text_body -> Text,
-        html_body -> Nullable<Text>,
+        body_id -> BigInt,
         message_id -> Text,
         status -> Text,
         hold_reason -> Nullable<Text>,
@@ -143,6 +142,16 @@ diesel::table! {
         created_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    message_bodies (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        text_body -> Text,
+        html_body -> Nullable<Text>,
+        created_at -> Timestamp,
     }
 }
 
@@ -175,5 +184,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     providers,
     messages,
+    message_bodies,
     message_events,
 );

@@ -6,7 +6,7 @@ use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message as Email};
 
-use crate::messages::model::Message;
+use crate::messages::model::{Message, MessageBody};
 
 /// A message that cannot be built (a stored address no longer parses): fails the message.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +20,7 @@ fn address(value: &str) -> Result<Address, BuildError> {
 }
 
 /// The envelope and the formatted message.
-pub fn build(message: &Message) -> Result<(Envelope, Vec<u8>), BuildError> {
+pub fn build(message: &Message, body: &MessageBody) -> Result<(Envelope, Vec<u8>), BuildError> {
     let from = address(&message.from_address)?;
     let name = (!message.from_name.is_empty()).then(|| message.from_name.clone());
     let mut builder = Email::builder()
@@ -38,12 +38,12 @@ pub fn build(message: &Message) -> Result<(Envelope, Vec<u8>), BuildError> {
     for bcc in message.bcc_list() {
         recipients.push(address(bcc)?);
     }
-    let email = match &message.html_body {
+    let email = match &body.html_body {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(
-            message.text_body.clone(),
+            body.text_body.clone(),
             html.clone(),
         )),
-        None => builder.singlepart(SinglePart::plain(message.text_body.clone())),
+        None => builder.singlepart(SinglePart::plain(body.text_body.clone())),
     }
     .map_err(|e| BuildError(e.to_string()))?;
     let envelope = Envelope::new(Some(from), recipients).map_err(|e| BuildError(e.to_string()))?;

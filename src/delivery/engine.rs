@@ -18,7 +18,7 @@ use super::build::build;
 use super::outcome::{Outcome, OutcomeKind, Reply, apply};
 use crate::crypto::Sealer;
 use crate::db::{self, Db};
-use crate::messages::model::{Message, MessageId};
+use crate::messages::model::{Message, MessageBody, MessageId};
 use crate::messages::queries as messages;
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -49,6 +49,7 @@ pub(crate) struct Ctx {
     pub(crate) cfg: EngineConfig,
     pub(crate) owner: String,
     in_flight: AtomicUsize,
+    recorded: std::sync::atomic::AtomicU64,
     room: Notify,
     wake: Arc<Notify>,
     stopping: AtomicBool,
@@ -66,6 +67,11 @@ impl EngineHandle {
     /// Tells the engine new messages are due (ingest calls it after committing).
     pub fn wake(&self) {
         self.ctx.wake.notify_one();
+    }
+
+    /// Outcomes committed since start (for the benchmark and metrics).
+    pub fn recorded(&self) -> u64 {
+        self.ctx.recorded.load(Ordering::Acquire)
     }
 
     /// This node's lease owner token.
@@ -125,6 +131,7 @@ pub fn start(db: Db, sealer: Sealer, egress: EgressPolicy, cfg: EngineConfig) ->
         cfg,
         owner,
         in_flight: AtomicUsize::new(0),
+        recorded: std::sync::atomic::AtomicU64::new(0),
         room: Notify::new(),
         wake: Arc::new(Notify::new()),
         stopping: AtomicBool::new(false),
@@ -208,12 +215,32 @@ async fn dispatch(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let rows = ctx
+    let body_ids: Vec<i64> = claimed
+        .iter()
+        .map(|m| m.body_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let (rows, bodies) = ctx
         .db
-        .run(move |conn| Ok(providers::find_many(conn, &ids)?))
+        .run(move |conn| {
+            Ok((
+                providers::find_many(conn, &ids)?,
+                messages::find_bodies(conn, &body_ids)?,
+            ))
+        })
         .await?;
     let rows: HashMap<ProviderId, Provider> = rows.into_iter().map(|p| (p.id, p)).collect();
+    let bodies: HashMap<i64, Arc<MessageBody>> =
+        bodies.into_iter().map(|b| (b.id, Arc::new(b))).collect();
     for message in claimed {
+        let Some(body) = bodies.get(&message.body_id).cloned() else {
+            let _ = done.send(Outcome {
+                kind: OutcomeKind::Failed(Reply::text("its content is missing")),
+                message,
+            });
+            continue;
+        };
         let Some(provider) = message.provider_id.and_then(|id| rows.get(&id)) else {
             let _ = done.send(Outcome {
                 kind: OutcomeKind::Failed(Reply::text("its provider was deleted")),
@@ -239,7 +266,8 @@ async fn dispatch(
             }
         }
         if let Some(sender) = senders.get(&provider.id)
-            && let Err(mpsc::error::SendError(message)) = sender.tx.send(message)
+            && let Err(mpsc::error::SendError(Job { message, .. })) =
+                sender.tx.send(Job { message, body })
         {
             let _ = done.send(Outcome {
                 kind: OutcomeKind::Retry(Reply::text("the connection pool closed")),
@@ -254,10 +282,16 @@ fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::Naive
     (p.status.clone(), p.updated_at, p.checked_at)
 }
 
+/// A claimed message and its content, on its way to a connection.
+struct Job {
+    message: Message,
+    body: Arc<MessageBody>,
+}
+
 /// One provider's pool: `max_connections` workers sharing a queue and its rate limits.
 struct ProviderSender {
     version: (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>),
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::UnboundedSender<Job>,
 }
 
 struct Pool {
@@ -267,7 +301,7 @@ struct Pool {
     limits: Vec<DefaultDirectRateLimiter>,
     /// Set when the provider refused the sign-in: everything left is held, nothing sent.
     refused: Mutex<Option<Reply>>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     done: OutcomeTx,
 }
 
@@ -315,8 +349,10 @@ async fn worker(pool: Arc<Pool>) {
     let mut conn: Option<AsyncSmtpConnection> = None;
     loop {
         let next = pool.rx.lock().await.recv().await;
-        let Some(message) = next else { break };
-        let kind = deliver(&pool, &mut conn, &message).await;
+        let Some(Job { message, body }) = next else {
+            break;
+        };
+        let kind = deliver(&pool, &mut conn, &message, &body).await;
         let _ = pool.done.send(Outcome { message, kind });
     }
     if let Some(mut conn) = conn {
@@ -328,11 +364,12 @@ async fn deliver(
     pool: &Pool,
     conn: &mut Option<AsyncSmtpConnection>,
     message: &Message,
+    body: &MessageBody,
 ) -> OutcomeKind {
     if let Some(reply) = pool.refused.lock().expect("lock").clone() {
         return OutcomeKind::ProviderRefused(reply);
     }
-    let (envelope, bytes) = match build(message) {
+    let (envelope, bytes) = match build(message, body) {
         Ok(built) => built,
         Err(e) => return OutcomeKind::Failed(Reply::text(&e.to_string())),
     };
@@ -418,6 +455,7 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
                 }
             }
         }
+        ctx.recorded.fetch_add(count as u64, Ordering::AcqRel);
         ctx.in_flight.fetch_sub(count, Ordering::AcqRel);
         ctx.room.notify_one();
     }

@@ -123,6 +123,7 @@ pub fn apply(
     retry_base: Duration,
 ) -> Result<(), AppError> {
     let now = crate::db::now();
+    let mut finishes = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
     let mut refused: HashMap<ProviderId, (WorkspaceId, Reply)> = HashMap::new();
     for Outcome { message, kind } in batch {
@@ -199,18 +200,22 @@ pub fn apply(
                 )
             }
         };
-        if messages::finish(conn, owner, &finish, now)? {
-            events.push(NewMessageEvent {
-                message_id: message.id,
-                kind: event,
-                attempt: message.attempts,
-                smtp_code: finish.smtp_code,
-                smtp_enhanced: finish.smtp_enhanced.clone(),
-                detail,
-                created_at: now,
-            });
-        }
+        events.push(NewMessageEvent {
+            message_id: message.id,
+            kind: event,
+            attempt: message.attempts,
+            smtp_code: finish.smtp_code,
+            smtp_enhanced: finish.smtp_enhanced.clone(),
+            detail,
+            created_at: now,
+        });
+        finishes.push(finish);
     }
+    // A message another node took over meanwhile is not overwritten, nor given an event.
+    let written: std::collections::HashSet<_> = messages::finish_many(conn, owner, &finishes, now)?
+        .into_iter()
+        .collect();
+    events.retain(|e| written.contains(&e.message_id));
     messages::insert_events(conn, &events)?;
     for (provider, (workspace, reply)) in refused {
         providers::update_status(

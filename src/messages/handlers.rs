@@ -129,7 +129,7 @@ pub async fn index(
         _ => ("all", None),
     };
     let (workspace, before) = (ctx.workspace.id, query.before.map(MessageId));
-    let (mut messages, names) = state
+    let (mut messages, (names, previews)) = state
         .db
         .run(move |conn| {
             let messages = queries::page(conn, workspace, origin, before, PAGE)?;
@@ -137,7 +137,13 @@ pub async fn index(
                 .into_iter()
                 .map(|p| (p.id, p.name))
                 .collect();
-            Ok((messages, names))
+            let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
+            let previews: HashMap<i64, String> =
+                queries::find_bodies_in(conn, workspace, &body_ids)?
+                    .into_iter()
+                    .map(|b| (b.id, preview(&b.text_body)))
+                    .collect();
+            Ok((messages, (names, previews)))
         })
         .await?;
     let more = messages.len() as i64 > PAGE;
@@ -157,6 +163,7 @@ pub async fn index(
                 .provider_id
                 .and_then(|id| names.get(&id).cloned())
                 .unwrap_or_else(|| "—".into()),
+            preview: previews.get(&message.body_id).cloned().unwrap_or_default(),
             message,
         })
         .collect();
@@ -207,12 +214,13 @@ pub async fn show(
     path: web::Path<MessagePath>,
 ) -> Result<HttpResponse, AppError> {
     let (workspace, id) = (ctx.workspace.id, MessageId(path.id));
-    let (message, events, provider, sender) = state
+    let (message, events, provider, sender, body) = state
         .db
         .run(move |conn| {
             let message = queries::find_by_workspace_and_id(conn, workspace, id)?
                 .ok_or(AppError::NotFound)?;
             let events = queries::events_of(conn, id)?;
+            let body = queries::find_bodies_in(conn, workspace, &[message.body_id])?.pop();
             let provider = match message.provider_id {
                 Some(p) => providers::find_by_workspace_and_id(conn, workspace, p)?.map(|p| p.name),
                 None => None,
@@ -223,7 +231,7 @@ pub async fn show(
                 }
                 None => None,
             };
-            Ok((message, events, provider, sender))
+            Ok((message, events, provider, sender, body))
         })
         .await?;
     let here = ctx.path(&format!("/messages/{}", path.id));
@@ -249,6 +257,7 @@ pub async fn show(
         frame: Frame::workspace(&session, &ctx, "history", title),
         message,
         events,
+        body,
         provider: provider.unwrap_or_else(|| "—".into()),
         sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
         can_act,

@@ -6,7 +6,7 @@ use diesel_derive_newtype::DieselNewType;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::model::UserId;
-use crate::db::schema::{message_events, messages};
+use crate::db::schema::{message_bodies, message_events, messages};
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
 
@@ -132,10 +132,8 @@ pub struct Message {
     pub bcc: String,
     /// Subject, with the site-name prefix.
     pub subject: String,
-    /// Text body (CRLF line endings).
-    pub text_body: String,
-    /// HTML body (CRLF line endings).
-    pub html_body: Option<String>,
+    /// The content, shared by every recipient of one send.
+    pub body_id: i64,
     /// RFC 5322 Message-ID, kept across retries and reclaims.
     pub message_id: String,
     /// Stored status.
@@ -226,10 +224,8 @@ pub struct NewMessage {
     pub bcc: String,
     /// Subject.
     pub subject: String,
-    /// Text body.
-    pub text_body: String,
-    /// HTML body.
-    pub html_body: Option<String>,
+    /// Content.
+    pub body_id: i64,
     /// Message-ID.
     pub message_id: String,
     /// `scheduled` or `queued`.
@@ -250,6 +246,36 @@ pub struct NewMessage {
     pub created_at: NaiveDateTime,
     /// Now.
     pub updated_at: NaiveDateTime,
+}
+
+/// What a send says: stored once, shared by the messages of all its recipients.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = message_bodies)]
+pub struct MessageBody {
+    /// Id.
+    pub id: i64,
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// Text (CRLF line endings).
+    pub text_body: String,
+    /// HTML (CRLF line endings).
+    pub html_body: Option<String>,
+    /// Creation time.
+    pub created_at: NaiveDateTime,
+}
+
+/// Content to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = message_bodies)]
+pub struct NewMessageBody {
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// Text.
+    pub text_body: String,
+    /// HTML.
+    pub html_body: Option<String>,
+    /// Now.
+    pub created_at: NaiveDateTime,
 }
 
 /// A stored event.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::model::*;
 use crate::db::DbConn;
-use crate::db::schema::{message_events, messages};
+use crate::db::schema::{message_bodies, message_events, messages};
 use crate::per_backend;
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
@@ -13,26 +13,67 @@ use crate::workspaces::model::WorkspaceId;
 /// States a message is claimed from.
 const CLAIMABLE: [&str; 2] = ["scheduled", "queued"];
 
-/// Stores messages in one statement per backend; returns their ids in order.
+/// Rows per multi-row INSERT: SQLite binds at most 32,766 parameters per statement
+/// (24 columns × 1,000 rows stays under it).
+const INSERT_CHUNK: usize = 1_000;
+
+/// Stores messages, a multi-row statement per chunk; returns their ids in order.
 pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<MessageId>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut chunk_ids: Vec<MessageId> =
+            per_backend!(conn, |c| diesel::insert_into(messages::table)
+                .values(chunk)
+                .returning(messages::id)
+                .get_results(c))?;
+        ids.append(&mut chunk_ids);
     }
-    per_backend!(conn, |c| diesel::insert_into(messages::table)
-        .values(rows)
-        .returning(messages::id)
-        .get_results(c))
+    Ok(ids)
+}
+
+/// Stores contents; returns their ids in order.
+pub fn insert_bodies(conn: &mut DbConn, rows: &[NewMessageBody]) -> QueryResult<Vec<i64>> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(INSERT_CHUNK * 5) {
+        let mut chunk_ids: Vec<i64> =
+            per_backend!(conn, |c| diesel::insert_into(message_bodies::table)
+                .values(chunk)
+                .returning(message_bodies::id)
+                .get_results(c))?;
+        ids.append(&mut chunk_ids);
+    }
+    Ok(ids)
+}
+
+/// Contents by id (for the delivery engine, which serves every workspace).
+pub fn find_bodies(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<MessageBody>> {
+    message_bodies::table
+        .filter(message_bodies::id.eq_any(ids))
+        .select(MessageBody::as_select())
+        .load(conn)
+}
+
+/// Contents of the workspace by id (for pages).
+pub fn find_bodies_in(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    ids: &[i64],
+) -> QueryResult<Vec<MessageBody>> {
+    message_bodies::table
+        .filter(message_bodies::workspace_id.eq(workspace))
+        .filter(message_bodies::id.eq_any(ids))
+        .select(MessageBody::as_select())
+        .load(conn)
 }
 
 /// Stores events in one statement per backend.
 pub fn insert_events(conn: &mut DbConn, rows: &[NewMessageEvent]) -> QueryResult<()> {
-    if rows.is_empty() {
-        return Ok(());
+    for chunk in rows.chunks(INSERT_CHUNK * 3) {
+        per_backend!(conn, |c| diesel::insert_into(message_events::table)
+            .values(chunk)
+            .execute(c))?;
     }
-    per_backend!(conn, |c| diesel::insert_into(message_events::table)
-        .values(rows)
-        .execute(c))
-    .map(drop)
+    Ok(())
 }
 
 /// The claim: due messages of active providers, oldest first. `{lock}` is
@@ -175,6 +216,80 @@ pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) ->
             .execute(conn)?;
     }
     Ok(changed == 1)
+}
+
+/// Writing a batch of outcomes on PostgreSQL in one statement: each array is a column of
+/// the batch, `unnest` turns them back into rows. Only rows this node still holds change.
+const FINISH_MANY_PG: &str = "UPDATE messages AS m SET \
+     status = v.status, result = v.result, smtp_code = v.smtp_code, smtp_enhanced = v.smtp_enhanced, \
+     sent_at = v.sent_at, hold_reason = v.hold_reason, attempts = m.attempts - v.uncount, \
+     due_at = COALESCE(v.due_at, m.due_at), lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::timestamp[], \
+                 $8::text[], $9::int[], $10::timestamp[]) \
+          AS v(id, status, result, smtp_code, smtp_enhanced, sent_at, hold_reason, uncount, due_at) \
+     WHERE m.id = v.id AND m.lease_owner = $11 AND m.status = 'sending' \
+     RETURNING m.id";
+
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// Writes many outcomes; returns the ids that were written (still held by `owner`).
+pub fn finish_many(
+    conn: &mut DbConn,
+    owner: &str,
+    batch: &[Finish],
+    now: NaiveDateTime,
+) -> QueryResult<Vec<MessageId>> {
+    use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp};
+    match conn {
+        DbConn::Pg(c) => {
+            let written: Vec<Written> = diesel::sql_query(FINISH_MANY_PG)
+                .bind::<Timestamp, _>(now)
+                .bind::<Array<BigInt>, _>(batch.iter().map(|f| f.id.0).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(batch.iter().map(|f| f.status.as_str()).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(batch.iter().map(|f| f.result.as_str()).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Integer>>, _>(
+                    batch.iter().map(|f| f.smtp_code).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    batch
+                        .iter()
+                        .map(|f| f.smtp_enhanced.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Timestamp>>, _>(
+                    batch.iter().map(|f| f.sent_at).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    batch.iter().map(|f| f.hold_reason).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Integer>, _>(
+                    batch
+                        .iter()
+                        .map(|f| i32::from(f.uncount_attempt))
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Timestamp>>, _>(
+                    batch.iter().map(|f| f.due_at).collect::<Vec<_>>(),
+                )
+                .bind::<Text, _>(owner)
+                .load(c)?;
+            Ok(written.into_iter().map(|w| MessageId(w.id)).collect())
+        }
+        // In-process SQLite has no round trips: one prepared UPDATE per row is as fast.
+        DbConn::Sqlite(_) => {
+            let mut written = Vec::with_capacity(batch.len());
+            for f in batch {
+                if finish(conn, owner, f, now)? {
+                    written.push(f.id);
+                }
+            }
+            Ok(written)
+        }
+    }
 }
 
 /// Holds the queued messages of a provider that cannot sign in.

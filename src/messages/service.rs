@@ -52,6 +52,16 @@ pub fn compose(
         Status::Queued
     };
     let subject = prefixed_subject(workspace, &input.subject);
+    let body = NewMessageBody {
+        workspace_id: workspace.id,
+        text_body: input.text.clone(),
+        html_body: input.html.clone(),
+        created_at: now,
+    };
+    let body_id = queries::insert_bodies(conn, &[body])?
+        .first()
+        .copied()
+        .ok_or(AppError::NotFound)?;
     let rows: Vec<NewMessage> = input
         .to
         .iter()
@@ -67,8 +77,7 @@ pub fn compose(
             cc: input.cc.join(", "),
             bcc: input.bcc.join(", "),
             subject: subject.clone(),
-            text_body: input.text.clone(),
-            html_body: input.html.clone(),
+            body_id,
             message_id: new_message_id(&provider.account_address),
             status: status.as_str().into(),
             attempts: 0,

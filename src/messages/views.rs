@@ -3,7 +3,7 @@
 
 use askama::Template;
 
-use super::model::{ComposeForm, Message, MessageEvent, Status};
+use super::model::{ComposeForm, Message, MessageBody, MessageEvent, Status};
 use crate::providers::model::Provider;
 use crate::web::forms::FieldErrors;
 use crate::web::frame::Frame;
@@ -30,27 +30,14 @@ pub struct Row {
     pub message: Message,
     /// Its provider's name.
     pub provider: String,
+    /// The start of its text.
+    pub preview: String,
 }
 
 impl Row {
     /// Status.
     pub fn status(&self) -> Status {
         self.message.status()
-    }
-
-    /// A one-line preview of the body.
-    pub fn preview(&self) -> String {
-        let flat: String = self
-            .message
-            .text_body
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut preview: String = flat.chars().take(80).collect();
-        if flat.chars().count() > 80 {
-            preview.push('…');
-        }
-        preview
     }
 }
 
@@ -100,6 +87,8 @@ pub struct MessagePage {
     pub message: Message,
     /// Its attempts and changes, oldest first.
     pub events: Vec<MessageEvent>,
+    /// Its content.
+    pub body: Option<MessageBody>,
     /// Provider name.
     pub provider: String,
     /// Who sent it.
@@ -152,4 +141,14 @@ pub struct MessageLive {
     pub slug: String,
     /// CSRF token for the action forms.
     pub csrf: String,
+}
+
+/// A one-line preview of a text: whitespace folded, at most 80 characters.
+pub fn preview(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut preview: String = flat.chars().take(80).collect();
+    if flat.chars().count() > 80 {
+        preview.push('…');
+    }
+    preview
 }

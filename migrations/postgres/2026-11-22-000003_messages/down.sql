@@ -1,2 +1,3 @@
 DROP TABLE message_events;
 DROP TABLE messages;
+DROP TABLE message_bodies;

@@ -1,3 +1,13 @@
+-- What is sent: written once per compose (or API call) and shared by the messages of all
+-- its recipients, so the queue rows that change state stay small.
+CREATE TABLE message_bodies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace_id BIGINT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    text_body TEXT NOT NULL,
+    html_body TEXT,
+    created_at TIMESTAMP NOT NULL
+);
+
 -- Messages: one row per recipient message; the log and the queue at once.
 -- A message is scheduled → queued → sending → sent | failed | cancelled (held while its
 -- provider cannot sign in or its mailing is paused).
@@ -14,8 +24,7 @@ CREATE TABLE messages (
     cc TEXT NOT NULL,
     bcc TEXT NOT NULL,
     subject TEXT NOT NULL,
-    text_body TEXT NOT NULL,
-    html_body TEXT,
+    body_id BIGINT NOT NULL REFERENCES message_bodies (id) ON DELETE CASCADE,
     message_id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL CHECK (status IN ('scheduled', 'queued', 'sending', 'sent', 'failed', 'cancelled', 'held')),
     hold_reason TEXT,
@@ -38,6 +47,7 @@ CREATE INDEX messages_due ON messages (due_at, id) WHERE status IN ('scheduled',
 CREATE INDEX messages_leased ON messages (lease_until) WHERE status = 'sending';
 CREATE INDEX messages_held ON messages (provider_id) WHERE status = 'held';
 CREATE INDEX messages_log ON messages (workspace_id, origin, id);
+CREATE INDEX messages_body ON messages (body_id);
 
 -- Every attempt and state change of a message, with the SMTP reply.
 CREATE TABLE message_events (

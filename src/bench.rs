@@ -1,0 +1,245 @@
+//! `mailroom bench …`: measurements operators can run too. Each prints one final line of
+//! figures.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use diesel::prelude::*;
+
+use crate::db::{self, Db};
+use crate::delivery::{self, EngineConfig};
+use crate::messages::model::{NewMessage, NewMessageBody, Origin, Status};
+use crate::messages::queries as messages;
+use crate::providers::egress::EgressPolicy;
+use crate::providers::model::{
+    Kind, ProviderRow, Settings as ProviderSettings, Status as ProviderStatus, TlsMode,
+};
+use crate::providers::queries as providers;
+use crate::workspaces::model::NewWorkspace;
+use crate::workspaces::queries as workspaces;
+
+/// What `mailroom bench delivery` measures.
+#[derive(Debug, Clone)]
+pub struct DeliveryBench {
+    /// Messages to deliver.
+    pub messages: usize,
+    /// The SMTP server (e.g. Postfix's `smtp-sink`).
+    pub smtp_addr: SocketAddr,
+    /// A database URL; a fresh temporary SQLite file when absent.
+    pub database: Option<String>,
+    /// Approximate size of each message body in bytes.
+    pub size: usize,
+    /// SMTP connections.
+    pub connections: u32,
+}
+
+fn body(size: usize) -> String {
+    let line = "The quick brown fox jumps over the lazy dog; Mailroom bench body line.\r\n";
+    line.repeat(size.div_ceil(line.len()).max(1))
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Enqueues the messages through the real ingest path, delivers them with the real engine,
+/// and returns the final line once every outcome is committed.
+pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let url = bench
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let database = Db::open(&url, 8)?;
+    let slug = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let settings = ProviderSettings {
+        name: "bench".into(),
+        kind: Kind::Smtp,
+        host: bench.smtp_addr.ip().to_string(),
+        port: bench.smtp_addr.port(),
+        tls: TlsMode::None,
+        region: None,
+        username: String::new(),
+        account_address: "bench@example.com".into(),
+        from_name: "Mailroom bench".into(),
+        max_connections: i32::try_from(bench.connections.clamp(1, 100)).unwrap_or(8),
+        per_second: None,
+        per_minute: None,
+        per_hour: None,
+        receive_enabled: false,
+        imap_host: None,
+        imap_port: None,
+    };
+    let (workspace, provider) = database
+        .write(move |conn| {
+            let now = db::now();
+            let workspace = workspaces::insert(
+                conn,
+                &NewWorkspace {
+                    name: &slug,
+                    slug: &slug,
+                    site_name: "",
+                    created_at: now,
+                },
+            )?;
+            let provider = providers::insert(
+                conn,
+                &ProviderRow::from_settings(workspace, &settings, now),
+                None,
+                now,
+            )?;
+            providers::update_status(
+                conn,
+                workspace,
+                provider,
+                ProviderStatus::Active,
+                "bench",
+                now,
+            )?;
+            Ok((workspace, provider))
+        })
+        .await?;
+
+    let text = body(bench.size);
+    let enqueue_started = Instant::now();
+    let mut ids = Vec::with_capacity(bench.messages);
+    for chunk_start in (0..bench.messages).step_by(10_000) {
+        let end = (chunk_start + 10_000).min(bench.messages);
+        let text = text.clone();
+        // Each message its own content, as API calls would (a mailing would share one).
+        let bodies: Vec<NewMessageBody> = (chunk_start..end)
+            .map(|_| NewMessageBody {
+                workspace_id: workspace,
+                text_body: text.clone(),
+                html_body: None,
+                created_at: db::now(),
+            })
+            .collect();
+        let body_ids = database
+            .write(move |conn| Ok(messages::insert_bodies(conn, &bodies)?))
+            .await?;
+        let rows: Vec<NewMessage> = (chunk_start..end)
+            .map(|i| {
+                let now = db::now();
+                NewMessage {
+                    workspace_id: workspace,
+                    origin: Origin::Sys.as_str().into(),
+                    user_id: None,
+                    session_public_id: None,
+                    provider_id: Some(provider),
+                    from_address: "bench@example.com".into(),
+                    from_name: "Mailroom bench".into(),
+                    recipient: format!("r{i}@example.com"),
+                    cc: String::new(),
+                    bcc: String::new(),
+                    subject: format!("Bench message {i}"),
+                    body_id: body_ids[i - chunk_start],
+                    message_id: crate::messages::service::new_message_id("bench@example.com"),
+                    status: Status::Queued.as_str().into(),
+                    attempts: 0,
+                    max_attempts: 4,
+                    due_at: now,
+                    send_at: None,
+                    possible_duplicate: false,
+                    result: String::new(),
+                    created_at: now,
+                    updated_at: now,
+                }
+            })
+            .collect();
+        ids.extend(
+            database
+                .write(move |conn| Ok(messages::insert_batch(conn, &rows)?))
+                .await?,
+        );
+    }
+    let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
+    eprintln!(
+        "enqueued {} messages in {enqueue_seconds:.2} s ({:.0}/s)",
+        ids.len(),
+        ids.len() as f64 / enqueue_seconds
+    );
+
+    let egress =
+        EgressPolicy::parse(&format!("{}/32", bench.smtp_addr.ip())).map_err(anyhow::Error::msg)?;
+    let key: [u8; 64] = rand::random();
+    let started = Instant::now();
+    let engine = delivery::start(
+        database.clone(),
+        crate::crypto::Sealer::new(&key, "bench"),
+        egress,
+        EngineConfig {
+            batch: 1_000,
+            max_in_flight: 20_000,
+            lease: Duration::from_secs(120),
+            poll: Duration::from_millis(20),
+            retry_base: Duration::from_secs(1),
+            smtp_timeout: Duration::from_secs(15),
+        },
+    );
+    engine.wake();
+    let target = bench.messages as u64;
+    let deadline = Instant::now() + Duration::from_secs(3_600);
+    // Every outcome is committed before it is counted; retries are counted again, so wait
+    // for the final states in the database once the counter says all were tried.
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if engine.recorded() >= target {
+            let (open, _) = counts(&database, workspace).await?;
+            if open == 0 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("delivery did not finish within an hour");
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    engine.stop(Duration::from_secs(5)).await;
+    let (_, (sent, duplicates)) = counts(&database, workspace).await?;
+    let lost = bench.messages as i64 - sent;
+    Ok(format!(
+        "bench delivery: messages={} seconds={seconds:.3} msgs_per_s={:.0} lost={lost} duplicates={duplicates} peak_rss_mb={:.1}",
+        bench.messages,
+        bench.messages as f64 / seconds,
+        peak_rss_mb()
+    ))
+}
+
+/// Messages not yet final, and (sent, flagged as possible duplicates).
+async fn counts(
+    database: &Db,
+    workspace: crate::workspaces::model::WorkspaceId,
+) -> anyhow::Result<(i64, (i64, i64))> {
+    database
+        .run(move |conn| {
+            use crate::db::schema::messages::dsl::*;
+            let scope = messages.filter(workspace_id.eq(workspace));
+            let open: i64 = scope
+                .filter(status.eq_any(["queued", "scheduled", "sending"]))
+                .count()
+                .get_result(conn)?;
+            let sent: i64 = scope.filter(status.eq("sent")).count().get_result(conn)?;
+            let dups: i64 = scope
+                .filter(possible_duplicate.eq(true))
+                .count()
+                .get_result(conn)?;
+            Ok((open, (sent, dups)))
+        })
+        .await
+        .context("counting results")
+}
