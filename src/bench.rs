@@ -56,27 +56,28 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Enqueues the messages through the real ingest path, delivers them with the real engine,
-/// and returns the final line once every outcome is committed.
-pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
-    let url = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    let database = Db::open(&url, 8)?;
+/// A workspace with an active SMTP provider pointing at `smtp_addr` and `messages` queued
+/// messages of about `size` bytes, each with its own content (as API calls would make them).
+/// Returns the workspace. Used by the benchmark and by the crash test.
+pub async fn seed(
+    database: &Db,
+    smtp_addr: SocketAddr,
+    messages: usize,
+    size: usize,
+    connections: u32,
+) -> anyhow::Result<crate::workspaces::model::WorkspaceId> {
     let slug = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
     let settings = ProviderSettings {
         name: "bench".into(),
         kind: Kind::Smtp,
-        host: bench.smtp_addr.ip().to_string(),
-        port: bench.smtp_addr.port(),
+        host: smtp_addr.ip().to_string(),
+        port: smtp_addr.port(),
         tls: TlsMode::None,
         region: None,
         username: String::new(),
         account_address: "bench@example.com".into(),
         from_name: "Mailroom bench".into(),
-        max_connections: i32::try_from(bench.connections.clamp(1, 100)).unwrap_or(8),
+        max_connections: i32::try_from(connections.clamp(1, 100)).unwrap_or(8),
         per_second: None,
         per_minute: None,
         per_hour: None,
@@ -113,12 +114,9 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
             Ok((workspace, provider))
         })
         .await?;
-
-    let text = body(bench.size);
-    let enqueue_started = Instant::now();
-    let mut ids = Vec::with_capacity(bench.messages);
-    for chunk_start in (0..bench.messages).step_by(10_000) {
-        let end = (chunk_start + 10_000).min(bench.messages);
+    let text = body(size);
+    for chunk_start in (0..messages).step_by(10_000) {
+        let end = (chunk_start + 10_000).min(messages);
         let text = text.clone();
         // Each message its own content, as API calls would (a mailing would share one).
         let bodies: Vec<NewMessageBody> = (chunk_start..end)
@@ -161,17 +159,36 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
                 }
             })
             .collect();
-        ids.extend(
-            database
-                .write(move |conn| Ok(messages::insert_batch(conn, &rows)?))
-                .await?,
-        );
+        database
+            .write(move |conn| Ok(messages::insert_batch(conn, &rows)?))
+            .await?;
     }
+    Ok(workspace)
+}
+
+/// Enqueues the messages through the real ingest path, delivers them with the real engine,
+/// and returns the final line once every outcome is committed.
+pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let url = bench
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let database = Db::open(&url, 8)?;
+    let enqueue_started = Instant::now();
+    let workspace = seed(
+        &database,
+        bench.smtp_addr,
+        bench.messages,
+        bench.size,
+        bench.connections,
+    )
+    .await?;
     let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
     eprintln!(
         "enqueued {} messages in {enqueue_seconds:.2} s ({:.0}/s)",
-        ids.len(),
-        ids.len() as f64 / enqueue_seconds
+        bench.messages,
+        bench.messages as f64 / enqueue_seconds
     );
 
     let egress =

@@ -113,7 +113,7 @@ impl Default for Settings {
             retry_base_secs: 60,
             lease_secs: 120,
             delivery_batch: 500,
-            delivery_in_flight: 5_000,
+            delivery_in_flight: 2_000,
         }
     }
 }

@@ -134,7 +134,10 @@ impl Application {
                 .wrap(from_fn(request_id_header))
                 .wrap(TracingLogger::<RequestSpan>::new())
         })
-        .shutdown_timeout(10);
+        .shutdown_timeout(10)
+        // Our own signal handling (below): actix-server's stops the whole actix System on
+        // SIGTERM, which would kill the delivery engine's Arbiter mid-send.
+        .disable_signals();
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
@@ -181,10 +184,33 @@ impl Application {
                 }
             }
         });
-        let served = self.server.await;
-        // The HTTP server has stopped (SIGTERM/SIGINT): let messages in flight finish, then
-        // give back the rest.
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let served = tokio::select! {
+            served = &mut server => served.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "stopping: no new requests or claims; finishing what is in flight");
+                handle.stop(true).await;
+                Ok(())
+            }
+        };
+        // Let messages in flight finish, then give back the rest to the next start.
         self.state.engine.stop(Duration::from_secs(10)).await;
         served
+    }
+}
+
+/// Resolves at SIGTERM or SIGINT, naming it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
     }
 }

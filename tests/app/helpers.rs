@@ -86,7 +86,8 @@ macro_rules! both {
     };
 }
 
-struct PgDatabase {
+/// A fresh database's guard: drops a PostgreSQL database when the test ends.
+pub struct PgDatabase {
     name: String,
 }
 
@@ -104,7 +105,7 @@ impl Drop for PgDatabase {
 }
 
 /// A fresh, empty database of the backend; returns its URL and what cleans it up.
-fn fresh_database(backend: Backend, dir: &std::path::Path) -> (String, Option<PgDatabase>) {
+pub fn fresh_database(backend: Backend, dir: &std::path::Path) -> (String, Option<PgDatabase>) {
     match backend {
         Backend::Sqlite => (
             format!("sqlite://{}", dir.join("mailroom.db").display()),

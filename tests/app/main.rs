@@ -7,6 +7,7 @@ mod smtp_server;
 mod auth;
 mod browser;
 mod cli;
+mod crash;
 mod csrf;
 mod delivery;
 mod isolation;

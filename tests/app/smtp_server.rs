@@ -51,6 +51,7 @@ struct State {
     faults: Vec<(Stage, Fault, usize)>,
     messages: Vec<Captured>,
     auth_attempts: usize,
+    delay: Duration,
 }
 
 /// The running server.
@@ -94,6 +95,11 @@ impl SmtpServer {
             .expect("lock")
             .faults
             .push((stage, fault, times));
+    }
+
+    /// Waits this long before accepting each message (to catch a sender mid-delivery).
+    pub fn delay_each(&self, delay: Duration) {
+        self.state.lock().expect("lock").delay = delay;
     }
 
     /// Everything accepted so far.
@@ -207,6 +213,10 @@ impl SmtpServer {
                         None => return Ok(()),
                     },
                     None => {
+                        let delay = self.state.lock().expect("lock").delay;
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let mut state = self.state.lock().expect("lock");
                         state.messages.push(Captured {
                             from: from.clone(),

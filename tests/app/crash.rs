@@ -1,0 +1,224 @@
+//! Crash safety: `mailroom serve` is killed with SIGKILL in the middle of delivering 2,000
+//! messages and started again. Nothing may be lost; a message delivered twice must be
+//! flagged as a possible duplicate and keep its Message-ID. A SIGTERM lets in-flight
+//! messages finish and gives the rest back.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+
+use crate::both;
+use crate::helpers::*;
+use crate::smtp_server::SmtpServer;
+
+fn serve(dir: &std::path::Path, url: &str) -> std::io::Result<Child> {
+    serve_with(dir, url, &[])
+}
+
+fn serve_with(dir: &std::path::Path, url: &str, extra: &[(&str, &str)]) -> std::io::Result<Child> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("MAILROOM_")) {
+        command.env_remove(key);
+    }
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env("MAILROOM_BIND", "127.0.0.1:0")
+        .env("MAILROOM_DATABASE_URL", url)
+        .env("MAILROOM_EGRESS_ALLOW", "127.0.0.1/32")
+        .env("MAILROOM_LEASE_SECS", "5")
+        .env("MAILROOM_RETRY_BASE_SECS", "1")
+        .env("MAILROOM_LOG", "warn")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+#[derive(Queryable, Debug)]
+struct Final {
+    message_id: String,
+    status: String,
+    possible_duplicate: bool,
+}
+
+async fn finals(db: &mailroom::db::Db) -> Result<Vec<Final>, Box<dyn std::error::Error>> {
+    Ok(db
+        .run(|conn| {
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .select((message_id, status, possible_duplicate))
+                .load::<Final>(conn)?)
+        })
+        .await?)
+}
+
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl AsyncFnMut() -> Result<bool, Box<dyn std::error::Error>>,
+) -> TestResult {
+    let deadline = Instant::now() + limit;
+    while !done().await? {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn a_killed_node_loses_nothing_and_flags_what_may_be_duplicated(
+    backend: Backend,
+) -> TestResult {
+    const COUNT: usize = 2_000;
+    let dir = tempfile::tempdir()?;
+    let (url, _guard) = fresh_database(backend, dir.path());
+    let server = SmtpServer::start().await?;
+    server.delay_each(Duration::from_millis(2));
+    let db = mailroom::db::Db::open(&url, 2)?;
+    let addr = format!("127.0.0.1:{}", server.port).parse()?;
+    mailroom::bench::seed(&db, addr, COUNT, 512, 4).await?;
+
+    let mut first = serve(dir.path(), &url)?;
+    wait_until(
+        "some messages were delivered",
+        Duration::from_secs(60),
+        async || Ok(server.messages().len() >= COUNT / 4),
+    )
+    .await?;
+    first.kill()?; // SIGKILL: no chance to finish or release anything.
+    first.wait()?;
+    let at_kill = server.messages().len();
+    assert!(
+        at_kill < COUNT,
+        "killed mid-delivery ({at_kill} of {COUNT})"
+    );
+
+    let mut second = serve(dir.path(), &url)?;
+    let waited = wait_until(
+        "every message is final",
+        Duration::from_secs(90),
+        async || Ok(finals(&db).await?.iter().all(|m| m.status == "sent")),
+    )
+    .await;
+    second.kill()?;
+    second.wait()?;
+    waited?;
+
+    let stored = finals(&db).await?;
+    let mut captured: HashMap<String, usize> = HashMap::new();
+    for mail in server.messages() {
+        let id = mail
+            .data
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .ok_or("every message carries a Message-ID")?
+            .trim()
+            .to_owned();
+        *captured.entry(id).or_default() += 1;
+    }
+    let lost: Vec<&Final> = stored
+        .iter()
+        .filter(|m| !captured.contains_key(&m.message_id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} messages never reached the server",
+        lost.len()
+    );
+    let unflagged: Vec<&Final> = stored
+        .iter()
+        .filter(|m| captured.get(&m.message_id).copied().unwrap_or(0) > 1 && !m.possible_duplicate)
+        .collect();
+    assert!(
+        unflagged.is_empty(),
+        "{} duplicates were not flagged",
+        unflagged.len()
+    );
+    assert_eq!(stored.len(), COUNT);
+    println!(
+        "crash test: {COUNT} messages, {at_kill} delivered before SIGKILL, {} duplicates (all flagged), {} flagged in all",
+        captured.values().filter(|n| **n > 1).count(),
+        stored.iter().filter(|m| m.possible_duplicate).count()
+    );
+    Ok(())
+}
+both!(a_killed_node_loses_nothing_and_flags_what_may_be_duplicated);
+
+async fn sigterm_finishes_what_is_in_flight_and_gives_back_the_rest(
+    backend: Backend,
+) -> TestResult {
+    const COUNT: usize = 600;
+    let dir = tempfile::tempdir()?;
+    let (url, _guard) = fresh_database(backend, dir.path());
+    let server = SmtpServer::start().await?;
+    server.delay_each(Duration::from_millis(5));
+    let db = mailroom::db::Db::open(&url, 2)?;
+    let addr = format!("127.0.0.1:{}", server.port).parse()?;
+    mailroom::bench::seed(&db, addr, COUNT, 256, 2).await?;
+
+    // A small in-flight window: most messages are still unclaimed when the signal comes.
+    let mut node = serve_with(
+        dir.path(),
+        &url,
+        &[
+            ("MAILROOM_DELIVERY_IN_FLIGHT", "40"),
+            ("MAILROOM_DELIVERY_BATCH", "20"),
+        ],
+    )?;
+    wait_until(
+        "some messages were delivered",
+        Duration::from_secs(60),
+        async || Ok(server.messages().len() >= 50),
+    )
+    .await?;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(node.id().to_string())
+        .status()?;
+    let started = Instant::now();
+    // Wait off the test's runtime: the SMTP server lives on it and must keep answering.
+    let status = actix_web::web::block(move || node.wait()).await??;
+    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "within the grace period"
+    );
+    let after = finals(&db).await?;
+    assert!(
+        after
+            .iter()
+            .all(|m| m.status == "sent" || m.status == "queued"),
+        "nothing left mid-send"
+    );
+    assert!(
+        after.iter().all(|m| !m.possible_duplicate),
+        "a graceful stop flags nothing"
+    );
+    assert!(
+        after.iter().any(|m| m.status == "queued"),
+        "the rest was left for the next start"
+    );
+    let sent = after.iter().filter(|m| m.status == "sent").count();
+    assert_eq!(
+        sent,
+        server.messages().len(),
+        "every message the server accepted is recorded as sent"
+    );
+
+    // The next start sends the rest, at once (no lease to wait for).
+    let mut next = serve(dir.path(), &url)?;
+    let waited = wait_until("the rest is sent", Duration::from_secs(60), async || {
+        Ok(finals(&db).await?.iter().all(|m| m.status == "sent"))
+    })
+    .await;
+    next.kill()?;
+    next.wait()?;
+    waited?;
+    assert_eq!(server.messages().len(), COUNT, "each message exactly once");
+    Ok(())
+}
+both!(sigterm_finishes_what_is_in_flight_and_gives_back_the_rest);
