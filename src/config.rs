@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "lease_secs",
     "delivery_batch",
     "delivery_in_flight",
+    "metrics_token",
 ];
 
 /// Log output format.
@@ -90,6 +91,8 @@ pub struct Settings {
     pub delivery_batch: i64,
     /// Messages claimed and not yet recorded, at most.
     pub delivery_in_flight: usize,
+    /// Bearer token that `/metrics` requires; unset, `/metrics` answers 404.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -114,6 +117,7 @@ impl Default for Settings {
             lease_secs: 120,
             delivery_batch: 500,
             delivery_in_flight: 2_000,
+            metrics_token: None,
         }
     }
 }

@@ -303,6 +303,7 @@ struct Pool {
     refused: Mutex<Option<Reply>>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     done: OutcomeTx,
+    latency: prometheus::Histogram,
 }
 
 impl ProviderSender {
@@ -333,6 +334,9 @@ impl ProviderSender {
             refused: Mutex::new(None),
             rx: tokio::sync::Mutex::new(rx),
             done,
+            latency: super::metrics::metrics()
+                .smtp_seconds
+                .with_label_values(&[provider.id.0.to_string().as_str()]),
         });
         for _ in 0..provider.max_connections.clamp(1, 100) {
             actix_web::rt::spawn(worker(pool.clone()));
@@ -399,8 +403,10 @@ async fn deliver(
         return OutcomeKind::Retry(Reply::text("no connection"));
     };
     pool.ctx.started.lock().expect("lock").insert(message.id);
+    let clock = std::time::Instant::now();
     let sent =
         tokio::time::timeout(pool.ctx.cfg.smtp_timeout * 4, open.send(&envelope, &bytes)).await;
+    pool.latency.observe(clock.elapsed().as_secs_f64());
     pool.ctx.started.lock().expect("lock").remove(&message.id);
     match sent {
         Ok(Ok(response)) => OutcomeKind::Sent(Reply::from_response(&response)),
@@ -435,6 +441,7 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
             }
         }
         let count = batch.len();
+        let tallies: Vec<(String, &'static str)> = batch.iter().map(tally).collect();
         let (owner, base) = (ctx.owner.clone(), ctx.cfg.retry_base);
         let mut pending = Some(batch);
         loop {
@@ -455,10 +462,39 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
                 }
             }
         }
+        let metrics = super::metrics::metrics();
+        for (provider, kind) in tallies {
+            let counter = match kind {
+                "sent" => &metrics.sent,
+                "failed" => &metrics.failed,
+                "retried" => &metrics.retried,
+                _ => &metrics.held,
+            };
+            counter.with_label_values(&[provider.as_str()]).inc();
+        }
         ctx.recorded.fetch_add(count as u64, Ordering::AcqRel);
         ctx.in_flight.fetch_sub(count, Ordering::AcqRel);
         ctx.room.notify_one();
     }
+}
+
+/// The metric an outcome counts under, with its provider label.
+fn tally(outcome: &Outcome) -> (String, &'static str) {
+    let provider = outcome
+        .message
+        .provider_id
+        .map(|p| p.0.to_string())
+        .unwrap_or_default();
+    let kind = match &outcome.kind {
+        OutcomeKind::Sent(_) => "sent",
+        OutcomeKind::Failed(_) => "failed",
+        OutcomeKind::Retry(_) if outcome.message.attempts < outcome.message.max_attempts => {
+            "retried"
+        }
+        OutcomeKind::Retry(_) => "failed",
+        OutcomeKind::ProviderRefused(_) => "held",
+    };
+    (provider, kind)
 }
 
 /// Renews this node's leases and takes over expired ones, every third of a lease.
@@ -478,6 +514,7 @@ async fn heartbeat(ctx: Arc<Ctx>) {
             .await;
         match result {
             Ok(reclaimed) if reclaimed > 0 => {
+                super::metrics::metrics().reclaimed.inc_by(reclaimed as u64);
                 tracing::warn!(
                     reclaimed,
                     "took over messages whose node stopped; they are flagged as possible duplicates"

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod engine;
+pub mod metrics;
 pub mod outcome;
 
 pub use engine::{EngineConfig, EngineHandle, start};

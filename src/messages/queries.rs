@@ -493,3 +493,13 @@ pub fn release_owned(
         .execute(conn)?;
     Ok(cut_off + untouched)
 }
+
+/// Unfinished messages by status, across the instance (for `/metrics`); each state is
+/// read through its partial index.
+pub fn queue_depth(conn: &mut DbConn) -> QueryResult<Vec<(String, i64)>> {
+    messages::table
+        .filter(messages::status.eq_any(["scheduled", "queued", "sending", "held"]))
+        .group_by(messages::status)
+        .select((messages::status, diesel::dsl::count_star()))
+        .load(conn)
+}

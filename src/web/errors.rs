@@ -77,7 +77,13 @@ pub fn render<B: MessageBody + 'static>(
     }
     let status = res.status();
     let (req, response) = res.into_parts();
-    if status == StatusCode::UNAUTHORIZED && !req.path().starts_with("/api/") {
+    // Only a page that needs a signed-in user sends the browser to sign in; other 401s
+    // (bearer-token endpoints) answer as they are.
+    let needs_sign_in = response
+        .error()
+        .and_then(|e| e.as_error::<AppError>())
+        .is_some_and(|e| matches!(e, AppError::Unauthenticated));
+    if needs_sign_in {
         // Only a page can be returned to after signing in, not a form post.
         let to = if req.method() == actix_web::http::Method::GET {
             let next = match req.query_string() {

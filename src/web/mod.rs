@@ -92,6 +92,7 @@ pub fn render_status<T: Template>(status: StatusCode, page: &T) -> Result<HttpRe
 /// The route table of the whole console.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
         .route("/static/{name:.*}", web::get().to(assets::serve));
     crate::accounts::routes(cfg);
     crate::workspaces::routes(cfg);
@@ -120,6 +121,47 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// `GET /metrics` (Prometheus text format) with `Authorization: Bearer <MAILROOM_METRICS_TOKEN>`.
+async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    use subtle::ConstantTimeEq;
+    let Some(expected) = state.settings.metrics_token.as_deref() else {
+        return Err(AppError::NotFound);
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return Ok(HttpResponse::Unauthorized()
+            .insert_header((
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"mailroom metrics\"",
+            ))
+            .content_type("text/plain; charset=utf-8")
+            .body("a valid bearer token is required\n"));
+    }
+    let depth = state
+        .db
+        .run(|conn| Ok(crate::messages::queries::queue_depth(conn)?))
+        .await?;
+    let metrics = crate::delivery::metrics::metrics();
+    for status in ["scheduled", "queued", "sending", "held"] {
+        let count = depth
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        metrics.queue.with_label_values(&[status]).set(count);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render()))
+}
+
 /// Security headers on every response: a CSP without inline script, no framing, no
 /// sniffing, same-origin referrers. <https://owasp.org/www-project-secure-headers/>
 pub fn security_headers() -> DefaultHeaders {
@@ -145,8 +187,10 @@ pub async fn setup_gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let open_path =
-        req.path() == "/setup" || req.path().starts_with("/static/") || req.path() == "/healthz";
+    let open_path = req.path() == "/setup"
+        || req.path().starts_with("/static/")
+        || req.path() == "/healthz"
+        || req.path() == "/metrics";
     let state = req.app_data::<web::Data<AppState>>().cloned();
     if let Some(state) = state.filter(|s| !open_path && !s.setup.is_done()) {
         let users = state

@@ -438,3 +438,58 @@ async fn only_editors_and_admins_compose_and_messages_stay_in_their_workspace(
     Ok(())
 }
 both!(only_editors_and_admins_compose_and_messages_stay_in_their_workspace);
+
+async fn metrics_need_the_bearer_token_and_count_deliveries(backend: Backend) -> TestResult {
+    let app =
+        TestApp::spawn_with(backend, |s| s.metrics_token = Some("metrics-secret".into())).await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let provider = page.rsplit('/').next().ok_or("id")?.to_owned();
+    compose(&admin, &provider, &[("to", "ann@example.com")]).await?;
+    settle(&app, &["sent"]).await?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/metrics", app.base);
+    assert_eq!(
+        client.get(&url).send().await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        client.get(&url).bearer_auth("wrong").send().await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let response = client
+        .get(&url)
+        .bearer_auth("metrics-secret")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await?;
+    let sent_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "mailroom_messages_sent_total{{provider=\"{provider}\"}}"
+            ))
+        })
+        .ok_or("a sent counter for the provider")?;
+    let sent: f64 = sent_line.rsplit(' ').next().unwrap_or("0").parse()?;
+    assert!(sent >= 1.0, "{sent_line}");
+    for series in [
+        "mailroom_queue_messages{status=\"queued\"} ",
+        "mailroom_smtp_transaction_seconds_bucket",
+        "mailroom_lease_reclaims_total",
+    ] {
+        assert!(text.contains(series), "no {series}");
+    }
+    // Without a configured token the endpoint does not exist.
+    let plain = TestApp::spawn(backend).await?;
+    assert_eq!(
+        reqwest::get(format!("{}/metrics", plain.base))
+            .await?
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    Ok(())
+}
+both!(metrics_need_the_bearer_token_and_count_deliveries);
