@@ -199,6 +199,10 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
         database.clone(),
         crate::crypto::Sealer::new(&key, "bench"),
         egress,
+        crate::delivery::system::SystemProvider::from_settings(&crate::config::Settings {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        }),
         EngineConfig {
             batch: 1_000,
             max_in_flight: 20_000,

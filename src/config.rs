@@ -31,6 +31,12 @@ const KEYS: &[&str] = &[
     "delivery_batch",
     "delivery_in_flight",
     "metrics_token",
+    "system_from",
+    "system_smtp_host",
+    "system_smtp_port",
+    "system_smtp_tls",
+    "system_smtp_username",
+    "system_smtp_password",
 ];
 
 /// Log output format.
@@ -93,6 +99,19 @@ pub struct Settings {
     pub delivery_in_flight: usize,
     /// Bearer token that `/metrics` requires; unset, `/metrics` answers 404.
     pub metrics_token: Option<String>,
+    /// From address of the mail Mailroom sends itself (alerts, codes).
+    pub system_from: String,
+    /// The operator's SMTP server for that mail; unset, it is written as `.eml` files into
+    /// `<data_dir>/outbox/`.
+    pub system_smtp_host: Option<String>,
+    /// Its port.
+    pub system_smtp_port: u16,
+    /// `starttls`, `tls` or `none`.
+    pub system_smtp_tls: String,
+    /// Its username (empty: no AUTH).
+    pub system_smtp_username: String,
+    /// Its password.
+    pub system_smtp_password: Option<String>,
 }
 
 impl Default for Settings {
@@ -118,6 +137,12 @@ impl Default for Settings {
             delivery_batch: 500,
             delivery_in_flight: 2_000,
             metrics_token: None,
+            system_from: "mailroom@localhost".into(),
+            system_smtp_host: None,
+            system_smtp_port: 587,
+            system_smtp_tls: "starttls".into(),
+            system_smtp_username: String::new(),
+            system_smtp_password: None,
         }
     }
 }
@@ -196,6 +221,18 @@ impl Settings {
             .map_err(|why| bad("egress_allow", why))?;
         if self.smtp_timeout_secs == 0 {
             return Err(bad("smtp_timeout_secs", "must be at least 1".into()));
+        }
+        self.system_from.parse::<lettre::Address>().map_err(|e| {
+            bad(
+                "system_from",
+                format!("{:?} is not an email address: {e}", self.system_from),
+            )
+        })?;
+        if crate::providers::model::TlsMode::parse(&self.system_smtp_tls).is_none() {
+            return Err(bad(
+                "system_smtp_tls",
+                "must be starttls, tls or none".into(),
+            ));
         }
         if !(0..=10).contains(&self.retry_count) {
             return Err(bad("retry_count", "must be from 0 to 10".into()));

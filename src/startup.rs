@@ -64,6 +64,7 @@ impl Application {
             db.clone(),
             sealer.clone(),
             egress.clone(),
+            crate::delivery::system::SystemProvider::from_settings(&settings),
             crate::delivery::EngineConfig {
                 batch: settings.delivery_batch,
                 max_in_flight: settings.delivery_in_flight,

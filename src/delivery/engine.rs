@@ -55,6 +55,7 @@ pub(crate) struct Ctx {
     stopping: AtomicBool,
     started: Mutex<HashSet<MessageId>>,
     hello: ClientId,
+    system: super::system::SystemProvider,
 }
 
 /// A handle on the running engine.
@@ -122,7 +123,13 @@ impl EngineHandle {
 }
 
 /// Starts the engine on its own Arbiter thread.
-pub fn start(db: Db, sealer: Sealer, egress: EgressPolicy, cfg: EngineConfig) -> EngineHandle {
+pub fn start(
+    db: Db,
+    sealer: Sealer,
+    egress: EgressPolicy,
+    system: super::system::SystemProvider,
+    cfg: EngineConfig,
+) -> EngineHandle {
     let owner = format!("{}-{}", hostname(), hex::encode(rand::random::<[u8; 6]>()));
     let ctx = Arc::new(Ctx {
         db,
@@ -137,6 +144,7 @@ pub fn start(db: Db, sealer: Sealer, egress: EgressPolicy, cfg: EngineConfig) ->
         stopping: AtomicBool::new(false),
         started: Mutex::new(HashSet::new()),
         hello: ClientId::default(),
+        system,
     });
     let arbiter = actix_rt::Arbiter::new();
     let run_ctx = ctx.clone();
@@ -241,6 +249,21 @@ async fn dispatch(
             });
             continue;
         };
+        if message.provider_id.is_none() {
+            // Mailroom's own mail: through the system provider.
+            let sender = senders
+                .entry(SYSTEM)
+                .or_insert_with(|| ProviderSender::start_system(ctx, done.clone()));
+            if let Err(mpsc::error::SendError(Job { message, .. })) =
+                sender.tx.send(Job { message, body })
+            {
+                let _ = done.send(Outcome {
+                    kind: OutcomeKind::Retry(Reply::text("the system pool closed")),
+                    message,
+                });
+            }
+            continue;
+        }
         let Some(provider) = message.provider_id.and_then(|id| rows.get(&id)) else {
             let _ = done.send(Outcome {
                 kind: OutcomeKind::Failed(Reply::text("its provider was deleted")),
@@ -278,6 +301,9 @@ async fn dispatch(
     Ok(())
 }
 
+/// The key of the system provider's pool (no stored provider has id 0).
+const SYSTEM: ProviderId = ProviderId(0);
+
 fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>) {
     (p.status.clone(), p.updated_at, p.checked_at)
 }
@@ -294,10 +320,18 @@ struct ProviderSender {
     tx: mpsc::UnboundedSender<Job>,
 }
 
+/// How a pool's messages leave.
+enum Transport {
+    /// SMTP, under this egress policy.
+    Smtp(Endpoint, EgressPolicy),
+    /// `.eml` files (the system provider without SMTP settings).
+    Outbox(lettre::AsyncFileTransport<lettre::Tokio1Executor>),
+}
+
 struct Pool {
     ctx: Arc<Ctx>,
-    provider: Provider,
-    endpoint: Endpoint,
+    name: String,
+    transport: Transport,
     limits: Vec<DefaultDirectRateLimiter>,
     /// Set when the provider refused the sign-in: everything left is held, nothing sent.
     refused: Mutex<Option<Reply>>,
@@ -328,8 +362,8 @@ impl ProviderSender {
         let (tx, rx) = mpsc::unbounded_channel();
         let pool = Arc::new(Pool {
             ctx: ctx.clone(),
-            provider: provider.clone(),
-            endpoint,
+            name: provider.name.clone(),
+            transport: Transport::Smtp(endpoint, ctx.egress.clone()),
             limits,
             refused: Mutex::new(None),
             rx: tokio::sync::Mutex::new(rx),
@@ -345,6 +379,43 @@ impl ProviderSender {
             version: version(provider),
             tx,
         })
+    }
+
+    /// The system provider's pool: two connections (or the outbox), no rate limits; the
+    /// operator's own server is not subject to the providers' egress policy.
+    fn start_system(ctx: &Arc<Ctx>, done: OutcomeTx) -> Self {
+        let transport = match &ctx.system.transport {
+            super::system::SystemTransport::Smtp(endpoint) => Transport::Smtp(
+                endpoint.clone(),
+                EgressPolicy::parse("0.0.0.0/0, ::/0").unwrap_or_default(),
+            ),
+            super::system::SystemTransport::Outbox(dir) => {
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot create the outbox");
+                }
+                Transport::Outbox(lettre::AsyncFileTransport::new(dir))
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pool = Arc::new(Pool {
+            ctx: ctx.clone(),
+            name: "system".into(),
+            transport,
+            limits: Vec::new(),
+            refused: Mutex::new(None),
+            rx: tokio::sync::Mutex::new(rx),
+            done,
+            latency: super::metrics::metrics()
+                .smtp_seconds
+                .with_label_values(&["system"]),
+        });
+        for _ in 0..2 {
+            actix_web::rt::spawn(worker(pool.clone()));
+        }
+        Self {
+            version: (String::new(), chrono::NaiveDateTime::MIN, None),
+            tx,
+        }
     }
 }
 
@@ -380,20 +451,27 @@ async fn deliver(
     for limit in &pool.limits {
         limit.until_ready().await;
     }
+    let (endpoint, egress) = match &pool.transport {
+        Transport::Smtp(endpoint, egress) => (endpoint, egress),
+        Transport::Outbox(files) => {
+            use lettre::AsyncTransport;
+            return match files.send_raw(&envelope, &bytes).await {
+                Ok(id) => {
+                    OutcomeKind::Sent(Reply::text(&format!("written to the outbox as {id}.eml")))
+                }
+                Err(e) => {
+                    OutcomeKind::Retry(Reply::text(&format!("cannot write to the outbox: {e}")))
+                }
+            };
+        }
+    };
     if conn.is_none() {
-        match smtp::connect(
-            &pool.endpoint,
-            &pool.ctx.egress,
-            pool.ctx.cfg.smtp_timeout,
-            &pool.ctx.hello,
-        )
-        .await
-        {
+        match smtp::connect(endpoint, egress, pool.ctx.cfg.smtp_timeout, &pool.ctx.hello).await {
             Ok(opened) => *conn = Some(opened),
             Err(failure) if failure.is_auth_failure() => {
                 let reply = Reply::from_failure(&failure);
                 *pool.refused.lock().expect("lock") = Some(reply.clone());
-                tracing::warn!(provider = %pool.provider.name, detail = %failure, "provider refused the sign-in; holding its messages");
+                tracing::warn!(provider = %pool.name, detail = %failure, "provider refused the sign-in; holding its messages");
                 return OutcomeKind::ProviderRefused(reply);
             }
             Err(failure) => return OutcomeKind::Retry(Reply::from_failure(&failure)),
@@ -442,7 +520,11 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
         }
         let count = batch.len();
         let tallies: Vec<(String, &'static str)> = batch.iter().map(tally).collect();
-        let (owner, base) = (ctx.owner.clone(), ctx.cfg.retry_base);
+        let (owner, base, from) = (
+            ctx.owner.clone(),
+            ctx.cfg.retry_base,
+            ctx.system.from.clone(),
+        );
         let mut pending = Some(batch);
         loop {
             let attempt = pending.take().unwrap_or_default();
@@ -450,10 +532,18 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
             let kept = attempt.clone();
             match ctx
                 .db
-                .write(move |conn| apply(conn, &owner, attempt, base))
+                .write({
+                    let from = from.clone();
+                    move |conn| apply(conn, &owner, attempt, base, &from)
+                })
                 .await
             {
-                Ok(()) => break,
+                Ok(alerted) => {
+                    if alerted {
+                        ctx.wake.notify_one();
+                    }
+                    break;
+                }
                 Err(e) => {
                     // Outcomes must not be lost: keep them and try again.
                     tracing::error!(error = %e, count, "recording outcomes failed; retrying");

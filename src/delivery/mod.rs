@@ -1,9 +1,11 @@
 //! Delivery: the engine that moves messages from the queue to their providers, and how a
 //! stored message becomes bytes on the wire.
 
+pub mod alerts;
 pub mod build;
 pub mod engine;
 pub mod metrics;
 pub mod outcome;
+pub mod system;
 
 pub use engine::{EngineConfig, EngineHandle, start};

@@ -115,13 +115,15 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
     delay.mul_f64(jitter)
 }
 
-/// Writes a batch of outcomes (in the caller's transaction).
+/// Writes a batch of outcomes (in the caller's transaction). Returns whether it queued
+/// alerts (a provider turned red), which the engine should send at once.
 pub fn apply(
     conn: &mut DbConn,
     owner: &str,
     batch: Vec<Outcome>,
     retry_base: Duration,
-) -> Result<(), AppError> {
+    system_from: &str,
+) -> Result<bool, AppError> {
     let now = crate::db::now();
     let mut finishes = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
@@ -217,7 +219,9 @@ pub fn apply(
         .collect();
     events.retain(|e| written.contains(&e.message_id));
     messages::insert_events(conn, &events)?;
+    let mut alerted = false;
     for (provider, (workspace, reply)) in refused {
+        let was = providers::find_by_workspace_and_id(conn, workspace, provider)?;
         providers::update_status(
             conn,
             workspace,
@@ -227,7 +231,21 @@ pub fn apply(
             now,
         )?;
         let detail = format!("held: the provider refused the sign-in ({})", reply.text);
-        messages::hold_for_provider(conn, provider, &detail, now)?;
+        let held = messages::hold_for_provider(conn, provider, &detail, now)?;
+        if let Some(was) = was.filter(|p| p.is_active()) {
+            let text = format!(
+                "The provider {} turned red: the server refused the sign-in.\n\n{}\n\nIts messages are held, not failed ({} more were waiting). Check the username and password on the provider's page; once it checks green again, they go out.",
+                was.name, reply.text, held
+            );
+            crate::delivery::alerts::notify_admins(
+                conn,
+                workspace,
+                system_from,
+                &format!("Provider {} turned red", was.name),
+                &text,
+            )?;
+            alerted = true;
+        }
     }
-    Ok(())
+    Ok(alerted)
 }

@@ -83,7 +83,8 @@ const CLAIM_SQL: &str = "UPDATE messages SET status = 'sending', lease_owner = $
      attempts = attempts + 1, updated_at = $3 \
      WHERE id IN (SELECT m.id FROM messages m \
         WHERE m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
-        AND m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
+        AND (m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
+             OR m.provider_id IS NULL) \
         ORDER BY m.due_at, m.id LIMIT $4 {lock}) \
      RETURNING *";
 

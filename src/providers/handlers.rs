@@ -119,10 +119,13 @@ async fn check_and_record(
 ) -> Result<Result<String, smtp::SmtpFailure>, AppError> {
     let outcome = smtp::check(&endpoint, &state.egress, timeout(state)).await;
     let (workspace, recorded) = (ctx.workspace.clone(), outcome.clone());
+    let from = state.settings.system_from.clone();
     let released = state
         .db
         .write(move |conn| {
-            service::record_check(conn, &workspace, id, &recorded)?;
+            if service::record_check(conn, &workspace, id, &recorded, &from)? {
+                return Ok(1); // alerts queued: wake the engine
+            }
             // Green again: what was held for this provider goes out now.
             match (
                 &recorded,

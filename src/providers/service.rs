@@ -133,19 +133,39 @@ pub fn update(
     Ok(outcome)
 }
 
-/// Records a check's outcome on the provider.
+/// Records a check's outcome on the provider. A provider that turns red alerts the
+/// workspace's admins through the system provider; returns whether it did.
 pub fn record_check(
     conn: &mut DbConn,
     workspace: &Workspace,
     id: ProviderId,
     outcome: &Result<String, SmtpFailure>,
-) -> Result<(), AppError> {
+    system_from: &str,
+) -> Result<bool, AppError> {
+    let was = queries::find_by_workspace_and_id(conn, workspace.id, id)?;
     let (status, detail) = match outcome {
         Ok(detail) => (Status::Active, detail.as_str()),
         Err(failure) => (Status::Error, failure.detail.as_str()),
     };
     queries::update_status(conn, workspace.id, id, status, detail, db::now())?;
-    Ok(())
+    match was.filter(Provider::is_active) {
+        Some(was) if status == Status::Error => {
+            let text = format!(
+                "The provider {} turned red when it was checked:\n\n{detail}\n\nIt cannot send until it checks green again.",
+                was.name
+            );
+            let subject = format!("Provider {} turned red", was.name);
+            crate::delivery::alerts::notify_admins(
+                conn,
+                workspace.id,
+                system_from,
+                &subject,
+                &text,
+            )?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Deletes a provider.

@@ -285,11 +285,32 @@ async fn a_refused_sign_in_turns_the_provider_red_and_holds_its_messages(
         &[("to", "ann@example.com, bob@example.com")],
     )
     .await?;
-    let held = settle(&app, &["held"]).await?;
+    // The two messages are held; the admins get an alert through the system provider
+    // (with nothing configured: an .eml file in data/outbox), logged under Sys.
+    let settled = settle(&app, &["held", "sent"]).await?;
+    let held: Vec<&Row> = settled.iter().filter(|r| r.recipient != ADMIN).collect();
+    assert_eq!(held.len(), 2);
     assert!(
-        held.iter().all(|r| r.attempts == 0),
+        held.iter().all(|r| r.status == "held" && r.attempts == 0),
         "held, not counted as attempts: {held:?}"
     );
+    let alert = settled
+        .iter()
+        .find(|r| r.recipient == ADMIN)
+        .ok_or("an alert to the admin")?;
+    assert_eq!(alert.status, "sent");
+    assert!(alert.result.contains("outbox"), "{}", alert.result);
+    let outbox: Vec<_> =
+        std::fs::read_dir(app.dir.path().join("outbox"))?.collect::<Result<_, _>>()?;
+    assert_eq!(outbox.len(), 1);
+    let eml = std::fs::read_to_string(outbox[0].path())?;
+    assert!(
+        eml.contains("Subject: [Acme] Provider Ops SMTP turned red"),
+        "{eml}"
+    );
+    assert!(eml.contains("To: admin@example.com"));
+    let (_, sys) = admin.page("/w/acme/messages?tab=sys").await?;
+    assert!(sys.contains("Provider Ops SMTP turned red") && !sys.contains("ann@example.com"));
     let page = format!("/w/acme/providers/{provider}");
     assert!(
         admin.page(&page).await?.1.contains("badge red"),
@@ -300,7 +321,7 @@ async fn a_refused_sign_in_turns_the_provider_red_and_holds_its_messages(
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
     admin.post_form(&format!("{page}/check"), &[]).await?;
     let sent = settle(&app, &["sent"]).await?;
-    assert_eq!(sent.len(), 2);
+    assert_eq!(sent.len(), 3);
     assert_eq!(server.messages().len(), 2);
     Ok(())
 }
