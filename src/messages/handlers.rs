@@ -246,6 +246,9 @@ pub async fn show(
         return render(&MessageLive {
             message,
             events,
+            body,
+            provider: provider.unwrap_or_else(|| "—".into()),
+            sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
             can_act,
             here,
             slug,

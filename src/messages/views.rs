@@ -125,7 +125,7 @@ impl ComposePage {
     }
 }
 
-/// The live part of the message page (status, result, timeline), for polling.
+/// The live part of the message page (status, timeline, send record), for polling.
 #[derive(Template)]
 #[template(path = "messages/show.html", block = "live")]
 pub struct MessageLive {
@@ -133,6 +133,12 @@ pub struct MessageLive {
     pub message: Message,
     /// Events.
     pub events: Vec<MessageEvent>,
+    /// Its content.
+    pub body: Option<MessageBody>,
+    /// Provider name.
+    pub provider: String,
+    /// Who sent it.
+    pub sender: String,
     /// Whether the viewer may act.
     pub can_act: bool,
     /// This URL.

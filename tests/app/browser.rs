@@ -185,3 +185,100 @@ async fn setup_sign_in_and_overview_in_a_real_browser() -> TestResult {
     client.close().await?;
     result
 }
+
+async fn wait_for_text(
+    client: &Client,
+    css: &str,
+    text: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && element.text().await.unwrap_or_default().contains(text)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{css} never showed {text:?}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[actix_web::test]
+async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> TestResult {
+    let Some((driver, chromium)) =
+        chromedriver("add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser").await?
+    else {
+        return Ok(());
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    let admin = app.setup().await?;
+    let server = crate::smtp_server::SmtpServer::start().await?;
+    server.require_credentials("relay", "relay-secret");
+    let profile = tempfile::tempdir()?;
+    let client = connect(&driver, &chromium, profile.path()).await?;
+    let result = async {
+        // Sign in through the page (the harness's session is not the browser's).
+        client.goto(&format!("{}/login", app.base)).await?;
+        fill(&client, "f-email", ADMIN).await?;
+        fill(&client, "f-password", PASSWORD).await?;
+        client
+            .find(Locator::Css("form[action='/login'] button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_path(&client, "/w/acme/").await?;
+
+        client
+            .goto(&format!("{}/w/acme/providers/new?kind=smtp", app.base))
+            .await?;
+        fill(&client, "f-name", "Ops SMTP").await?;
+        fill(&client, "f-host", "127.0.0.1").await?;
+        client.find(Locator::Id("f-port")).await?.clear().await?;
+        fill(&client, "f-port", &server.port.to_string()).await?;
+        client
+            .find(Locator::Css("#f-tls option[value='none']"))
+            .await?
+            .click()
+            .await?;
+        fill(&client, "f-username", "relay").await?;
+        fill(&client, "f-password", "relay-secret").await?;
+        fill(&client, "f-account_address", "ops@example.com").await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".status-card", "active").await?;
+        screenshot(&client, "provider-active-1440.png").await?;
+
+        client.goto(&format!("{}/w/acme/compose", app.base)).await?;
+        fill(&client, "f-to", "ann@example.com").await?;
+        fill(&client, "f-subject", "Hello from the browser").await?;
+        fill(&client, "f-text", "It works.").await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        // The message page polls until the engine has sent it.
+        wait_for_text(&client, "#message-live .status-line", "sent").await?;
+        screenshot(&client, "message-sent-1440.png").await?;
+        client
+            .goto(&format!("{}/w/acme/messages", app.base))
+            .await?;
+        screenshot(&client, "history-1440.png").await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }
+    .await;
+    client.close().await?;
+    drop(admin);
+    result?;
+    let mail = server
+        .messages()
+        .pop()
+        .ok_or("the server got the message")?;
+    assert!(mail.data.contains("Subject: [Acme] Hello from the browser"));
+    Ok(())
+}

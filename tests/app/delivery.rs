@@ -158,6 +158,20 @@ async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
     ] {
         assert!(html.contains(field), "detail lacks {field}");
     }
+    // The polled fragment carries the whole record, so nothing on the page goes stale.
+    let fragment = admin
+        .client
+        .get(format!("{}/w/acme/messages/{}", admin.base, done[0].id))
+        .header("HX-Request", "true")
+        .header("HX-Target", "message-live")
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        !fragment.contains("<html") && fragment.contains("<dt>Successful</dt><dd>yes</dd>"),
+        "{fragment}"
+    );
     let (_, history) = admin.page("/w/acme/messages?tab=web").await?;
     assert!(history.contains("bob@example.com") && history.contains("badge green\">sent"));
     let (_, sys) = admin.page("/w/acme/messages?tab=sys").await?;
