@@ -130,10 +130,14 @@ async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
                 .contains(&format!("Message-ID: {}\r\n", row.message_id))
         );
         assert!(mail.data.contains("Cc: cat@example.com\r\n"));
+        let headers = mail.data.split("\r\n\r\n").next().unwrap_or_default();
         assert!(
-            !mail.data.to_lowercase().contains("bcc"),
+            !headers
+                .lines()
+                .any(|l| l.to_lowercase().starts_with("bcc:")),
             "BCC never in headers"
         );
+        assert!(!headers.contains("dan@example.com"), "nor its address");
         assert!(
             mail.data
                 .contains("From: \"Acme Ops\" <ops@example.com>\r\n"),
