@@ -124,6 +124,7 @@ pub async fn seed(
                 workspace_id: workspace,
                 text_body: text.clone(),
                 html_body: None,
+                attachments: 0,
                 created_at: db::now(),
             })
             .collect();

@@ -37,6 +37,7 @@ const KEYS: &[&str] = &[
     "system_smtp_tls",
     "system_smtp_username",
     "system_smtp_password",
+    "attachment_limit_mb",
 ];
 
 /// Log output format.
@@ -112,6 +113,8 @@ pub struct Settings {
     pub system_smtp_username: String,
     /// Its password.
     pub system_smtp_password: Option<String>,
+    /// Total size of the files attached to one compose, in MB.
+    pub attachment_limit_mb: usize,
 }
 
 impl Default for Settings {
@@ -143,6 +146,7 @@ impl Default for Settings {
             system_smtp_tls: "starttls".into(),
             system_smtp_username: String::new(),
             system_smtp_password: None,
+            attachment_limit_mb: 10,
         }
     }
 }

@@ -121,7 +121,8 @@ impl Application {
             .build();
             App::new()
                 .app_data(app_state.clone())
-                .app_data(web::FormConfig::default().limit(64 * 1024))
+                .app_data(web::FormConfig::default().limit(256 * 1024))
+                .app_data(multipart_config(app_state.settings.attachment_limit_mb))
                 .configure(crate::web::routes)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(AppError::NotFound)
@@ -199,6 +200,21 @@ impl Application {
         self.state.engine.stop(Duration::from_secs(10)).await;
         served
     }
+}
+
+/// Uploads: the attachment limit plus room for the text fields, in memory; anything larger
+/// is refused with a message that says so.
+fn multipart_config(limit_mb: usize) -> actix_multipart::form::MultipartFormConfig {
+    let limit = (limit_mb + 2) * 1024 * 1024;
+    actix_multipart::form::MultipartFormConfig::default()
+        .total_limit(limit)
+        .memory_limit(limit)
+        .error_handler(move |err, _req| {
+            AppError::Validation(format!(
+                "The upload could not be read ({err}). Files may total at most {limit_mb} MB."
+            ))
+            .into()
+        })
 }
 
 /// Resolves at SIGTERM or SIGINT, naming it.

@@ -151,7 +151,19 @@ diesel::table! {
         workspace_id -> BigInt,
         text_body -> Text,
         html_body -> Nullable<Text>,
+        attachments -> Integer,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    message_attachments (id) {
+        id -> BigInt,
+        body_id -> BigInt,
+        file_name -> Text,
+        content_type -> Text,
+        size -> BigInt,
+        data -> Binary,
     }
 }
 
@@ -185,5 +197,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     providers,
     messages,
     message_bodies,
+    message_attachments,
     message_events,
 );

@@ -41,6 +41,7 @@ pub fn notify_admins(
         workspace_id: workspace,
         text_body: crate::delivery::build::crlf(text),
         html_body: None,
+        attachments: 0,
         created_at: now,
     };
     let body_id = messages::insert_bodies(conn, &[body])?[0];

@@ -3,10 +3,11 @@
 //! the BCC recipients (never a header).
 
 use lettre::address::Envelope;
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment as Part, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message as Email};
 
-use crate::messages::model::{Message, MessageBody};
+use crate::messages::model::{Attachment, Message, MessageBody};
 
 /// A message that cannot be built (a stored address no longer parses): fails the message.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +21,11 @@ fn address(value: &str) -> Result<Address, BuildError> {
 }
 
 /// The envelope and the formatted message.
-pub fn build(message: &Message, body: &MessageBody) -> Result<(Envelope, Vec<u8>), BuildError> {
+pub fn build(
+    message: &Message,
+    body: &MessageBody,
+    files: &[Attachment],
+) -> Result<(Envelope, Vec<u8>), BuildError> {
     let from = address(&message.from_address)?;
     let name = (!message.from_name.is_empty()).then(|| message.from_name.clone());
     let mut builder = Email::builder()
@@ -38,12 +43,28 @@ pub fn build(message: &Message, body: &MessageBody) -> Result<(Envelope, Vec<u8>
     for bcc in message.bcc_list() {
         recipients.push(address(bcc)?);
     }
-    let email = match &body.html_body {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
-            body.text_body.clone(),
-            html.clone(),
-        )),
-        None => builder.singlepart(SinglePart::plain(body.text_body.clone())),
+    let text = body.text_body.clone();
+    let content = match &body.html_body {
+        Some(html) => MultiPart::alternative_plain_html(text, html.clone()),
+        None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
+    };
+    let email = if files.is_empty() {
+        match &body.html_body {
+            Some(_) => builder.multipart(content),
+            None => builder.singlepart(SinglePart::plain(body.text_body.clone())),
+        }
+    } else {
+        // multipart/mixed: the text (or text/HTML alternative) first, then each file.
+        let mut mixed = MultiPart::mixed().multipart(content);
+        for file in files {
+            let kind = ContentType::parse(&file.content_type).unwrap_or(
+                ContentType::parse("application/octet-stream")
+                    .map_err(|e| BuildError(e.to_string()))?,
+            );
+            mixed =
+                mixed.singlepart(Part::new(file.file_name.clone()).body(file.data.clone(), kind));
+        }
+        builder.multipart(mixed)
     }
     .map_err(|e| BuildError(e.to_string()))?;
     let envelope = Envelope::new(Some(from), recipients).map_err(|e| BuildError(e.to_string()))?;

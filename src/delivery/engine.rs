@@ -18,7 +18,7 @@ use super::build::build;
 use super::outcome::{Outcome, OutcomeKind, Reply, apply};
 use crate::crypto::Sealer;
 use crate::db::{self, Db};
-use crate::messages::model::{Message, MessageBody, MessageId};
+use crate::messages::model::{Attachment, Message, MessageBody, MessageId};
 use crate::messages::queries as messages;
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -239,6 +239,25 @@ async fn dispatch(
         })
         .await?;
     let rows: HashMap<ProviderId, Provider> = rows.into_iter().map(|p| (p.id, p)).collect();
+    // Files only for the contents that have any: most messages have none.
+    let with_files: Vec<i64> = bodies
+        .iter()
+        .filter(|b| b.attachments > 0)
+        .map(|b| b.id)
+        .collect();
+    let mut files: HashMap<i64, Vec<Attachment>> = HashMap::new();
+    if !with_files.is_empty() {
+        let found = ctx
+            .db
+            .run(move |conn| Ok(messages::find_attachments(conn, &with_files)?))
+            .await?;
+        for file in found {
+            files.entry(file.body_id).or_default().push(file);
+        }
+    }
+    let files: HashMap<i64, Arc<Vec<Attachment>>> =
+        files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    let no_files = Arc::new(Vec::new());
     let bodies: HashMap<i64, Arc<MessageBody>> =
         bodies.into_iter().map(|b| (b.id, Arc::new(b))).collect();
     for message in claimed {
@@ -254,9 +273,14 @@ async fn dispatch(
             let sender = senders
                 .entry(SYSTEM)
                 .or_insert_with(|| ProviderSender::start_system(ctx, done.clone()));
-            if let Err(mpsc::error::SendError(Job { message, .. })) =
-                sender.tx.send(Job { message, body })
-            {
+            if let Err(mpsc::error::SendError(Job { message, .. })) = sender.tx.send(Job {
+                files: files
+                    .get(&message.body_id)
+                    .cloned()
+                    .unwrap_or_else(|| no_files.clone()),
+                message,
+                body,
+            }) {
                 let _ = done.send(Outcome {
                     kind: OutcomeKind::Retry(Reply::text("the system pool closed")),
                     message,
@@ -289,8 +313,14 @@ async fn dispatch(
             }
         }
         if let Some(sender) = senders.get(&provider.id)
-            && let Err(mpsc::error::SendError(Job { message, .. })) =
-                sender.tx.send(Job { message, body })
+            && let Err(mpsc::error::SendError(Job { message, .. })) = sender.tx.send(Job {
+                files: files
+                    .get(&message.body_id)
+                    .cloned()
+                    .unwrap_or_else(|| no_files.clone()),
+                message,
+                body,
+            })
         {
             let _ = done.send(Outcome {
                 kind: OutcomeKind::Retry(Reply::text("the connection pool closed")),
@@ -312,6 +342,7 @@ fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::Naive
 struct Job {
     message: Message,
     body: Arc<MessageBody>,
+    files: Arc<Vec<Attachment>>,
 }
 
 /// One provider's pool: `max_connections` workers sharing a queue and its rate limits.
@@ -424,10 +455,15 @@ async fn worker(pool: Arc<Pool>) {
     let mut conn: Option<AsyncSmtpConnection> = None;
     loop {
         let next = pool.rx.lock().await.recv().await;
-        let Some(Job { message, body }) = next else {
+        let Some(Job {
+            message,
+            body,
+            files,
+        }) = next
+        else {
             break;
         };
-        let kind = deliver(&pool, &mut conn, &message, &body).await;
+        let kind = deliver(&pool, &mut conn, &message, &body, &files).await;
         let _ = pool.done.send(Outcome { message, kind });
     }
     if let Some(mut conn) = conn {
@@ -440,11 +476,12 @@ async fn deliver(
     conn: &mut Option<AsyncSmtpConnection>,
     message: &Message,
     body: &MessageBody,
+    files: &[Attachment],
 ) -> OutcomeKind {
     if let Some(reply) = pool.refused.lock().expect("lock").clone() {
         return OutcomeKind::ProviderRefused(reply);
     }
-    let (envelope, bytes) = match build(message, body) {
+    let (envelope, bytes) = match build(message, body, files) {
         Ok(built) => built,
         Err(e) => return OutcomeKind::Failed(Reply::text(&e.to_string())),
     };

@@ -7,7 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::model::{ComposeForm, MessageId, Origin};
+use actix_multipart::form::MultipartForm;
+
+use super::model::{ComposeForm, ComposeUpload, MessageId, Origin};
 use super::views::*;
 use super::{queries, service};
 use crate::error::AppError;
@@ -39,6 +41,7 @@ async fn compose_page(
         form,
         errors,
         site_name: ctx.workspace.site_name.clone(),
+        attachment_limit_mb: state.settings.attachment_limit_mb,
     })
 }
 
@@ -56,21 +59,36 @@ pub async fn compose_form(
     render(&compose_page(&state, &session, &ctx, form, FieldErrors::new()).await?)
 }
 
-/// `POST /w/{slug}/compose`: one message per To recipient, queued (or scheduled).
+/// `POST /w/{slug}/compose` (`multipart/form-data`): one message per To recipient,
+/// queued (or scheduled), with the files attached to each.
 pub async fn compose(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: Session,
     ctx: WorkspaceCtx,
-    form: web::Form<ComposeForm>,
+    upload: MultipartForm<ComposeUpload>,
 ) -> Result<HttpResponse, AppError> {
     ctx.require_composer()?;
-    let form = form.into_inner();
+    let (form, files) = upload.into_inner().split();
     let mut errors = FieldErrors::new();
-    let Some(input) = form.parse(&mut errors, state.settings.retry_count) else {
+    let limit = state.settings.attachment_limit_mb * 1024 * 1024;
+    let total: usize = files.iter().map(|(_, _, data)| data.len()).sum();
+    if total > limit {
+        errors.add(
+            "attachments",
+            format!(
+                "The files total {:.1} MB; at most {} MB can be attached.",
+                total as f64 / 1_048_576.0,
+                state.settings.attachment_limit_mb
+            ),
+        );
+    }
+    let parsed = form.parse(&mut errors, state.settings.retry_count);
+    let Some(mut input) = parsed.filter(|_| errors.is_empty()) else {
         let page = compose_page(&state, &session, &ctx, form, errors).await?;
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
+    input.files = files;
     let (workspace, user, session_id) =
         (ctx.workspace.clone(), ctx.user.id, ctx.session_id.clone());
     let count = input.to.len();
@@ -214,13 +232,17 @@ pub async fn show(
     path: web::Path<MessagePath>,
 ) -> Result<HttpResponse, AppError> {
     let (workspace, id) = (ctx.workspace.id, MessageId(path.id));
-    let (message, events, provider, sender, body) = state
+    let (message, events, provider, sender, (body, files)) = state
         .db
         .run(move |conn| {
             let message = queries::find_by_workspace_and_id(conn, workspace, id)?
                 .ok_or(AppError::NotFound)?;
             let events = queries::events_of(conn, id)?;
             let body = queries::find_bodies_in(conn, workspace, &[message.body_id])?.pop();
+            let files = match &body {
+                Some(b) if b.attachments > 0 => queries::list_attachments(conn, b.id)?,
+                _ => Vec::new(),
+            };
             let provider = match message.provider_id {
                 Some(p) => providers::find_by_workspace_and_id(conn, workspace, p)?.map(|p| p.name),
                 None => None,
@@ -231,7 +253,7 @@ pub async fn show(
                 }
                 None => None,
             };
-            Ok((message, events, provider, sender, body))
+            Ok((message, events, provider, sender, (body, files)))
         })
         .await?;
     let here = ctx.path(&format!("/messages/{}", path.id));
@@ -247,6 +269,7 @@ pub async fn show(
             message,
             events,
             body,
+            files,
             provider: provider.unwrap_or_else(|| "—".into()),
             sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
             can_act,
@@ -261,6 +284,7 @@ pub async fn show(
         message,
         events,
         body,
+        files,
         provider: provider.unwrap_or_else(|| "—".into()),
         sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
         can_act,

@@ -6,7 +6,7 @@ use diesel_derive_newtype::DieselNewType;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::model::UserId;
-use crate::db::schema::{message_bodies, message_events, messages};
+use crate::db::schema::{message_attachments, message_bodies, message_events, messages};
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
 
@@ -260,8 +260,26 @@ pub struct MessageBody {
     pub text_body: String,
     /// HTML (CRLF line endings).
     pub html_body: Option<String>,
+    /// How many files are attached.
+    pub attachments: i32,
     /// Creation time.
     pub created_at: NaiveDateTime,
+}
+
+/// A file attached to a content.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = message_attachments)]
+pub struct Attachment {
+    /// The content it belongs to.
+    pub body_id: i64,
+    /// File name (one line, as uploaded).
+    pub file_name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// The file.
+    pub data: Vec<u8>,
 }
 
 /// Content to store.
@@ -274,6 +292,8 @@ pub struct NewMessageBody {
     pub text_body: String,
     /// HTML.
     pub html_body: Option<String>,
+    /// How many files will be attached.
+    pub attachments: i32,
     /// Now.
     pub created_at: NaiveDateTime,
 }
@@ -344,6 +364,82 @@ pub struct ComposeForm {
     pub retry_count: String,
 }
 
+/// The compose form as uploaded (`multipart/form-data`, for the files).
+#[derive(actix_multipart::form::MultipartForm)]
+pub struct ComposeUpload {
+    provider: Option<Text<String>>,
+    to: Option<Text<String>>,
+    cc: Option<Text<String>>,
+    bcc: Option<Text<String>>,
+    subject: Option<Text<String>>,
+    text: Option<Text<String>>,
+    html: Option<Text<String>>,
+    send_at: Option<Text<String>>,
+    retry_count: Option<Text<String>>,
+    attachments: Vec<actix_multipart::form::bytes::Bytes>,
+}
+
+type Text<T> = actix_multipart::form::text::Text<T>;
+
+/// A file as uploaded: (name, MIME type, bytes).
+pub type Upload = (String, String, Vec<u8>);
+
+impl ComposeUpload {
+    /// The text fields as a form, and the files that were chosen (browsers send an empty
+    /// part when none was).
+    pub fn split(self) -> (ComposeForm, Vec<Upload>) {
+        let text = |t: Option<Text<String>>| t.map(|t| t.into_inner()).unwrap_or_default();
+        let files = self
+            .attachments
+            .into_iter()
+            .filter(|f| !f.data.is_empty() || f.file_name.as_deref().is_some_and(|n| !n.is_empty()))
+            .map(|f| {
+                let name = file_name(f.file_name.as_deref().unwrap_or_default());
+                let kind = f
+                    .content_type
+                    .map(|m| m.essence_str().to_owned())
+                    .filter(|m| m != "application/octet-stream")
+                    .unwrap_or_else(|| {
+                        mime_guess::from_path(&name)
+                            .first_or_octet_stream()
+                            .essence_str()
+                            .to_owned()
+                    });
+                (name, kind, f.data.to_vec())
+            })
+            .collect();
+        let form = ComposeForm {
+            provider: text(self.provider),
+            to: text(self.to),
+            cc: text(self.cc),
+            bcc: text(self.bcc),
+            subject: text(self.subject),
+            text: text(self.text),
+            html: text(self.html),
+            send_at: text(self.send_at),
+            retry_count: text(self.retry_count),
+        };
+        (form, files)
+    }
+}
+
+/// An uploaded file's name, made safe for a MIME header: the last path segment, no control
+/// characters or quotes, at most 200 characters.
+pub fn file_name(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = base
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(200)
+        .collect();
+    let clean = clean.trim().to_owned();
+    if clean.is_empty() {
+        "attachment".into()
+    } else {
+        clean
+    }
+}
+
 /// A parsed compose form.
 #[derive(Debug, Clone)]
 pub struct Compose {
@@ -365,6 +461,8 @@ pub struct Compose {
     pub send_at: Option<NaiveDateTime>,
     /// Retries.
     pub retry_count: i32,
+    /// Files to attach: (name, MIME type, bytes).
+    pub files: Vec<(String, String, Vec<u8>)>,
 }
 
 /// Most To recipients one compose takes.
@@ -463,6 +561,7 @@ impl ComposeForm {
             html,
             send_at: send_at?,
             retry_count: retry_count?,
+            files: Vec::new(),
         })
     }
 }
@@ -477,4 +576,22 @@ fn parse_send_at(input: &str) -> Result<Option<NaiveDateTime>, String> {
         .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
         .map(Some)
         .ok_or_else(|| format!("{value:?} is not a date and time like 2026-12-01T09:30 (UTC)."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn uploaded_file_names_are_made_safe_for_headers() {
+        assert_eq!(file_name("../../etc/passwd"), "passwd");
+        assert_eq!(file_name("C:\\Users\\me\\report.pdf"), "report.pdf");
+        assert_eq!(
+            file_name("a\r\nBcc: x@evil.example.txt"),
+            "aBcc: x@evil.example.txt"
+        );
+        assert_eq!(file_name("say \"hi\".txt"), "say hi.txt");
+        assert_eq!(file_name("   "), "attachment");
+        assert_eq!(file_name(&"x".repeat(500)).len(), 200);
+    }
 }

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::model::*;
 use crate::db::DbConn;
-use crate::db::schema::{message_bodies, message_events, messages};
+use crate::db::schema::{message_attachments, message_bodies, message_events, messages};
 use crate::per_backend;
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
@@ -43,6 +43,41 @@ pub fn insert_bodies(conn: &mut DbConn, rows: &[NewMessageBody]) -> QueryResult<
         ids.append(&mut chunk_ids);
     }
     Ok(ids)
+}
+
+/// Stores attached files.
+pub fn insert_attachments(conn: &mut DbConn, rows: &[Attachment]) -> QueryResult<()> {
+    for row in rows {
+        diesel::insert_into(message_attachments::table)
+            .values(row)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The files of these contents, in upload order.
+pub fn find_attachments(conn: &mut DbConn, body_ids: &[i64]) -> QueryResult<Vec<Attachment>> {
+    message_attachments::table
+        .filter(message_attachments::body_id.eq_any(body_ids))
+        .order(message_attachments::id.asc())
+        .select(Attachment::as_select())
+        .load(conn)
+}
+
+/// Names, types and sizes of a content's files (for the message page).
+pub fn list_attachments(
+    conn: &mut DbConn,
+    body_id: i64,
+) -> QueryResult<Vec<(String, String, i64)>> {
+    message_attachments::table
+        .filter(message_attachments::body_id.eq(body_id))
+        .order(message_attachments::id.asc())
+        .select((
+            message_attachments::file_name,
+            message_attachments::content_type,
+            message_attachments::size,
+        ))
+        .load(conn)
 }
 
 /// Contents by id (for the delivery engine, which serves every workspace).

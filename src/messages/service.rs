@@ -56,12 +56,25 @@ pub fn compose(
         workspace_id: workspace.id,
         text_body: input.text.clone(),
         html_body: input.html.clone(),
+        attachments: i32::try_from(input.files.len()).unwrap_or(i32::MAX),
         created_at: now,
     };
     let body_id = queries::insert_bodies(conn, &[body])?
         .first()
         .copied()
         .ok_or(AppError::NotFound)?;
+    let files: Vec<Attachment> = input
+        .files
+        .iter()
+        .map(|(name, content_type, data)| Attachment {
+            body_id,
+            file_name: name.clone(),
+            content_type: content_type.clone(),
+            size: i64::try_from(data.len()).unwrap_or(i64::MAX),
+            data: data.clone(),
+        })
+        .collect();
+    queries::insert_attachments(conn, &files)?;
     let rows: Vec<NewMessage> = input
         .to
         .iter()

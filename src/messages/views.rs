@@ -22,6 +22,8 @@ pub struct ComposePage {
     pub errors: FieldErrors,
     /// The subject prefix.
     pub site_name: String,
+    /// Attachment limit in MB.
+    pub attachment_limit_mb: usize,
 }
 
 /// A row of the history.
@@ -89,6 +91,8 @@ pub struct MessagePage {
     pub events: Vec<MessageEvent>,
     /// Its content.
     pub body: Option<MessageBody>,
+    /// Attached files: name, type, size.
+    pub files: Vec<(String, String, i64)>,
     /// Provider name.
     pub provider: String,
     /// Who sent it.
@@ -135,6 +139,8 @@ pub struct MessageLive {
     pub events: Vec<MessageEvent>,
     /// Its content.
     pub body: Option<MessageBody>,
+    /// Attached files: name, type, size.
+    pub files: Vec<(String, String, i64)>,
     /// Provider name.
     pub provider: String,
     /// Who sent it.

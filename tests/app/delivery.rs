@@ -76,6 +76,19 @@ async fn compose(
     provider: &str,
     fields: &[(&str, &str)],
 ) -> reqwest::Result<reqwest::Response> {
+    compose_at(admin, "acme", provider, fields, &[]).await
+}
+
+/// Posts the compose form as the page does (`multipart/form-data`, CSRF token in the
+/// header htmx sends), with files.
+async fn compose_at(
+    browser: &Browser,
+    slug: &str,
+    provider: &str,
+    fields: &[(&str, &str)],
+    files: &[(&str, &str, Vec<u8>)],
+) -> reqwest::Result<reqwest::Response> {
+    let token = browser.csrf().await?;
     let mut all = vec![
         ("provider", provider),
         ("subject", "Hello"),
@@ -83,7 +96,23 @@ async fn compose(
     ];
     all.retain(|(k, _)| !fields.iter().any(|(f, _)| f == k));
     all.extend_from_slice(fields);
-    admin.post_form("/w/acme/compose", &all).await
+    let mut form = reqwest::multipart::Form::new();
+    for (key, value) in all {
+        form = form.text(key.to_owned(), value.to_owned());
+    }
+    for (name, kind, data) in files {
+        let part = reqwest::multipart::Part::bytes(data.clone())
+            .file_name(name.to_string())
+            .mime_str(kind)?;
+        form = form.part("attachments", part);
+    }
+    browser
+        .client
+        .post(format!("{}/w/{slug}/compose", browser.base))
+        .header("X-CSRF-Token", token)
+        .multipart(form)
+        .send()
+        .await
 }
 
 async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
@@ -456,17 +485,7 @@ async fn only_editors_and_admins_compose_and_messages_stay_in_their_workspace(
         StatusCode::NOT_FOUND
     );
     // Beta cannot send through acme's provider.
-    let response = other
-        .post_form(
-            "/w/beta/compose",
-            &[
-                ("provider", provider.as_str()),
-                ("to", "x@example.com"),
-                ("subject", "s"),
-                ("text", "t"),
-            ],
-        )
-        .await?;
+    let response = compose_at(&other, "beta", &provider, &[("to", "x@example.com")], &[]).await?;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         response
@@ -532,3 +551,99 @@ async fn metrics_need_the_bearer_token_and_count_deliveries(backend: Backend) ->
     Ok(())
 }
 both!(metrics_need_the_bearer_token_and_count_deliveries);
+
+async fn attachments_ride_on_every_message(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    let files = vec![
+        ("report.txt", "text/plain", b"quarterly numbers".to_vec()),
+        (
+            "../../etc/pass\"wd",
+            "application/octet-stream",
+            vec![0u8, 1, 2, 3, 255],
+        ),
+    ];
+    let response = compose_at(
+        &admin,
+        "acme",
+        &provider,
+        &[("to", "ann@example.com, bob@example.com")],
+        &files,
+    )
+    .await?;
+    let status = response.status();
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        response
+            .text()
+            .await?
+            .split("<main")
+            .nth(1)
+            .unwrap_or_default()
+    );
+    let done = settle(&app, &["sent"]).await?;
+    assert_eq!(done.len(), 2);
+    for mail in server.messages() {
+        assert!(
+            mail.data.contains("Content-Type: multipart/mixed"),
+            "{}",
+            mail.data
+        );
+        assert!(mail.data.contains("filename=\"report.txt\""));
+        assert!(
+            mail.data.contains("filename=\"passwd\""),
+            "paths and quotes are stripped from names"
+        );
+        assert!(mail.data.contains("Hi there."));
+    }
+    let (_, html) = admin
+        .page(&format!("/w/acme/messages/{}", done[0].id))
+        .await?;
+    assert!(html.contains("report.txt") && html.contains("17 bytes"));
+    Ok(())
+}
+both!(attachments_ride_on_every_message);
+
+async fn attachments_over_the_limit_are_refused_with_the_limit_named(
+    backend: Backend,
+) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| s.attachment_limit_mb = 1).await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let provider = page.rsplit('/').next().ok_or("id")?.to_owned();
+    let big = vec![("big.bin", "application/octet-stream", vec![7u8; 1_600_000])];
+    let response = compose_at(
+        &admin,
+        "acme",
+        &provider,
+        &[("to", "ann@example.com")],
+        &big,
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text().await?;
+    assert!(
+        html.contains("id=\"e-attachments\"") && html.contains("at most 1 MB"),
+        "the error names the limit"
+    );
+    assert!(
+        html.contains("value=\"ann@example.com\"") || html.contains(">ann@example.com</textarea>"),
+        "typed values are kept"
+    );
+    let huge = vec![("huge.bin", "application/octet-stream", vec![7u8; 4_000_000])];
+    let response = compose_at(
+        &admin,
+        "acme",
+        &provider,
+        &[("to", "ann@example.com")],
+        &huge,
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await?.contains("at most 1 MB"));
+    assert!(rows(&app).await?.is_empty(), "nothing was stored");
+    Ok(())
+}
+both!(attachments_over_the_limit_are_refused_with_the_limit_named);

@@ -5,8 +5,20 @@ CREATE TABLE message_bodies (
     workspace_id BIGINT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
     text_body TEXT NOT NULL,
     html_body TEXT,
+    attachments INTEGER NOT NULL DEFAULT 0,
     created_at TIMESTAMP NOT NULL
 );
+
+-- Files attached to a content (uploaded in compose), sent with every message that uses it.
+CREATE TABLE message_attachments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body_id BIGINT NOT NULL REFERENCES message_bodies (id) ON DELETE CASCADE,
+    file_name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX message_attachments_body ON message_attachments (body_id);
 
 -- Messages: one row per recipient message; the log and the queue at once.
 -- A message is scheduled → queued → sending → sent | failed | cancelled (held while its
