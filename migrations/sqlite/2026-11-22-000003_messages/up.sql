@@ -59,7 +59,6 @@ CREATE INDEX messages_due ON messages (due_at, id) WHERE status IN ('scheduled',
 CREATE INDEX messages_leased ON messages (lease_until) WHERE status = 'sending';
 CREATE INDEX messages_held ON messages (provider_id) WHERE status = 'held';
 CREATE INDEX messages_log ON messages (workspace_id, origin, id);
-CREATE INDEX messages_body ON messages (body_id);
 
 -- Every attempt and state change of a message, with the SMTP reply.
 CREATE TABLE message_events (
