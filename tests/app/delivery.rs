@@ -647,3 +647,64 @@ async fn attachments_over_the_limit_are_refused_with_the_limit_named(
     Ok(())
 }
 both!(attachments_over_the_limit_are_refused_with_the_limit_named);
+
+async fn a_552_after_data_fails_at_once(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.fail(
+        Stage::Data,
+        Fault::Reply("552 5.2.2 Mailbox full".into()),
+        1,
+    );
+    compose(
+        &admin,
+        &provider,
+        &[("to", "full@example.com"), ("retry_count", "3")],
+    )
+    .await?;
+    let done = settle(&app, &["failed"]).await?;
+    assert_eq!(
+        (
+            done[0].attempts,
+            done[0].smtp_code,
+            done[0].smtp_enhanced.as_deref()
+        ),
+        (1, Some(552), Some("5.2.2"))
+    );
+    assert!(server.messages().is_empty());
+    Ok(())
+}
+both!(a_552_after_data_fails_at_once);
+
+async fn a_stalled_server_times_out_and_the_message_is_retried(backend: Backend) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.retry_base_secs = 0;
+        s.smtp_timeout_secs = 1;
+    })
+    .await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let provider = page.rsplit('/').next().ok_or("id")?.to_owned();
+    server.fail(Stage::Mail, Fault::Stall, 1);
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("retry_count", "2")],
+    )
+    .await?;
+    let done = settle(&app, &["sent", "failed"]).await?;
+    assert_eq!(
+        (done[0].status.as_str(), done[0].attempts),
+        ("sent", 2),
+        "{done:?}"
+    );
+    let (_, html) = admin
+        .page(&format!("/w/acme/messages/{}", done[0].id))
+        .await?;
+    assert!(
+        html.contains("no answer within"),
+        "the timeline names the timeout"
+    );
+    Ok(())
+}
+both!(a_stalled_server_times_out_and_the_message_is_retried);
