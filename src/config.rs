@@ -50,8 +50,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// All settings of a Mailroom process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// All settings of a Mailroom process. Its `Debug` never shows the secrets.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Address the console listens on.
@@ -115,6 +115,29 @@ pub struct Settings {
     pub system_smtp_password: Option<String>,
     /// Total size of the files attached to one compose, in MB.
     pub attachment_limit_mb: usize,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(|u| {
+                    crate::db::DbTarget::parse(u)
+                        .map(|t| t.masked())
+                        .unwrap_or_default()
+                }),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("secret_key", &hidden(&self.secret_key))
+            .field("public_url", &self.public_url)
+            .field("metrics_token", &hidden(&self.metrics_token))
+            .field("system_smtp_host", &self.system_smtp_host)
+            .field("system_smtp_password", &hidden(&self.system_smtp_password))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Settings {
@@ -236,6 +259,16 @@ impl Settings {
             return Err(bad(
                 "system_smtp_tls",
                 "must be starttls, tls or none".into(),
+            ));
+        }
+        if self
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return Err(bad(
+                "metrics_token",
+                "must be at least 16 characters (or unset to turn /metrics off)".into(),
             ));
         }
         if !(0..=10).contains(&self.retry_count) {

@@ -192,6 +192,8 @@ impl Application {
             served = &mut server => served.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             signal = shutdown_signal() => {
                 tracing::info!(signal, "stopping: no new requests or claims; finishing what is in flight");
+                // Stop claiming at once; the HTTP drain and the engine's grace overlap.
+                self.state.engine.stop_now();
                 handle.stop(true).await;
                 Ok(())
             }

@@ -18,7 +18,7 @@ use super::build::build;
 use super::outcome::{Outcome, OutcomeKind, Reply, apply};
 use crate::crypto::Sealer;
 use crate::db::{self, Db};
-use crate::messages::model::{Attachment, Message, MessageBody, MessageId};
+use crate::messages::model::{Attachment, Message, MessageBody, MessageId, Origin};
 use crate::messages::queries as messages;
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -53,6 +53,7 @@ pub(crate) struct Ctx {
     room: Notify,
     wake: Arc<Notify>,
     stopping: AtomicBool,
+    closing: AtomicBool,
     started: Mutex<HashSet<MessageId>>,
     hello: ClientId,
     system: super::system::SystemProvider,
@@ -96,14 +97,13 @@ impl EngineHandle {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let started: Vec<MessageId> = self
-            .ctx
-            .started
-            .lock()
-            .expect("lock")
-            .iter()
-            .copied()
-            .collect();
+        // From here no worker starts another message; the snapshot is taken under the same
+        // lock, so every started one is flagged and every other one is given back.
+        let started: Vec<MessageId> = {
+            let started = self.ctx.started.lock().expect("lock");
+            self.ctx.closing.store(true, Ordering::Release);
+            started.iter().copied().collect()
+        };
         let owner = self.ctx.owner.clone();
         match self
             .ctx
@@ -142,6 +142,7 @@ pub fn start(
         room: Notify::new(),
         wake: Arc::new(Notify::new()),
         stopping: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         started: Mutex::new(HashSet::new()),
         hello: ClientId::default(),
         system,
@@ -229,7 +230,7 @@ async fn dispatch(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let (rows, bodies) = ctx
+    let (rows, bodies) = match ctx
         .db
         .run(move |conn| {
             Ok((
@@ -237,7 +238,11 @@ async fn dispatch(
                 messages::find_bodies(conn, &body_ids)?,
             ))
         })
-        .await?;
+        .await
+    {
+        Ok(loaded) => loaded,
+        Err(e) => return Err(give_back(claimed, done, e)),
+    };
     let rows: HashMap<ProviderId, Provider> = rows.into_iter().map(|p| (p.id, p)).collect();
     // Files only for the contents that have any: most messages have none.
     let with_files: Vec<i64> = bodies
@@ -247,10 +252,14 @@ async fn dispatch(
         .collect();
     let mut files: HashMap<i64, Vec<Attachment>> = HashMap::new();
     if !with_files.is_empty() {
-        let found = ctx
+        let found = match ctx
             .db
             .run(move |conn| Ok(messages::find_attachments(conn, &with_files)?))
-            .await?;
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Err(give_back(claimed, done, e)),
+        };
         for file in found {
             files.entry(file.body_id).or_default().push(file);
         }
@@ -268,6 +277,13 @@ async fn dispatch(
             });
             continue;
         };
+        if message.provider_id.is_none() && message.origin != Origin::Sys.as_str() {
+            let _ = done.send(Outcome {
+                kind: OutcomeKind::Failed(Reply::text("its provider was deleted")),
+                message,
+            });
+            continue;
+        }
         if message.provider_id.is_none() {
             // Mailroom's own mail: through the system provider.
             let sender = senders
@@ -304,8 +320,12 @@ async fn dispatch(
                     senders.insert(provider.id, sender);
                 }
                 Err(e) => {
+                    // Its password cannot be opened (the secret key changed): like a
+                    // refused sign-in, the provider turns red and its mail is held.
                     let _ = done.send(Outcome {
-                        kind: OutcomeKind::Retry(Reply::text(&e.to_string())),
+                        kind: OutcomeKind::ProviderRefused(Reply::text(&format!(
+                            "{e}: enter the password again on the provider's page"
+                        ))),
                         message,
                     });
                     continue;
@@ -329,6 +349,24 @@ async fn dispatch(
         }
     }
     Ok(())
+}
+
+/// Claimed messages whose data could not be read go back as a retry, so none is left
+/// claimed and forgotten while this node renews its leases.
+fn give_back(
+    claimed: Vec<Message>,
+    done: &OutcomeTx,
+    error: crate::error::AppError,
+) -> crate::error::AppError {
+    for message in claimed {
+        let _ = done.send(Outcome {
+            kind: OutcomeKind::Retry(Reply::text(&format!(
+                "its content could not be read: {error}"
+            ))),
+            message,
+        });
+    }
+    error
 }
 
 /// The key of the system provider's pool (no stored provider has id 0).
@@ -362,6 +400,8 @@ enum Transport {
 struct Pool {
     ctx: Arc<Ctx>,
     name: String,
+    /// The system provider's pool.
+    system: bool,
     transport: Transport,
     limits: Vec<DefaultDirectRateLimiter>,
     /// Set when the provider refused the sign-in: everything left is held, nothing sent.
@@ -394,6 +434,7 @@ impl ProviderSender {
         let pool = Arc::new(Pool {
             ctx: ctx.clone(),
             name: provider.name.clone(),
+            system: false,
             transport: Transport::Smtp(endpoint, ctx.egress.clone()),
             limits,
             refused: Mutex::new(None),
@@ -431,6 +472,7 @@ impl ProviderSender {
         let pool = Arc::new(Pool {
             ctx: ctx.clone(),
             name: "system".into(),
+            system: true,
             transport,
             limits: Vec::new(),
             refused: Mutex::new(None),
@@ -451,8 +493,12 @@ impl ProviderSender {
 }
 
 /// One SMTP connection of a pool: opened on first need, reused, reopened after a failure.
+/// How long a pooled connection may sit idle before it is probed before use.
+const IDLE_PROBE: Duration = Duration::from_secs(20);
+
 async fn worker(pool: Arc<Pool>) {
     let mut conn: Option<AsyncSmtpConnection> = None;
+    let mut last_used = std::time::Instant::now();
     loop {
         let next = pool.rx.lock().await.recv().await;
         let Some(Job {
@@ -463,7 +509,16 @@ async fn worker(pool: Arc<Pool>) {
         else {
             break;
         };
+        // A connection idle for a while may have been closed by the server: ask (NOOP)
+        // before spending an attempt on it.
+        if let Some(open) = conn.as_mut()
+            && last_used.elapsed() > IDLE_PROBE
+            && !open.test_connected().await
+        {
+            conn = None;
+        }
         let kind = deliver(&pool, &mut conn, &message, &body, &files).await;
+        last_used = std::time::Instant::now();
         let _ = pool.done.send(Outcome { message, kind });
     }
     if let Some(mut conn) = conn {
@@ -505,7 +560,9 @@ async fn deliver(
     if conn.is_none() {
         match smtp::connect(endpoint, egress, pool.ctx.cfg.smtp_timeout, &pool.ctx.hello).await {
             Ok(opened) => *conn = Some(opened),
-            Err(failure) if failure.is_auth_failure() => {
+            // The system provider is the operator's: its mail is never held (nothing would
+            // release it); it is retried like any temporary failure.
+            Err(failure) if failure.is_auth_failure() && !pool.system => {
                 let reply = Reply::from_failure(&failure);
                 *pool.refused.lock().expect("lock") = Some(reply.clone());
                 tracing::warn!(provider = %pool.name, detail = %failure, "provider refused the sign-in; holding its messages");
@@ -517,12 +574,19 @@ async fn deliver(
     let Some(open) = conn.as_mut() else {
         return OutcomeKind::Retry(Reply::text("no connection"));
     };
-    pool.ctx.started.lock().expect("lock").insert(message.id);
+    {
+        // At a graceful stop the untouched messages are given back; one that is given
+        // back must not be sent as well.
+        let mut started = pool.ctx.started.lock().expect("lock");
+        if pool.ctx.closing.load(Ordering::Acquire) {
+            return OutcomeKind::Retry(Reply::text("stopping"));
+        }
+        started.insert(message.id);
+    }
     let clock = std::time::Instant::now();
     let sent =
         tokio::time::timeout(pool.ctx.cfg.smtp_timeout * 4, open.send(&envelope, &bytes)).await;
     pool.latency.observe(clock.elapsed().as_secs_f64());
-    pool.ctx.started.lock().expect("lock").remove(&message.id);
     match sent {
         Ok(Ok(response)) => OutcomeKind::Sent(Reply::from_response(&response)),
         Ok(Err(e)) => {
@@ -531,12 +595,16 @@ async fn deliver(
             let failure = SmtpFailure::from(e);
             match failure.code {
                 Some(code) if code >= 500 => OutcomeKind::Failed(Reply::from_failure(&failure)),
-                _ => OutcomeKind::Retry(Reply::from_failure(&failure)),
+                Some(_) => OutcomeKind::Retry(Reply::from_failure(&failure)),
+                // Refused on our side (e.g. an address the server cannot take): final.
+                None if failure.client => OutcomeKind::Failed(Reply::from_failure(&failure)),
+                // No reply after the exchange began: it may have been accepted.
+                None => OutcomeKind::CutOff(Reply::from_failure(&failure)),
             }
         }
         Err(_) => {
             *conn = None;
-            OutcomeKind::Retry(Reply::text(&format!(
+            OutcomeKind::CutOff(Reply::text(&format!(
                 "no answer within {} s",
                 (pool.ctx.cfg.smtp_timeout * 4).as_secs()
             )))
@@ -557,6 +625,7 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
         }
         let count = batch.len();
         let tallies: Vec<(String, &'static str)> = batch.iter().map(tally).collect();
+        let ids: Vec<MessageId> = batch.iter().map(|o| o.message.id).collect();
         let (owner, base, from) = (
             ctx.owner.clone(),
             ctx.cfg.retry_base,
@@ -599,6 +668,12 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
             };
             counter.with_label_values(&[provider.as_str()]).inc();
         }
+        {
+            let mut started = ctx.started.lock().expect("lock");
+            for id in &ids {
+                started.remove(id);
+            }
+        }
         ctx.recorded.fetch_add(count as u64, Ordering::AcqRel);
         ctx.in_flight.fetch_sub(count, Ordering::AcqRel);
         ctx.room.notify_one();
@@ -619,6 +694,10 @@ fn tally(outcome: &Outcome) -> (String, &'static str) {
             "retried"
         }
         OutcomeKind::Retry(_) => "failed",
+        OutcomeKind::CutOff(_) if outcome.message.attempts < outcome.message.max_attempts => {
+            "retried"
+        }
+        OutcomeKind::CutOff(_) => "failed",
         OutcomeKind::ProviderRefused(_) => "held",
     };
     (provider, kind)

@@ -87,8 +87,12 @@ pub enum OutcomeKind {
     Sent(Reply),
     /// 5xx, or a message that cannot be built: failed at once.
     Failed(Reply),
-    /// 4xx, a timeout or a dropped connection: again later, while retries last.
+    /// 4xx, or no connection: again later, while retries last.
     Retry(Reply),
+    /// The exchange broke off without a reply after it began (timeout, dropped
+    /// connection): the server may have accepted the message, so the retry is flagged as a
+    /// possible duplicate.
+    CutOff(Reply),
     /// The provider refused the sign-in: hold, do not fail.
     ProviderRefused(Reply),
 }
@@ -139,6 +143,8 @@ pub fn apply(
             sent_at: None,
             hold_reason: None,
             uncount_attempt: false,
+            possible_duplicate: false,
+            attempt: message.attempts,
         };
         let (finish, event, detail) = match &kind {
             OutcomeKind::Sent(reply) => (
@@ -151,6 +157,41 @@ pub fn apply(
             ),
             OutcomeKind::Failed(reply) => {
                 (base(Status::Failed, reply), "failed", reply.text.clone())
+            }
+            OutcomeKind::CutOff(reply) if message.attempts < message.max_attempts => {
+                let delay = backoff(retry_base, message.attempts);
+                let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                let detail = format!(
+                    "{} — cut off after the message began; may have been delivered; attempt {} of {}; next in {} s",
+                    reply.text,
+                    message.attempts,
+                    message.max_attempts,
+                    delay.as_secs()
+                );
+                (
+                    Finish {
+                        due_at: Some(due),
+                        possible_duplicate: true,
+                        ..base(Status::Queued, reply)
+                    },
+                    "retry",
+                    detail,
+                )
+            }
+            OutcomeKind::CutOff(reply) => {
+                let detail = format!(
+                    "{} — cut off after the message began (may have been delivered); no retries left",
+                    reply.text
+                );
+                (
+                    Finish {
+                        result: detail.clone(),
+                        possible_duplicate: true,
+                        ..base(Status::Failed, reply)
+                    },
+                    "failed",
+                    detail,
+                )
             }
             OutcomeKind::Retry(reply) if message.attempts < message.max_attempts => {
                 let delay = backoff(retry_base, message.attempts);

@@ -120,7 +120,7 @@ const CLAIM_SQL: &str = "UPDATE messages SET status = 'sending', lease_owner = $
      WHERE id IN (SELECT m.id FROM messages m \
         WHERE m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
         AND (m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
-             OR m.provider_id IS NULL) \
+             OR (m.provider_id IS NULL AND m.origin = 'sys')) \
         ORDER BY m.due_at, m.id LIMIT $4 {lock}) \
      RETURNING *";
 
@@ -229,6 +229,11 @@ pub struct Finish {
     pub hold_reason: Option<&'static str>,
     /// The attempt did not reach the server (held before MAIL): do not count it.
     pub uncount_attempt: bool,
+    /// The attempt may have been accepted (cut off after DATA began): flag it.
+    pub possible_duplicate: bool,
+    /// The attempt number as claimed: an outcome of an older claim never overwrites a
+    /// newer one.
+    pub attempt: i32,
 }
 
 /// Writes an attempt's outcome, only while this node still holds the lease (a message
@@ -237,6 +242,7 @@ pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) ->
     let target = messages::table
         .filter(messages::id.eq(f.id))
         .filter(messages::lease_owner.eq(owner))
+        .filter(messages::attempts.eq(f.attempt))
         .filter(messages::status.eq(Status::Sending.as_str()));
     let mut changed = diesel::update(target)
         .set((
@@ -247,6 +253,9 @@ pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) ->
             messages::sent_at.eq(f.sent_at),
             messages::hold_reason.eq(f.hold_reason),
             messages::attempts.eq(messages::attempts - i32::from(f.uncount_attempt)),
+            messages::possible_duplicate.eq(messages::possible_duplicate.or(
+                diesel::IntoSql::into_sql::<diesel::sql_types::Bool>(f.possible_duplicate),
+            )),
             messages::lease_owner.eq(None::<String>),
             messages::lease_until.eq(None::<NaiveDateTime>),
             messages::updated_at.eq(now),
@@ -267,11 +276,12 @@ pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) ->
 const FINISH_MANY_PG: &str = "UPDATE messages AS m SET \
      status = v.status, result = v.result, smtp_code = v.smtp_code, smtp_enhanced = v.smtp_enhanced, \
      sent_at = v.sent_at, hold_reason = v.hold_reason, attempts = m.attempts - v.uncount, \
-     due_at = COALESCE(v.due_at, m.due_at), lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+     due_at = COALESCE(v.due_at, m.due_at), lease_owner = NULL, lease_until = NULL, updated_at = $1, \
+     possible_duplicate = m.possible_duplicate OR v.flag \
      FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::timestamp[], \
-                 $8::text[], $9::int[], $10::timestamp[]) \
-          AS v(id, status, result, smtp_code, smtp_enhanced, sent_at, hold_reason, uncount, due_at) \
-     WHERE m.id = v.id AND m.lease_owner = $11 AND m.status = 'sending' \
+                 $8::text[], $9::int[], $10::timestamp[], $12::bool[], $13::int[]) \
+          AS v(id, status, result, smtp_code, smtp_enhanced, sent_at, hold_reason, uncount, due_at, flag, attempt) \
+     WHERE m.id = v.id AND m.lease_owner = $11 AND m.status = 'sending' AND m.attempts = v.attempt \
      RETURNING m.id";
 
 #[derive(QueryableByName)]
@@ -320,6 +330,13 @@ pub fn finish_many(
                     batch.iter().map(|f| f.due_at).collect::<Vec<_>>(),
                 )
                 .bind::<Text, _>(owner)
+                .bind::<Array<diesel::sql_types::Bool>, _>(
+                    batch
+                        .iter()
+                        .map(|f| f.possible_duplicate)
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Integer>, _>(batch.iter().map(|f| f.attempt).collect::<Vec<_>>())
                 .load(c)?;
             Ok(written.into_iter().map(|w| MessageId(w.id)).collect())
         }
@@ -357,28 +374,66 @@ pub fn hold_for_provider(
     .execute(conn)
 }
 
-/// Releases what was held for a provider that checks green again.
+/// Releases what was held for a provider that checks green again: due now, or at its
+/// send-at if that is still ahead (scheduled again).
 pub fn release_for_provider(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     provider: ProviderId,
     now: NaiveDateTime,
 ) -> QueryResult<Vec<(MessageId, i32)>> {
-    diesel::update(
+    let held = || {
         messages::table
             .filter(messages::workspace_id.eq(workspace))
             .filter(messages::provider_id.eq(provider))
             .filter(messages::status.eq(Status::Held.as_str()))
-            .filter(messages::hold_reason.eq("provider")),
+            .filter(messages::hold_reason.eq("provider"))
+    };
+    let mut released: Vec<(MessageId, i32)> =
+        diesel::update(held().filter(messages::send_at.gt(now)))
+            .set((
+                messages::status.eq(Status::Scheduled.as_str()),
+                messages::hold_reason.eq(None::<String>),
+                messages::due_at.eq(messages::send_at.assume_not_null()),
+                messages::updated_at.eq(now),
+            ))
+            .returning((messages::id, messages::attempts))
+            .get_results(conn)?;
+    released.extend(
+        diesel::update(held())
+            .set((
+                messages::status.eq(Status::Queued.as_str()),
+                messages::hold_reason.eq(None::<String>),
+                messages::due_at.eq(now),
+                messages::updated_at.eq(now),
+            ))
+            .returning((messages::id, messages::attempts))
+            .get_results::<(MessageId, i32)>(conn)?,
+    );
+    Ok(released)
+}
+
+/// Cancels what a deleted provider would still have sent (in the deletion's transaction):
+/// with no provider left it must not go out any other way.
+pub fn cancel_for_provider(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    provider: ProviderId,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        messages::table
+            .filter(messages::workspace_id.eq(workspace))
+            .filter(messages::provider_id.eq(provider))
+            .filter(messages::status.eq_any(["scheduled", "queued", "held"])),
     )
     .set((
-        messages::status.eq(Status::Queued.as_str()),
+        messages::status.eq(Status::Cancelled.as_str()),
         messages::hold_reason.eq(None::<String>),
-        messages::due_at.eq(now),
+        messages::result.eq("cancelled: its provider was deleted"),
         messages::updated_at.eq(now),
     ))
-    .returning((messages::id, messages::attempts))
-    .get_results(conn)
+    .execute(conn)
 }
 
 /// One message of the workspace.
@@ -472,7 +527,12 @@ pub fn requeue_failed(
     let target = messages::table
         .filter(messages::workspace_id.eq(workspace))
         .filter(messages::id.eq(id))
-        .filter(messages::status.eq(Status::Failed.as_str()));
+        .filter(messages::status.eq(Status::Failed.as_str()))
+        .filter(
+            messages::provider_id
+                .is_not_null()
+                .or(messages::origin.eq(Origin::Sys.as_str())),
+        );
     let changed = diesel::update(target)
         .set((
             messages::status.eq(Status::Queued.as_str()),

@@ -19,6 +19,8 @@ const REFUSED: &[(&str, &str)] = &[
     ("fe80::/10", "link-local"),
     ("fd00:ec2::254/128", "cloud metadata"),
     ("100.100.100.200/32", "cloud metadata"),
+    ("168.63.129.16/32", "cloud metadata"),
+    ("192.0.0.192/32", "cloud metadata"),
     ("224.0.0.0/4", "multicast"),
     ("ff00::/8", "multicast"),
     ("255.255.255.255/32", "broadcast"),
@@ -46,19 +48,44 @@ impl EgressPolicy {
         Ok(Self { allowed })
     }
 
-    /// Why an address is refused, or `None` when it may be used.
+    /// Why an address is refused, or `None` when it may be used. An IPv6 address that
+    /// carries an IPv4 one (mapped `::ffff:0:0/96`, compatible `::/96`, NAT64 `64:ff9b::/96`,
+    /// 6to4 `2002::/16`) is judged by that IPv4 address too, so `::ffff:169.254.169.254` or
+    /// `64:ff9b::a9fe:a9fe` cannot reach a metadata service.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
         if self.allowed.iter().any(|net| net.contains(&ip)) {
             return None;
         }
-        REFUSED
-            .iter()
-            .find(|(net, _)| net.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
-            .map(|(_, why)| *why)
+        let mut candidates = vec![ip];
+        if let IpAddr::V6(v6) = ip {
+            let o = v6.octets();
+            let embedded =
+                |a: u8, b: u8, c: u8, d: u8| IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d));
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                candidates.push(IpAddr::V4(v4));
+            }
+            if o[..12] == [0; 12] && v6.segments()[6] != 0 {
+                candidates.push(embedded(o[12], o[13], o[14], o[15])); // ::a.b.c.d
+            }
+            if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                candidates.push(embedded(o[12], o[13], o[14], o[15])); // NAT64
+            }
+            if v6.segments()[0] == 0x2002 {
+                candidates.push(embedded(o[2], o[3], o[4], o[5])); // 6to4
+            }
+        }
+        for candidate in candidates {
+            if self.allowed.iter().any(|net| net.contains(&candidate)) {
+                continue;
+            }
+            if let Some((_, why)) = REFUSED
+                .iter()
+                .find(|(net, _)| net.parse::<IpNet>().is_ok_and(|n| n.contains(&candidate)))
+            {
+                return Some(why);
+            }
+        }
+        None
     }
 
     /// Resolves `host:port` and checks every address; returns the addresses to connect to.

@@ -103,7 +103,8 @@ async fn parse_and_police(
         ));
     }
     for (field, host, port) in hosts {
-        if let Err(EgressError::Refused(why)) = state.egress.resolve(&host, port).await {
+        let lookup = tokio::time::timeout(timeout(state), state.egress.resolve(&host, port)).await;
+        if let Ok(Err(EgressError::Refused(why))) = lookup {
             errors.add(field, why);
         }
     }
@@ -384,7 +385,7 @@ pub async fn update(
         );
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
-    let endpoint = service::endpoint(&stored, &state.sealer)?;
+    let endpoint = service::endpoint_for_check(&stored, &state.sealer);
     let outcome = check_and_record(&state, &ctx, stored.id, endpoint).await?;
     flash_outcome(&session, &stored.name, "saved ", &outcome);
     Ok(htmx::redirect(
@@ -403,7 +404,7 @@ pub async fn check(
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     let provider = load(&state, &ctx, path.id).await?;
-    let endpoint = service::endpoint(&provider, &state.sealer)?;
+    let endpoint = service::endpoint_for_check(&provider, &state.sealer);
     let outcome = check_and_record(&state, &ctx, provider.id, endpoint).await?;
     flash_outcome(&session, &provider.name, "checked ", &outcome);
     Ok(htmx::redirect(

@@ -307,6 +307,8 @@ impl Settings {
             || i32::from(self.port) != old.port
             || self.tls.as_str() != old.tls
             || self.username != old.username
+            || self.imap_host != old.imap_host
+            || self.imap_port != old.imap_port
     }
 }
 
@@ -379,8 +381,8 @@ impl<'a> ProviderRow<'a> {
 }
 
 /// The provider form as submitted (every field a string, so a wrong one gets a message
-/// next to it instead of a 400 for the whole form).
-#[derive(Debug, Default, Clone, Deserialize)]
+/// next to it instead of a 400 for the whole form). Its `Debug` never shows the password.
+#[derive(Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct ProviderForm {
     /// Name.
@@ -417,6 +419,19 @@ pub struct ProviderForm {
     pub imap_host: String,
     /// IMAP port.
     pub imap_port: String,
+}
+
+impl std::fmt::Debug for ProviderForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderForm")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProviderForm {

@@ -177,6 +177,11 @@ pub fn delete(
 ) -> Result<Provider, AppError> {
     let provider =
         queries::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+    let cancelled =
+        crate::messages::queries::cancel_for_provider(conn, workspace.id, id, db::now())?;
+    if cancelled > 0 {
+        tracing::info!(cancelled, provider = %provider.name, "unsent messages of a deleted provider cancelled");
+    }
     queries::delete(conn, workspace.id, id)?;
     audit::record(
         conn,
@@ -205,5 +210,21 @@ pub fn endpoint(provider: &Provider, sealer: &Sealer) -> Result<Endpoint, AppErr
         tls: provider.tls(),
         username: provider.username.clone(),
         password,
+    })
+}
+
+/// Like [`endpoint`], for a check: a stored password that cannot be opened (the secret key
+/// changed) counts as none, so the check turns the provider red with "no password is
+/// stored" instead of failing the request.
+pub fn endpoint_for_check(provider: &Provider, sealer: &Sealer) -> Endpoint {
+    endpoint(provider, sealer).unwrap_or_else(|e| {
+        tracing::warn!(provider = %provider.name, error = %e, "stored provider password cannot be decrypted");
+        Endpoint {
+            host: provider.host.clone(),
+            port: u16::try_from(provider.port).unwrap_or(587),
+            tls: provider.tls(),
+            username: provider.username.clone(),
+            password: None,
+        }
     })
 }

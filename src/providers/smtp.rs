@@ -49,6 +49,9 @@ pub struct SmtpFailure {
     pub code: Option<u16>,
     /// What happened, e.g. `535 5.7.8 Authentication credentials invalid`.
     pub detail: String,
+    /// Refused by the client side (e.g. an address the server cannot take): retrying
+    /// cannot help.
+    pub client: bool,
 }
 
 impl SmtpFailure {
@@ -56,6 +59,7 @@ impl SmtpFailure {
         Self {
             code: None,
             detail: detail.into(),
+            client: false,
         }
     }
 
@@ -85,7 +89,11 @@ fn from_lettre(e: lettre::transport::smtp::Error) -> SmtpFailure {
         }
         None => text,
     };
-    SmtpFailure { code, detail }
+    SmtpFailure {
+        code,
+        detail,
+        client: e.is_client(),
+    }
 }
 
 /// Opens an authenticated connection, or says why not.

@@ -498,8 +498,10 @@ async fn only_editors_and_admins_compose_and_messages_stay_in_their_workspace(
 both!(only_editors_and_admins_compose_and_messages_stay_in_their_workspace);
 
 async fn metrics_need_the_bearer_token_and_count_deliveries(backend: Backend) -> TestResult {
-    let app =
-        TestApp::spawn_with(backend, |s| s.metrics_token = Some("metrics-secret".into())).await?;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.metrics_token = Some("metrics-secret-token-1234".into())
+    })
+    .await?;
     let admin = app.setup().await?;
     let server = SmtpServer::start().await?;
     let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
@@ -518,7 +520,7 @@ async fn metrics_need_the_bearer_token_and_count_deliveries(backend: Backend) ->
     );
     let response = client
         .get(&url)
-        .bearer_auth("metrics-secret")
+        .bearer_auth("metrics-secret-token-1234")
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::OK);
@@ -708,3 +710,59 @@ async fn a_stalled_server_times_out_and_the_message_is_retried(backend: Backend)
     Ok(())
 }
 both!(a_stalled_server_times_out_and_the_message_is_retried);
+
+async fn deleting_a_provider_cancels_its_unsent_mail(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("send_at", "2999-01-01T09:00")],
+    )
+    .await?;
+    let response = admin
+        .post_form(&format!("/w/acme/providers/{provider}/delete"), &[])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let after = rows(&app).await?;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].status, "cancelled");
+    assert!(after[0].result.contains("its provider was deleted"));
+    // Retry now cannot send it some other way, and nothing reached the outbox.
+    admin
+        .post_form(&format!("/w/acme/messages/{}/retry", after[0].id), &[])
+        .await?;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rows(&app).await?[0].status, "cancelled");
+    assert!(
+        !app.dir.path().join("outbox").exists(),
+        "nothing went through the system provider"
+    );
+    assert!(server.messages().is_empty());
+    Ok(())
+}
+both!(deleting_a_provider_cancels_its_unsent_mail);
+
+async fn a_send_cut_off_after_data_began_is_flagged_as_a_possible_duplicate(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.fail(Stage::Data, Fault::Drop, 1);
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com"), ("retry_count", "2")],
+    )
+    .await?;
+    let done = settle(&app, &["sent"]).await?;
+    assert_eq!(done[0].attempts, 2);
+    let (_, html) = admin
+        .page(&format!("/w/acme/messages/{}", done[0].id))
+        .await?;
+    assert!(
+        html.contains("<dt>Possible duplicate</dt><dd>yes"),
+        "the cut-off attempt may have been delivered"
+    );
+    assert!(html.contains("may have been delivered"));
+    Ok(())
+}
+both!(a_send_cut_off_after_data_began_is_flagged_as_a_possible_duplicate);
