@@ -55,6 +55,8 @@ pub(crate) struct Ctx {
     stopping: AtomicBool,
     closing: AtomicBool,
     started: Mutex<HashSet<MessageId>>,
+    /// Per provider: messages held by this node and the most it may hold.
+    per_provider: Mutex<HashMap<ProviderId, (usize, usize)>>,
     hello: ClientId,
     system: super::system::SystemProvider,
 }
@@ -144,6 +146,7 @@ pub fn start(
         stopping: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         started: Mutex::new(HashSet::new()),
+        per_provider: Mutex::new(HashMap::new()),
         hello: ClientId::default(),
         system,
     });
@@ -159,6 +162,53 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "node".into())
+}
+
+impl Ctx {
+    /// Providers that hold as many messages as they may.
+    fn saturated(&self) -> Vec<ProviderId> {
+        self.per_provider
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, (held, cap))| held >= cap)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn hold(&self, provider: ProviderId, cap: usize) {
+        let mut counts = self.per_provider.lock().expect("lock");
+        let entry = counts.entry(provider).or_insert((0, cap));
+        entry.0 += 1;
+        entry.1 = cap;
+    }
+
+    fn release(&self, providers: &[Option<ProviderId>]) {
+        let mut counts = self.per_provider.lock().expect("lock");
+        for provider in providers.iter().flatten() {
+            if let Some(entry) = counts.get_mut(provider) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// How many claimed messages a provider may have on this node at once: about a minute of
+/// its rate limit, or 100 per connection when it has none.
+fn provider_cap(p: &Provider) -> usize {
+    let by_connections = usize::try_from(p.max_connections.max(1)).unwrap_or(1) * 100;
+    let per_minute = [
+        p.per_second.map(|n| n * 60),
+        p.per_minute,
+        p.per_hour.map(|n| n / 60),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    match per_minute {
+        Some(n) => usize::try_from(n.max(1)).unwrap_or(1).min(by_connections),
+        None => by_connections,
+    }
 }
 
 /// Outcomes flow from the connection workers to the writer.
@@ -181,13 +231,21 @@ async fn run(ctx: Arc<Ctx>) {
         }
         let limit = (room as i64).min(ctx.cfg.batch);
         let owner = ctx.owner.clone();
+        let skip = ctx.saturated();
         let lease = chrono::Duration::from_std(ctx.cfg.lease)
             .unwrap_or_else(|_| chrono::Duration::minutes(2));
         let claimed = ctx
             .db
             .write(move |conn| {
                 let now = db::now();
-                Ok(messages::claim_due(conn, &owner, now, now + lease, limit)?)
+                Ok(messages::claim_due(
+                    conn,
+                    &owner,
+                    now,
+                    now + lease,
+                    limit,
+                    &skip,
+                )?)
             })
             .await;
         let claimed = match claimed {
@@ -270,6 +328,11 @@ async fn dispatch(
     let bodies: HashMap<i64, Arc<MessageBody>> =
         bodies.into_iter().map(|b| (b.id, Arc::new(b))).collect();
     for message in claimed {
+        // Counted before anything else: every claimed message yields exactly one outcome,
+        // and the writer uncounts it then.
+        if let Some(provider) = message.provider_id {
+            ctx.hold(provider, rows.get(&provider).map_or(1, provider_cap));
+        }
         let Some(body) = bodies.get(&message.body_id).cloned() else {
             let _ = done.send(Outcome {
                 kind: OutcomeKind::Failed(Reply::text("its content is missing")),
@@ -626,6 +689,8 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
         let count = batch.len();
         let tallies: Vec<(String, &'static str)> = batch.iter().map(tally).collect();
         let ids: Vec<MessageId> = batch.iter().map(|o| o.message.id).collect();
+        let providers: Vec<Option<ProviderId>> =
+            batch.iter().map(|o| o.message.provider_id).collect();
         let (owner, base, from) = (
             ctx.owner.clone(),
             ctx.cfg.retry_base,
@@ -674,6 +739,7 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
                 started.remove(id);
             }
         }
+        ctx.release(&providers);
         ctx.recorded.fetch_add(count as u64, Ordering::AcqRel);
         ctx.in_flight.fetch_sub(count, Ordering::AcqRel);
         ctx.room.notify_one();

@@ -121,19 +121,23 @@ const CLAIM_SQL: &str = "UPDATE messages SET status = 'sending', lease_owner = $
         WHERE m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
         AND (m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
              OR (m.provider_id IS NULL AND m.origin = 'sys')) \
+        AND (m.provider_id IS NULL OR {skip}) \
         ORDER BY m.due_at, m.id LIMIT $4 {lock}) \
      RETURNING *";
 
 /// Claims up to `limit` due messages of active providers for `owner` until `lease_until`,
-/// counting the attempt (recorded before any SMTP DATA is sent).
+/// counting the attempt (recorded before any SMTP DATA is sent). Providers in `skip`
+/// already have all this node will hold for them (a rate-limited provider must not fill
+/// the window and starve everyone else).
 pub fn claim_due(
     conn: &mut DbConn,
     owner: &str,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
+    skip: &[ProviderId],
 ) -> QueryResult<Vec<Message>> {
-    use diesel::sql_types::{BigInt, Text, Timestamp};
+    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
     match conn {
         DbConn::Pg(c) => {
             // Take the due rows in index order (messages_due is on due_at, id) and stop at
@@ -141,19 +145,37 @@ pub fn claim_due(
             // would rather sort every due row on every claim: quadratic work. SET LOCAL
             // lasts until the end of this (claim) transaction only.
             c.batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")?;
-            diesel::sql_query(CLAIM_SQL.replace("{lock}", "FOR UPDATE SKIP LOCKED"))
+            let sql = CLAIM_SQL
+                .replace("{lock}", "FOR UPDATE SKIP LOCKED")
+                .replace("{skip}", "m.provider_id <> ALL($5::bigint[])");
+            diesel::sql_query(sql)
                 .bind::<Text, _>(owner)
                 .bind::<Timestamp, _>(lease_until)
                 .bind::<Timestamp, _>(now)
                 .bind::<BigInt, _>(limit)
+                .bind::<Array<BigInt>, _>(skip.iter().map(|p| p.0).collect::<Vec<_>>())
                 .load(c)
         }
-        DbConn::Sqlite(c) => diesel::sql_query(CLAIM_SQL.replace("{lock}", ""))
-            .bind::<Text, _>(owner)
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Timestamp, _>(now)
-            .bind::<BigInt, _>(limit)
-            .load(c),
+        DbConn::Sqlite(c) => {
+            // SQLite numbers `$N` parameters in order of first appearance; `?N` binds by
+            // number, as the query means.
+            let sql = CLAIM_SQL
+                .replace("{lock}", "")
+                .replace(
+                    "{skip}",
+                    "m.provider_id NOT IN (SELECT value FROM json_each($5))",
+                )
+                .replace('$', "?");
+            let ids = serde_json::to_string(&skip.iter().map(|p| p.0).collect::<Vec<_>>())
+                .unwrap_or_else(|_| "[]".into());
+            diesel::sql_query(sql)
+                .bind::<Text, _>(owner)
+                .bind::<Timestamp, _>(lease_until)
+                .bind::<Timestamp, _>(now)
+                .bind::<BigInt, _>(limit)
+                .bind::<Text, _>(ids)
+                .load(c)
+        }
     }
 }
 

@@ -766,3 +766,62 @@ async fn a_send_cut_off_after_data_began_is_flagged_as_a_possible_duplicate(
     Ok(())
 }
 both!(a_send_cut_off_after_data_began_is_flagged_as_a_possible_duplicate);
+
+async fn a_rate_limited_provider_does_not_starve_the_others(backend: Backend) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| s.delivery_in_flight = 3).await?;
+    let admin = app.setup().await?;
+    let slow_server = SmtpServer::start().await?;
+    let fast_server = SmtpServer::start().await?;
+    let mut ids = Vec::new();
+    for (name, server, per_minute) in [("Slow", &slow_server, "1"), ("Fast", &fast_server, "")] {
+        let port = server.port.to_string();
+        let response = admin
+            .post_form(
+                "/w/acme/providers",
+                &[
+                    ("kind", "smtp"),
+                    ("name", name),
+                    ("host", "127.0.0.1"),
+                    ("port", &port),
+                    ("tls", "none"),
+                    ("account_address", "ops@example.com"),
+                    ("max_connections", "1"),
+                    ("per_minute", per_minute),
+                ],
+            )
+            .await?;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        ids.push(
+            location(&response)
+                .rsplit('/')
+                .next()
+                .ok_or("id")?
+                .to_owned(),
+        );
+    }
+    compose(
+        &admin,
+        &ids[0],
+        &[(
+            "to",
+            "a1@example.com, a2@example.com, a3@example.com, a4@example.com, a5@example.com",
+        )],
+    )
+    .await?;
+    compose(&admin, &ids[1], &[("to", "b@example.com")]).await?;
+    // The slow provider sends one a minute; the fast one's message still goes at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fast_server.messages().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the fast provider's message was starved"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        slow_server.messages().len() <= 1,
+        "the slow provider keeps to its limit"
+    );
+    Ok(())
+}
+both!(a_rate_limited_provider_does_not_starve_the_others);
