@@ -194,9 +194,10 @@ impl Ctx {
 }
 
 /// How many claimed messages a provider may have on this node at once: about a minute of
-/// its rate limit, or 100 per connection when it has none.
+/// its rate limit, or 500 per connection when it has none (enough to keep a fast server's
+/// connections busy between claims).
 fn provider_cap(p: &Provider) -> usize {
-    let by_connections = usize::try_from(p.max_connections.max(1)).unwrap_or(1) * 100;
+    let by_connections = usize::try_from(p.max_connections.max(1)).unwrap_or(1) * 500;
     let per_minute = [
         p.per_second.map(|n| n * 60),
         p.per_minute,
@@ -257,7 +258,15 @@ async fn run(ctx: Arc<Ctx>) {
             }
         };
         if claimed.is_empty() {
-            let _ = tokio::time::timeout(ctx.cfg.poll, ctx.wake.notified()).await;
+            // Nothing due, or only providers that are full: new work (ingest) or room
+            // (an outcome recorded) is worth another claim.
+            let _ = tokio::time::timeout(ctx.cfg.poll, async {
+                tokio::select! {
+                    _ = ctx.wake.notified() => {}
+                    _ = ctx.room.notified() => {}
+                }
+            })
+            .await;
             continue;
         }
         ctx.in_flight.fetch_add(claimed.len(), Ordering::AcqRel);
