@@ -293,6 +293,46 @@ pub async fn show(
     })
 }
 
+/// A change an editor makes to one message (cancel, retry now).
+type Action = fn(
+    &mut crate::db::DbConn,
+    &crate::workspaces::model::Workspace,
+    MessageId,
+    &str,
+) -> Result<super::model::Message, AppError>;
+
+/// Runs `action` on the message, says in a flash what happened (a conflict — the message
+/// moved on — is said too), and returns to the message page.
+async fn act(
+    req: &HttpRequest,
+    state: &AppState,
+    session: &Session,
+    ctx: &WorkspaceCtx,
+    id: i64,
+    action: Action,
+    done: &str,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_composer()?;
+    let (workspace, by) = (ctx.workspace.clone(), ctx.user.email.clone());
+    match state
+        .db
+        .write(move |conn| action(conn, &workspace, MessageId(id), &by))
+        .await
+    {
+        Ok(message) => {
+            state.engine.wake();
+            flash(
+                session,
+                Level::Success,
+                format!("The message to {} {done}.", message.recipient),
+            );
+        }
+        Err(AppError::Conflict(text)) => flash(session, Level::Error, text),
+        Err(e) => return Err(e),
+    }
+    Ok(htmx::redirect(req, &ctx.path(&format!("/messages/{id}"))))
+}
+
 /// `POST /w/{slug}/messages/{id}/cancel` (editors and admins).
 pub async fn cancel(
     req: HttpRequest,
@@ -301,29 +341,16 @@ pub async fn cancel(
     ctx: WorkspaceCtx,
     path: web::Path<MessagePath>,
 ) -> Result<HttpResponse, AppError> {
-    ctx.require_composer()?;
-    let (workspace, id, by) = (
-        ctx.workspace.clone(),
-        MessageId(path.id),
-        ctx.user.email.clone(),
-    );
-    match state
-        .db
-        .write(move |conn| service::cancel(conn, &workspace, id, &by))
-        .await
-    {
-        Ok(message) => flash(
-            &session,
-            Level::Success,
-            format!("The message to {} is cancelled.", message.recipient),
-        ),
-        Err(AppError::Conflict(text)) => flash(&session, Level::Error, text),
-        Err(e) => return Err(e),
-    }
-    Ok(htmx::redirect(
+    act(
         &req,
-        &ctx.path(&format!("/messages/{}", path.id)),
-    ))
+        &state,
+        &session,
+        &ctx,
+        path.id,
+        service::cancel,
+        "is cancelled",
+    )
+    .await
 }
 
 /// `POST /w/{slug}/messages/{id}/retry` (editors and admins).
@@ -334,30 +361,14 @@ pub async fn retry(
     ctx: WorkspaceCtx,
     path: web::Path<MessagePath>,
 ) -> Result<HttpResponse, AppError> {
-    ctx.require_composer()?;
-    let (workspace, id, by) = (
-        ctx.workspace.clone(),
-        MessageId(path.id),
-        ctx.user.email.clone(),
-    );
-    match state
-        .db
-        .write(move |conn| service::retry_now(conn, &workspace, id, &by))
-        .await
-    {
-        Ok(message) => {
-            state.engine.wake();
-            flash(
-                &session,
-                Level::Success,
-                format!("The message to {} is queued again.", message.recipient),
-            )
-        }
-        Err(AppError::Conflict(text)) => flash(&session, Level::Error, text),
-        Err(e) => return Err(e),
-    }
-    Ok(htmx::redirect(
+    act(
         &req,
-        &ctx.path(&format!("/messages/{}", path.id)),
-    ))
+        &state,
+        &session,
+        &ctx,
+        path.id,
+        service::retry_now,
+        "is queued again",
+    )
+    .await
 }
