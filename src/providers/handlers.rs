@@ -236,18 +236,25 @@ pub async fn create(
         }
         Err(e) => return Err(e),
     };
-    let endpoint = Endpoint {
-        host: settings.host.clone(),
-        port: settings.port,
-        tls: settings.tls,
-        username: settings.username.clone(),
-        password,
-    };
-    let outcome = check_and_record(&state, &ctx, id, endpoint).await?;
-    flash_outcome(&session, &settings.name, "saved ", &outcome);
+    let stored = load(&state, &ctx, id.0).await?;
+    check_and_show(&req, &state, &session, &ctx, &stored, "saved ").await
+}
+
+/// Checks a stored provider, records the outcome, says it in a flash, and shows its page.
+async fn check_and_show(
+    req: &HttpRequest,
+    state: &AppState,
+    session: &Session,
+    ctx: &WorkspaceCtx,
+    provider: &Provider,
+    verb: &str,
+) -> Result<HttpResponse, AppError> {
+    let endpoint = service::endpoint_for_check(provider, &state.sealer);
+    let outcome = check_and_record(state, ctx, provider.id, endpoint).await?;
+    flash_outcome(session, &provider.name, verb, &outcome);
     Ok(htmx::redirect(
-        &req,
-        &ctx.path(&format!("/providers/{}", id.0)),
+        req,
+        &ctx.path(&format!("/providers/{}", provider.id.0)),
     ))
 }
 
@@ -385,13 +392,7 @@ pub async fn update(
         );
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
-    let endpoint = service::endpoint_for_check(&stored, &state.sealer);
-    let outcome = check_and_record(&state, &ctx, stored.id, endpoint).await?;
-    flash_outcome(&session, &stored.name, "saved ", &outcome);
-    Ok(htmx::redirect(
-        &req,
-        &ctx.path(&format!("/providers/{}", stored.id.0)),
-    ))
+    check_and_show(&req, &state, &session, &ctx, &stored, "saved ").await
 }
 
 /// `POST /w/{slug}/providers/{id}/check` (admins).
@@ -404,13 +405,7 @@ pub async fn check(
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     let provider = load(&state, &ctx, path.id).await?;
-    let endpoint = service::endpoint_for_check(&provider, &state.sealer);
-    let outcome = check_and_record(&state, &ctx, provider.id, endpoint).await?;
-    flash_outcome(&session, &provider.name, "checked ", &outcome);
-    Ok(htmx::redirect(
-        &req,
-        &ctx.path(&format!("/providers/{}", provider.id.0)),
-    ))
+    check_and_show(&req, &state, &session, &ctx, &provider, "checked ").await
 }
 
 /// `POST /w/{slug}/providers/{id}/delete` (admins).
