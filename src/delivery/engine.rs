@@ -395,9 +395,12 @@ async fn dispatch(
                     // Its password cannot be opened (the secret key changed): like a
                     // refused sign-in, the provider turns red and its mail is held.
                     let _ = done.send(Outcome {
-                        kind: OutcomeKind::ProviderRefused(Reply::text(&format!(
-                            "{e}: enter the password again on the provider's page"
-                        ))),
+                        kind: OutcomeKind::ProviderRefused(
+                            Reply::text(&format!(
+                                "{e}: enter the password again on the provider's page"
+                            )),
+                            provider.checked_at,
+                        ),
                         message,
                     });
                     continue;
@@ -478,6 +481,8 @@ struct Pool {
     limits: Vec<DefaultDirectRateLimiter>,
     /// Set when the provider refused the sign-in: everything left is held, nothing sent.
     refused: Mutex<Option<Reply>>,
+    /// When the provider had last been checked as this pool was built.
+    checked_at: Option<chrono::NaiveDateTime>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     done: OutcomeTx,
     latency: prometheus::Histogram,
@@ -507,6 +512,7 @@ impl ProviderSender {
             ctx: ctx.clone(),
             name: provider.name.clone(),
             system: false,
+            checked_at: provider.checked_at,
             transport: Transport::Smtp(endpoint, ctx.egress.clone()),
             limits,
             refused: Mutex::new(None),
@@ -545,6 +551,7 @@ impl ProviderSender {
             ctx: ctx.clone(),
             name: "system".into(),
             system: true,
+            checked_at: None,
             transport,
             limits: Vec::new(),
             refused: Mutex::new(None),
@@ -606,7 +613,7 @@ async fn deliver(
     files: &[Attachment],
 ) -> OutcomeKind {
     if let Some(reply) = pool.refused.lock().expect("lock").clone() {
-        return OutcomeKind::ProviderRefused(reply);
+        return OutcomeKind::ProviderRefused(reply, pool.checked_at);
     }
     let (envelope, bytes) = match build(message, body, files) {
         Ok(built) => built,
@@ -638,7 +645,7 @@ async fn deliver(
                 let reply = Reply::from_failure(&failure);
                 *pool.refused.lock().expect("lock") = Some(reply.clone());
                 tracing::warn!(provider = %pool.name, detail = %failure, "provider refused the sign-in; holding its messages");
-                return OutcomeKind::ProviderRefused(reply);
+                return OutcomeKind::ProviderRefused(reply, pool.checked_at);
             }
             Err(failure) => return OutcomeKind::Retry(Reply::from_failure(&failure)),
         }
@@ -773,7 +780,7 @@ fn tally(outcome: &Outcome) -> (String, &'static str) {
             "retried"
         }
         OutcomeKind::CutOff(_) => "failed",
-        OutcomeKind::ProviderRefused(_) => "held",
+        OutcomeKind::ProviderRefused(..) => "held",
     };
     (provider, kind)
 }

@@ -11,7 +11,7 @@ use crate::db::DbConn;
 use crate::error::AppError;
 use crate::messages::model::{Message, NewMessageEvent, Status};
 use crate::messages::queries::{self as messages, Finish};
-use crate::providers::model::{ProviderId, Status as ProviderStatus};
+use crate::providers::model::ProviderId;
 use crate::providers::queries as providers;
 use crate::providers::smtp::SmtpFailure;
 use crate::workspaces::model::WorkspaceId;
@@ -93,8 +93,10 @@ pub enum OutcomeKind {
     /// connection): the server may have accepted the message, so the retry is flagged as a
     /// possible duplicate.
     CutOff(Reply),
-    /// The provider refused the sign-in: hold, do not fail.
-    ProviderRefused(Reply),
+    /// The provider refused the sign-in: hold, do not fail. Carries when the provider was
+    /// last checked as the refusing pool knew it: a refusal older than the provider's last
+    /// check is stale and turns nothing red.
+    ProviderRefused(Reply, Option<chrono::NaiveDateTime>),
 }
 
 /// One attempt's outcome.
@@ -132,6 +134,17 @@ pub fn apply(
     let mut finishes = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
     let mut refused: HashMap<ProviderId, (WorkspaceId, Reply)> = HashMap::new();
+    let mut current: HashMap<ProviderId, Option<chrono::NaiveDateTime>> = HashMap::new();
+    for outcome in &batch {
+        if let (OutcomeKind::ProviderRefused(..), Some(provider)) =
+            (&outcome.kind, outcome.message.provider_id)
+            && !current.contains_key(&provider)
+        {
+            let row =
+                providers::find_by_workspace_and_id(conn, outcome.message.workspace_id, provider)?;
+            current.insert(provider, row.and_then(|p| p.checked_at));
+        }
+    }
     for Outcome { message, kind } in batch {
         let base = |status: Status, reply: &Reply| Finish {
             id: message.id,
@@ -226,7 +239,30 @@ pub fn apply(
                     detail,
                 )
             }
-            OutcomeKind::ProviderRefused(reply) => {
+            OutcomeKind::ProviderRefused(reply, seen)
+                if message
+                    .provider_id
+                    .and_then(|p| current.get(&p))
+                    .is_some_and(|now_checked| now_checked > seen) =>
+            {
+                // The provider was checked again since this pool saw it: the refusal is
+                // stale. Queue the message again, uncounted; a fresh pool will send it.
+                let detail = format!(
+                    "{} — from before the provider's last check; queued again",
+                    reply.text
+                );
+                (
+                    Finish {
+                        uncount_attempt: true,
+                        due_at: Some(now),
+                        result: detail.clone(),
+                        ..base(Status::Queued, reply)
+                    },
+                    "retry",
+                    detail,
+                )
+            }
+            OutcomeKind::ProviderRefused(reply, _) => {
                 if let Some(provider) = message.provider_id {
                     refused.insert(provider, (message.workspace_id, reply.clone()));
                 }
@@ -263,14 +299,7 @@ pub fn apply(
     let mut alerted = false;
     for (provider, (workspace, reply)) in refused {
         let was = providers::find_by_workspace_and_id(conn, workspace, provider)?;
-        providers::update_status(
-            conn,
-            workspace,
-            provider,
-            ProviderStatus::Error,
-            &reply.text,
-            now,
-        )?;
+        providers::mark_red(conn, workspace, provider, &reply.text)?;
         let detail = format!("held: the provider refused the sign-in ({})", reply.text);
         let held = messages::hold_for_provider(conn, provider, &detail, now)?;
         if let Some(was) = was.filter(|p| p.is_active()) {

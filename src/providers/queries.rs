@@ -120,6 +120,26 @@ pub fn update_status(
     .execute(conn)
 }
 
+/// Turns a provider red from delivery (a refused sign-in): status and detail only; its
+/// `checked_at` stays that of the last real check.
+pub fn mark_red(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: ProviderId,
+    detail: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        providers::table
+            .filter(providers::workspace_id.eq(workspace))
+            .filter(providers::id.eq(id)),
+    )
+    .set((
+        providers::status.eq(Status::Error.as_str()),
+        providers::status_detail.eq(detail),
+    ))
+    .execute(conn)
+}
+
 /// Deletes a provider.
 pub fn delete(conn: &mut DbConn, workspace: WorkspaceId, id: ProviderId) -> QueryResult<usize> {
     diesel::delete(

@@ -825,3 +825,56 @@ async fn a_rate_limited_provider_does_not_starve_the_others(backend: Backend) ->
     Ok(())
 }
 both!(a_rate_limited_provider_does_not_starve_the_others);
+
+async fn a_refusal_older_than_the_last_check_turns_nothing_red(backend: Backend) -> TestResult {
+    use mailroom::delivery::outcome::{Outcome, OutcomeKind, Reply, apply};
+    let dir = tempfile::tempdir()?;
+    let (url, _guard) = fresh_database(backend, dir.path());
+    let db = mailroom::db::Db::open(&url, 2)?;
+    let workspace = mailroom::bench::seed(&db, "127.0.0.1:9".parse()?, 1, 64, 1).await?;
+    let verdict = db
+        .write(move |conn| {
+            let now = mailroom::db::now();
+            let claimed = mailroom::messages::queries::claim_due(
+                conn,
+                "node-a",
+                now,
+                now + chrono::Duration::minutes(1),
+                10,
+                &[],
+            )?;
+            let message = claimed
+                .into_iter()
+                .next()
+                .ok_or(mailroom::error::AppError::NotFound)?;
+            let provider = message
+                .provider_id
+                .ok_or(mailroom::error::AppError::NotFound)?;
+            // The pool saw the provider before its last (green) check.
+            let seen = Some(now - chrono::Duration::hours(1));
+            let refusal = Outcome {
+                message,
+                kind: OutcomeKind::ProviderRefused(Reply::text("535 5.7.8 stale"), seen),
+            };
+            apply(
+                conn,
+                "node-a",
+                vec![refusal],
+                std::time::Duration::ZERO,
+                "mailroom@localhost",
+            )?;
+            let provider =
+                mailroom::providers::queries::find_by_workspace_and_id(conn, workspace, provider)?
+                    .ok_or(mailroom::error::AppError::NotFound)?;
+            let rows = mailroom::messages::queries::page(conn, workspace, None, None, 10)?;
+            Ok((provider.status, rows[0].status.clone(), rows[0].attempts))
+        })
+        .await?;
+    assert_eq!(
+        verdict,
+        ("active".to_owned(), "queued".to_owned(), 0),
+        "stale: provider stays green, message queued again, uncounted"
+    );
+    Ok(())
+}
+both!(a_refusal_older_than_the_last_check_turns_nothing_red);
