@@ -385,3 +385,36 @@ async fn the_test_smtp_server_captures_fails_and_drops_on_demand() -> crate::hel
     );
     Ok(())
 }
+
+#[actix_web::test]
+async fn the_egress_policy_is_applied_again_at_connect() -> crate::helpers::TestResult {
+    use mailroom::providers::egress::EgressPolicy;
+    use mailroom::providers::model::TlsMode;
+    use mailroom::providers::smtp::{Endpoint, check};
+
+    let server = SmtpServer::start().await?;
+    let endpoint = Endpoint {
+        host: "localhost".into(),
+        port: server.port,
+        tls: TlsMode::None,
+        username: String::new(),
+        password: None,
+    };
+    let timeout = Duration::from_secs(5);
+    // Allowed when saved…
+    let allowed = EgressPolicy::parse("127.0.0.0/8, ::1/128")?;
+    assert!(check(&endpoint, &allowed, timeout).await.is_ok());
+    // …and refused at the next connect once the operator's policy no longer allows it
+    // (the same holds when a name starts resolving somewhere else).
+    let strict = EgressPolicy::parse("")?;
+    let refused = check(&endpoint, &strict, timeout)
+        .await
+        .err()
+        .ok_or("refused at connect")?;
+    assert!(
+        refused.detail.contains("egress policy refuses"),
+        "{refused}"
+    );
+    assert_eq!(server.auth_attempts(), 0);
+    Ok(())
+}
