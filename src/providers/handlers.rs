@@ -85,6 +85,24 @@ fn form_page(
     )
 }
 
+/// The form again with its errors (422), keeping what was typed but never the password.
+fn reject(
+    session: &Session,
+    ctx: &WorkspaceCtx,
+    provider: Option<Provider>,
+    form: ProviderForm,
+    errors: FieldErrors,
+) -> Result<HttpResponse, AppError> {
+    let form = ProviderForm {
+        password: String::new(),
+        ..form
+    };
+    render_status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &form_page(session, ctx, provider, form, errors),
+    )
+}
+
 /// Parses the form and applies the egress policy to its hosts. A refused address is an
 /// error on the field; a host that does not resolve now may still be saved (the check will
 /// say so, and the policy is applied again at every connect).
@@ -184,17 +202,7 @@ pub async fn create(
     let form = form.into_inner();
     let mut errors = FieldErrors::new();
     let Some(settings) = parse_and_police(&state, &form, &mut errors).await else {
-        let page = form_page(
-            &session,
-            &ctx,
-            None,
-            ProviderForm {
-                password: String::new(),
-                ..form
-            },
-            errors,
-        );
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        return reject(&session, &ctx, None, form, errors);
     };
     let password = (!form.password.is_empty()).then(|| form.password.clone());
     let sealed = password.as_deref().map(|p| {
@@ -202,37 +210,17 @@ pub async fn create(
             .sealer
             .seal(p, &Provider::seal_context(ctx.workspace.id))
     });
-    let (workspace, user, ip, to_save) = (
-        ctx.workspace.clone(),
-        ctx.user.clone(),
-        ctx.ip.clone(),
-        settings.clone(),
-    );
-    let created = state
-        .db
-        .write(move |conn| {
-            let actor = crate::workspaces::service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            service::create(conn, &workspace, &actor, &to_save, sealed.as_deref())
+    let to_save = settings.clone();
+    let created = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::create(conn, workspace, actor, &to_save, sealed.as_deref())
         })
         .await;
     let id = match created {
         Ok(id) => id,
         Err(AppError::Conflict(message)) => {
             errors.add("name", message);
-            let page = form_page(
-                &session,
-                &ctx,
-                None,
-                ProviderForm {
-                    password: String::new(),
-                    ..form
-                },
-                errors,
-            );
-            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+            return reject(&session, &ctx, None, form, errors);
         }
         Err(e) => return Err(e),
     };
@@ -317,17 +305,7 @@ pub async fn update(
     };
     let mut errors = FieldErrors::new();
     let Some(settings) = parse_and_police(&state, &form, &mut errors).await else {
-        let page = form_page(
-            &session,
-            &ctx,
-            Some(provider),
-            ProviderForm {
-                password: String::new(),
-                ..form
-            },
-            errors,
-        );
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        return reject(&session, &ctx, Some(provider), form, errors);
     };
     let id = provider.id;
     let sealed = (!form.password.is_empty()).then(|| {
@@ -335,37 +313,17 @@ pub async fn update(
             .sealer
             .seal(&form.password, &Provider::seal_context(ctx.workspace.id))
     });
-    let (workspace, user, ip, to_save) = (
-        ctx.workspace.clone(),
-        ctx.user.clone(),
-        ctx.ip.clone(),
-        settings.clone(),
-    );
-    let saved = state
-        .db
-        .write(move |conn| {
-            let actor = crate::workspaces::service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            service::update(conn, &workspace, &actor, id, &to_save, sealed.as_deref())
+    let to_save = settings.clone();
+    let saved = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::update(conn, workspace, actor, id, &to_save, sealed.as_deref())
         })
         .await;
     let outcome = match saved {
         Ok(outcome) => outcome,
         Err(AppError::Conflict(message)) => {
             errors.add("name", message);
-            let page = form_page(
-                &session,
-                &ctx,
-                Some(provider),
-                ProviderForm {
-                    password: String::new(),
-                    ..form
-                },
-                errors,
-            );
-            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+            return reject(&session, &ctx, Some(provider), form, errors);
         }
         Err(e) => return Err(e),
     };
@@ -418,15 +376,9 @@ pub async fn delete(
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     let id = ProviderId(path.id);
-    let (workspace, user, ip) = (ctx.workspace.clone(), ctx.user.clone(), ctx.ip.clone());
-    let deleted = state
-        .db
-        .write(move |conn| {
-            let actor = crate::workspaces::service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            service::delete(conn, &workspace, &actor, id)
+    let deleted = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::delete(conn, workspace, actor, id)
         })
         .await?;
     flash(

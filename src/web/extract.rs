@@ -132,6 +132,29 @@ impl WorkspaceCtx {
         }
     }
 
+    /// Runs a write transaction as this user in this workspace: `f` gets the workspace and
+    /// the actor (for the audit log) without the caller cloning them into the closure.
+    pub async fn write_as<T, F>(&self, db: &crate::db::Db, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut crate::db::DbConn, &Workspace, &Actor<'_>) -> Result<T, AppError>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        let (workspace, user, ip) = (self.workspace.clone(), self.user.clone(), self.ip.clone());
+        db.write(move |conn| {
+            f(
+                conn,
+                &workspace,
+                &Actor {
+                    user: &user,
+                    ip: &ip,
+                },
+            )
+        })
+        .await
+    }
+
     /// 403 unless the user may compose and send (editors and admins).
     pub fn require_composer(&self) -> Result<(), AppError> {
         if self.role.can_compose() {

@@ -134,15 +134,9 @@ pub async fn add_member(
         let page = members_page(&state, &session, &ctx, form, errors, None).await?;
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
-    let (workspace, user, ip) = (ctx.workspace.clone(), ctx.user.clone(), ctx.ip.clone());
-    let added = state
-        .db
-        .write(move |conn| {
-            let actor = service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            service::add_member(conn, &workspace, &actor, &email, role)
+    let added = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::add_member(conn, workspace, actor, &email, role)
         })
         .await;
     match added {
@@ -228,15 +222,9 @@ where
         + 'static,
 {
     ctx.require_admin()?;
-    let (workspace, user, ip) = (ctx.workspace.clone(), ctx.user.clone(), ctx.ip.clone());
-    let result = state
-        .db
-        .write(move |conn| {
-            let actor = service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            change(conn, &actor, &workspace)
+    let result = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            change(conn, actor, workspace)
         })
         .await;
     match result {
@@ -340,15 +328,9 @@ pub async fn reset_link(
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     let target = UserId(path.user_id);
-    let (workspace, user, ip) = (ctx.workspace.clone(), ctx.user.clone(), ctx.ip.clone());
-    let made = state
-        .db
-        .write(move |conn| {
-            let actor = service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            service::create_reset_link(conn, &workspace, &actor, target)
+    let made = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::create_reset_link(conn, workspace, actor, target)
         })
         .await;
     let (member, token) = match made {
@@ -420,17 +402,10 @@ pub async fn settings(
         };
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
-    let (workspace, user, ip) = (ctx.workspace.clone(), ctx.user.clone(), ctx.ip.clone());
-    state
-        .db
-        .write(move |conn| {
-            let actor = service::Actor {
-                user: &user,
-                ip: &ip,
-            };
-            service::update_settings(conn, &workspace, &actor, &new_name, &new_site)
-        })
-        .await?;
+    ctx.write_as(&state.db, move |conn, workspace, actor| {
+        service::update_settings(conn, workspace, actor, &new_name, &new_site)
+    })
+    .await?;
     flash(&session, Level::Success, "Settings saved.");
     Ok(htmx::redirect(&req, &ctx.path("/settings")))
 }
