@@ -187,12 +187,7 @@ pub async fn index(
         .collect();
     let moving = rows.iter().any(|r| r.status().is_moving());
     let slug = ctx.workspace.slug.clone();
-    if htmx::is_targeted(&req)
-        && req
-            .headers()
-            .get("HX-Target")
-            .is_some_and(|t| t == "history-table")
-    {
+    if htmx::targets(&req, "history-table") {
         return render(&HistoryTable {
             rows,
             older,
@@ -259,12 +254,7 @@ pub async fn show(
     let here = ctx.path(&format!("/messages/{}", path.id));
     let can_act = ctx.role.can_compose();
     let slug = ctx.workspace.slug.clone();
-    if htmx::is_targeted(&req)
-        && req
-            .headers()
-            .get("HX-Target")
-            .is_some_and(|t| t == "message-live")
-    {
+    if htmx::targets(&req, "message-live") {
         return render(&MessageLive {
             message,
             events,

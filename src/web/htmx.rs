@@ -14,6 +14,11 @@ pub fn is_targeted(req: &HttpRequest) -> bool {
     is_htmx(req) && !req.headers().contains_key("HX-Boosted")
 }
 
+/// Whether htmx asks for the element with this id alone (a polled or swapped fragment).
+pub fn targets(req: &HttpRequest, id: &str) -> bool {
+    is_targeted(req) && req.headers().get("HX-Target").is_some_and(|t| t == id)
+}
+
 /// Sends the browser to `to` after a form post: 303 for plain browsers, `HX-Location`
 /// (an htmx navigation that swaps the body and pushes the URL) for htmx.
 pub fn redirect(req: &HttpRequest, to: &str) -> HttpResponse {
