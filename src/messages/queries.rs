@@ -102,12 +102,26 @@ pub fn find_bodies_in(
         .load(conn)
 }
 
-/// Stores events in one statement per backend.
+/// Stores events: multi-row statements on PostgreSQL (one round trip per chunk); on
+/// in-process SQLite one cached single-row statement per event, which skips parsing a
+/// statement of thousands of parameters on every batch (measured: SQL parsing was a
+/// seventh of the database thread).
 pub fn insert_events(conn: &mut DbConn, rows: &[NewMessageEvent]) -> QueryResult<()> {
-    for chunk in rows.chunks(INSERT_CHUNK * 3) {
-        per_backend!(conn, |c| diesel::insert_into(message_events::table)
-            .values(chunk)
-            .execute(c))?;
+    match conn {
+        DbConn::Pg(c) => {
+            for chunk in rows.chunks(INSERT_CHUNK * 3) {
+                diesel::insert_into(message_events::table)
+                    .values(chunk)
+                    .execute(c)?;
+            }
+        }
+        DbConn::Sqlite(c) => {
+            for row in rows {
+                diesel::insert_into(message_events::table)
+                    .values(row)
+                    .execute(c)?;
+            }
+        }
     }
     Ok(())
 }
@@ -266,7 +280,9 @@ pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) ->
         .filter(messages::lease_owner.eq(owner))
         .filter(messages::attempts.eq(f.attempt))
         .filter(messages::status.eq(Status::Sending.as_str()));
-    let mut changed = diesel::update(target)
+    // On the backend's own connection: its statement cache keeps this prepared (through
+    // the multi-backend wrapper SQLite parsed it again for every message, measured).
+    let mut changed = per_backend!(conn, |c| diesel::update(target)
         .set((
             messages::status.eq(f.status.as_str()),
             messages::result.eq(&f.result),
@@ -282,7 +298,7 @@ pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) ->
             messages::lease_until.eq(None::<NaiveDateTime>),
             messages::updated_at.eq(now),
         ))
-        .execute(conn)?;
+        .execute(c))?;
     if changed == 1
         && let Some(due) = f.due_at
     {
@@ -322,6 +338,11 @@ pub fn finish_many(
     use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp};
     match conn {
         DbConn::Pg(c) => {
+            // The planner believes almost no row is `sending` (statistics are taken
+            // between bursts) and would loop over the whole batch once per held row:
+            // quadratic, 300 ms for 300 rows, measured. A hash join on the held rows,
+            // read through the index (which also marks dead entries), stays linear.
+            c.batch_execute("SET LOCAL enable_nestloop = off; SET LOCAL enable_bitmapscan = off")?;
             let written: Vec<Written> = diesel::sql_query(FINISH_MANY_PG)
                 .bind::<Timestamp, _>(now)
                 .bind::<Array<BigInt>, _>(batch.iter().map(|f| f.id.0).collect::<Vec<_>>())
@@ -360,6 +381,7 @@ pub fn finish_many(
                 )
                 .bind::<Array<Integer>, _>(batch.iter().map(|f| f.attempt).collect::<Vec<_>>())
                 .load(c)?;
+            c.batch_execute("RESET enable_nestloop; RESET enable_bitmapscan")?;
             Ok(written.into_iter().map(|w| MessageId(w.id)).collect())
         }
         // In-process SQLite has no round trips: one prepared UPDATE per row is as fast.
