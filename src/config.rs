@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "secure_cookies",
     "trust_forwarded_for",
     "egress_allow",
+    "smtp_ca_file",
     "smtp_timeout_secs",
     "retry_count",
     "retry_base_secs",
@@ -84,6 +85,9 @@ pub struct Settings {
     /// the egress policy refuses them by default (loopback, link-local, metadata), e.g.
     /// `127.0.0.1/32` for a local relay.
     pub egress_allow: String,
+    /// A PEM file of certificate authorities to trust for TLS to SMTP servers besides the
+    /// public web roots (a private relay's own CA).
+    pub smtp_ca_file: Option<PathBuf>,
     /// Connect, TLS and each SMTP reply must come within this many seconds.
     pub smtp_timeout_secs: u64,
     /// Retries a message gets by default after a temporary failure (4xx, timeout, dropped
@@ -156,6 +160,7 @@ impl Default for Settings {
             secure_cookies: None,
             trust_forwarded_for: false,
             egress_allow: String::new(),
+            smtp_ca_file: None,
             smtp_timeout_secs: 15,
             retry_count: 3,
             retry_base_secs: 60,
@@ -172,6 +177,25 @@ impl Default for Settings {
             attachment_limit_mb: 10,
         }
     }
+}
+
+impl Settings {
+    /// The egress policy these settings describe: allowed ranges and trusted CAs.
+    pub fn egress_policy(&self) -> Result<crate::providers::egress::EgressPolicy, ConfigError> {
+        let policy = crate::providers::egress::EgressPolicy::parse(&self.egress_allow)
+            .map_err(|why| bad("egress_allow", why))?;
+        match &self.smtp_ca_file {
+            Some(path) => policy
+                .trusting_pem_file(path)
+                .map_err(|why| bad("smtp_ca_file", why)),
+            None => Ok(policy),
+        }
+    }
+}
+
+/// The error for one setting: its name, its variable, why.
+fn bad(key: &str, why: String) -> ConfigError {
+    ConfigError(format!("{key} (MAILROOM_{}): {why}", key.to_uppercase()))
 }
 
 /// A setting is missing or wrong: names the setting, says why.
@@ -217,9 +241,6 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| {
-            ConfigError(format!("{key} (MAILROOM_{}): {why}", key.to_uppercase()))
-        };
         self.bind
             .parse::<SocketAddr>()
             .map_err(|e| bad("bind", format!("{:?} is not HOST:PORT ({e})", self.bind)))?;
@@ -244,8 +265,7 @@ impl Settings {
         if self.pool_size == 0 {
             return Err(bad("pool_size", "must be at least 1".into()));
         }
-        crate::providers::egress::EgressPolicy::parse(&self.egress_allow)
-            .map_err(|why| bad("egress_allow", why))?;
+        self.egress_policy()?;
         if self.smtp_timeout_secs == 0 {
             return Err(bad("smtp_timeout_secs", "must be at least 1".into()));
         }

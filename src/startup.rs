@@ -55,10 +55,7 @@ impl Application {
             .run(|conn| Ok(crate::accounts::queries::count_users(conn)?))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let egress = crate::providers::egress::EgressPolicy::parse(&settings.egress_allow)
-            .map_err(|why| {
-                crate::config::ConfigError(format!("egress_allow (MAILROOM_EGRESS_ALLOW): {why}"))
-            })?;
+        let egress = settings.egress_policy()?;
         let sealer = crate::crypto::Sealer::new(&key, "provider secrets v1");
         let engine = crate::delivery::start(
             db.clone(),

@@ -535,10 +535,9 @@ impl ProviderSender {
     /// operator's own server is not subject to the providers' egress policy.
     fn start_system(ctx: &Arc<Ctx>, done: OutcomeTx) -> Self {
         let transport = match &ctx.system.transport {
-            super::system::SystemTransport::Smtp(endpoint) => Transport::Smtp(
-                endpoint.clone(),
-                EgressPolicy::parse("0.0.0.0/0, ::/0").unwrap_or_default(),
-            ),
+            super::system::SystemTransport::Smtp(endpoint) => {
+                Transport::Smtp(endpoint.clone(), ctx.egress.allowing_everything())
+            }
             super::system::SystemTransport::Outbox(dir) => {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     tracing::warn!(error = %e, dir = %dir.display(), "cannot create the outbox");

@@ -4,8 +4,13 @@
 //! connection goes to the address that was checked, never to a second lookup.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 
 use ipnet::IpNet;
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// Ranges refused unless the operator allows them: loopback, unspecified, link-local
 /// (which holds the cloud metadata services at 169.254.169.254), the AWS IPv6 metadata
@@ -30,6 +35,9 @@ const REFUSED: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     allowed: Vec<IpNet>,
+    /// Certificate authorities trusted for TLS besides the public web roots: an
+    /// operator's own CA (`MAILROOM_SMTP_CA_FILE`).
+    extra_roots: Arc<[CertificateDer<'static>]>,
 }
 
 impl EgressPolicy {
@@ -45,7 +53,69 @@ impl EgressPolicy {
                     .map_err(|_| format!("{s:?} is not an address or CIDR range like 127.0.0.1/32"))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { allowed })
+        Ok(Self {
+            allowed,
+            extra_roots: Arc::default(),
+        })
+    }
+
+    /// The same trust with every address allowed (the operator's own system SMTP server).
+    pub fn allowing_everything(&self) -> Self {
+        Self {
+            allowed: ["0.0.0.0/0", "::/0"]
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .collect(),
+            extra_roots: self.extra_roots.clone(),
+        }
+    }
+
+    /// Also trusts the certificate authorities of a PEM file for TLS to providers.
+    pub fn trusting_pem_file(mut self, path: &Path) -> Result<Self, String> {
+        let shown = path.display();
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{shown}: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{shown} holds no PEM certificate"));
+        }
+        let mut store = rustls::RootCertStore::empty();
+        for cert in &certs {
+            store
+                .add(cert.clone())
+                .map_err(|e| format!("{shown}: a certificate cannot be a trust anchor: {e}"))?;
+        }
+        self.extra_roots = certs.into();
+        Ok(self)
+    }
+
+    /// TLS parameters for lettre's STARTTLS: the web roots plus the operator's CAs.
+    pub fn starttls_parameters(
+        &self,
+        host: &str,
+    ) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+        let mut builder = TlsParameters::builder(host.to_owned());
+        for cert in self.extra_roots.iter() {
+            builder = builder.add_root_certificate(Certificate::from_der(cert.to_vec())?);
+        }
+        builder.build_rustls()
+    }
+
+    /// A rustls client configuration for implicit TLS with the same trust.
+    pub fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in self.extra_roots.iter() {
+            roots.add(cert.clone())?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ))
     }
 
     /// Why an address is refused, or `None` when it may be used. An IPv6 address that

@@ -3,11 +3,15 @@
 //! algorithm against delayed ACKs), EHLO, STARTTLS (RFC 3207) or implicit TLS (RFC 8314),
 //! AUTH (RFC 4954), all under one timeout.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::egress::EgressPolicy;
@@ -103,7 +107,7 @@ pub async fn connect(
     timeout: Duration,
     hello: &ClientId,
 ) -> Result<AsyncSmtpConnection, SmtpFailure> {
-    tokio::time::timeout(timeout, connect_inner(endpoint, policy, timeout, hello))
+    tokio::time::timeout(timeout, connect_inner(endpoint, policy, hello))
         .await
         .map_err(|_| {
             SmtpFailure::other(format!(
@@ -118,7 +122,6 @@ pub async fn connect(
 async fn connect_inner(
     endpoint: &Endpoint,
     policy: &EgressPolicy,
-    timeout: Duration,
     hello: &ClientId,
 ) -> Result<AsyncSmtpConnection, SmtpFailure> {
     let addrs = policy
@@ -127,33 +130,37 @@ async fn connect_inner(
         .map_err(|e| SmtpFailure::other(e.to_string()))?;
     let mut last = SmtpFailure::other("no address to connect to");
     for addr in addrs {
-        let tls = || TlsParameters::new(endpoint.host.clone()).map_err(from_lettre);
         let attempt = async {
+            let stream = open_stream(addr).await?;
             let mut conn = match endpoint.tls {
-                // lettre opens the TLS stream itself; it connects to this already checked
-                // address (a SocketAddr needs no lookup).
-                TlsMode::Tls => AsyncSmtpConnection::connect_tokio1(
-                    addr,
-                    Some(timeout),
-                    hello,
-                    Some(tls()?),
-                    None,
-                )
-                .await
-                .map_err(from_lettre)?,
+                TlsMode::Tls => {
+                    let config = policy
+                        .tls_config()
+                        .map_err(|e| SmtpFailure::other(format!("TLS settings: {e}")))?;
+                    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                        .map_err(|e| SmtpFailure::other(format!("{}: {e}", endpoint.host)))?;
+                    let tls = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| {
+                            SmtpFailure::other(format!("TLS with {}: {e}", endpoint.host))
+                        })?;
+                    AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(tls)), hello)
+                        .await
+                        .map_err(from_lettre)?
+                }
                 TlsMode::None | TlsMode::StartTls => {
-                    let stream = TcpStream::connect(addr).await.map_err(|e| {
-                        SmtpFailure::other(format!("cannot connect to {addr}: {e}"))
-                    })?;
-                    stream
-                        .set_nodelay(true)
-                        .map_err(|e| SmtpFailure::other(e.to_string()))?;
                     let mut conn =
                         AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello)
                             .await
                             .map_err(from_lettre)?;
                     if endpoint.tls == TlsMode::StartTls {
-                        conn.starttls(tls()?, hello).await.map_err(from_lettre)?;
+                        let parameters = policy
+                            .starttls_parameters(&endpoint.host)
+                            .map_err(from_lettre)?;
+                        conn.starttls(parameters, hello)
+                            .await
+                            .map_err(from_lettre)?;
                     }
                     conn
                 }
@@ -179,6 +186,58 @@ async fn connect_inner(
     Err(last)
 }
 
+/// Connects to an address the policy checked, with TCP_NODELAY: every SMTP command waits
+/// for its reply, and Nagle's algorithm against delayed ACKs would stall each message by
+/// ~40 ms. Every TLS mode runs over this socket (lettre's own implicit-TLS connect would
+/// open one without the option).
+async fn open_stream(addr: SocketAddr) -> Result<TcpStream, SmtpFailure> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| SmtpFailure::other(format!("cannot connect to {addr}: {e}")))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| SmtpFailure::other(e.to_string()))?;
+    Ok(stream)
+}
+
+/// An implicit-TLS stream handed to lettre as an already open transport.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
 /// Verifies a provider: connect, EHLO, TLS, AUTH, QUIT. Returns what the server said.
 pub async fn check(
     endpoint: &Endpoint,
@@ -187,7 +246,8 @@ pub async fn check(
 ) -> Result<String, SmtpFailure> {
     let hello = ClientId::default();
     let mut conn = connect(endpoint, policy, timeout, &hello).await?;
-    let encrypted = conn.is_encrypted();
+    // lettre sees an implicit-TLS stream as a plain transport it was given.
+    let encrypted = conn.is_encrypted() || endpoint.tls == TlsMode::Tls;
     let _ = conn.quit().await;
     Ok(format!(
         "Connected to {}:{}{}{}",

@@ -55,6 +55,16 @@ fn an_invalid_setting_is_named_in_one_line_with_exit_code_2() -> TestResult {
             "abc",
             "secret_key (MAILROOM_SECRET_KEY)",
         ),
+        (
+            "MAILROOM_SMTP_CA_FILE",
+            "/no/such/ca.pem",
+            "smtp_ca_file (MAILROOM_SMTP_CA_FILE): /no/such/ca.pem",
+        ),
+        (
+            "MAILROOM_SMTP_CA_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            "holds no PEM certificate",
+        ),
     ] {
         let output = mailroom(dir.path(), &["migrate"], &[(key, value)], None)?;
         assert_eq!(output.status.code(), Some(2), "{key}");

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 
 use crate::both;
 use crate::helpers::*;
-use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider};
-use crate::smtp_server::{Fault, SmtpServer, Stage};
+use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider, provider_form};
+use crate::smtp_server::{Fault, SmtpServer, Stage, Tls};
 
 /// A message's state as stored.
 #[derive(Debug, Clone, Queryable)]
@@ -878,3 +878,62 @@ async fn a_refusal_older_than_the_last_check_turns_nothing_red(backend: Backend)
     Ok(())
 }
 both!(a_refusal_older_than_the_last_check_turns_nothing_red);
+
+/// Implicit TLS (port 465 style, over our own TCP_NODELAY socket) and STARTTLS: the server's
+/// certificate is verified (an unknown CA turns the provider red), a CA the operator names
+/// in `smtp_ca_file` is trusted, and the message travels encrypted.
+async fn tls_providers_verify_the_certificate_and_send_encrypted(backend: Backend) -> TestResult {
+    for (mode, tls) in [(Tls::Implicit, "tls"), (Tls::StartTls, "starttls")] {
+        let (server, ca) = SmtpServer::start_tls(mode).await?;
+        server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+        let port = server.port.to_string();
+        let mut form = provider_form(&port, SMTP_PASSWORD);
+        form.retain(|(key, _)| *key != "tls");
+        form.push(("tls", tls));
+
+        // Without the CA the certificate is refused: red, saying why.
+        let (untrusting, admin) = TestApp::with_admin(backend).await?;
+        let response = admin.post_form("/w/acme/providers", &form).await?;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let (_, html) = admin.page(&location(&response)).await?;
+        assert!(html.contains("badge red"), "{tls}: {html}");
+        assert!(html.contains("certificate"), "{tls}: says why: {html}");
+        assert_eq!(
+            server.auth_attempts(),
+            0,
+            "no password sent to an unverified server"
+        );
+        drop(untrusting);
+
+        let dir = tempfile::tempdir()?;
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca)?;
+        let app = TestApp::spawn_with(backend, |s| {
+            s.retry_base_secs = 0;
+            s.smtp_ca_file = Some(ca_file.clone());
+        })
+        .await?;
+        let admin = app.setup().await?;
+        let response = admin.post_form("/w/acme/providers", &form).await?;
+        let page = location(&response);
+        let (_, html) = admin.page(&page).await?;
+        assert!(html.contains("badge green\">active"), "{tls}: {html}");
+        assert!(
+            html.contains("over TLS"),
+            "{tls}: the check says so: {html}"
+        );
+        let provider = page.rsplit('/').next().ok_or("provider id")?;
+        let response = compose(&admin, provider, &[("to", "reader@example.net")]).await?;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{tls}");
+        let sent = settle(&app, &["sent", "failed"]).await?;
+        assert_eq!(sent[0].status, "sent", "{tls}: {sent:?}");
+        let captured = server.messages();
+        assert_eq!(captured.len(), 1, "{tls}");
+        assert!(
+            captured[0].encrypted,
+            "{tls}: the message travelled over TLS"
+        );
+    }
+    Ok(())
+}
+both!(tls_providers_verify_the_certificate_and_send_encrypted);

@@ -8,7 +8,7 @@ use crate::smtp_server::SmtpServer;
 pub const SMTP_USER: &str = "relay-user";
 pub const SMTP_PASSWORD: &str = "relay-password-never-shown";
 
-fn provider_form<'a>(port: &'a str, password: &'a str) -> Vec<(&'a str, &'a str)> {
+pub fn provider_form<'a>(port: &'a str, password: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("kind", "smtp"),
         ("name", "Ops SMTP"),

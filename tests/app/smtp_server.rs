@@ -1,14 +1,29 @@
 //! A real SMTP server inside the test process: speaks enough of RFC 5321 (EHLO, AUTH
 //! PLAIN/LOGIN per RFC 4954, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT),
 //! captures every accepted message, and can be told to answer with a failure code at a
-//! given stage, drop the connection in the middle of DATA, or stall.
+//! given stage, drop the connection in the middle of DATA, or stall. It can speak TLS,
+//! implicit (RFC 8314) or after STARTTLS (RFC 3207), with a certificate from a CA of its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// A conversation's byte stream: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How the server offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+    /// Plain until the client asks for STARTTLS.
+    StartTls,
+}
 
 /// A message the server accepted.
 #[derive(Debug, Clone)]
@@ -19,6 +34,8 @@ pub struct Captured {
     pub to: Vec<String>,
     /// The message as received, dot-unstuffed, CRLF line endings.
     pub data: String,
+    /// Whether it arrived over TLS.
+    pub encrypted: bool,
 }
 
 /// Where in the conversation a fault happens.
@@ -60,23 +77,62 @@ pub struct SmtpServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     state: Arc<Mutex<State>>,
+    tls: Option<(Tls, TlsAcceptor)>,
 }
 
 impl SmtpServer {
     /// Starts a server on 127.0.0.1 that accepts any sender and recipient.
     pub async fn start() -> std::io::Result<Self> {
+        Self::listen(None).await
+    }
+
+    /// Starts a server that speaks TLS with a certificate for 127.0.0.1 and localhost,
+    /// issued by a fresh CA; returns the CA certificate (PEM) a client must trust.
+    pub async fn start_tls(mode: Tls) -> Result<(Self, String), Box<dyn std::error::Error>> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Mailroom test CA");
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?
+            .signed_by(&key, &issuer)?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        Ok((Self::listen(Some((mode, acceptor))).await?, ca_cert.pem()))
+    }
+
+    async fn listen(tls: Option<(Tls, TlsAcceptor)>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let server = Self {
             port,
             state: Arc::default(),
+            tls,
         };
         let accepting = server.clone();
         actix_web::rt::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let session = accepting.clone();
                 actix_web::rt::spawn(async move {
-                    let _ = session.serve(stream).await;
+                    let _ = match &session.tls {
+                        Some((Tls::Implicit, acceptor)) => match acceptor.accept(stream).await {
+                            Ok(tls) => session.serve(Box::new(tls), true).await,
+                            Err(_) => Ok(()),
+                        },
+                        _ => session.serve(Box::new(stream), false).await,
+                    };
                 });
             }
         });
@@ -122,12 +178,20 @@ impl SmtpServer {
         Some(slot.1.clone())
     }
 
-    async fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
-        let (read, mut write) = stream.into_split();
+    async fn serve(&self, stream: Box<dyn Io>, encrypted: bool) -> std::io::Result<()> {
+        let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read);
-        write
-            .write_all(b"220 mailroom-test ESMTP ready\r\n")
-            .await?;
+        if !encrypted
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|(mode, _)| *mode == Tls::Implicit)
+        {
+            write
+                .write_all(b"220 mailroom-test ESMTP ready\r\n")
+                .await?;
+        }
+        let offers_starttls = !encrypted && self.tls.is_some();
         let mut from = String::new();
         let mut to = Vec::new();
         let mut authenticated = false;
@@ -139,7 +203,23 @@ impl SmtpServer {
             let command = line.trim_end().to_owned();
             let upper = command.to_ascii_uppercase();
             let reply: String = if upper.starts_with("EHLO") {
-                "250-mailroom-test\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250 PIPELINING".into()
+                format!(
+                    "250-mailroom-test\r\n{}250-AUTH PLAIN LOGIN\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250 PIPELINING",
+                    if offers_starttls {
+                        "250-STARTTLS\r\n"
+                    } else {
+                        ""
+                    }
+                )
+            } else if upper == "STARTTLS" && offers_starttls {
+                write.write_all(b"220 2.0.0 Ready to start TLS\r\n").await?;
+                let Some((_, acceptor)) = &self.tls else {
+                    return Ok(());
+                };
+                let plain = lines.into_inner().unsplit(write);
+                let tls = acceptor.accept(plain).await?;
+                // A new conversation over TLS (RFC 3207 §4.2: the client says EHLO again).
+                return Box::pin(self.serve(Box::new(tls), true)).await;
             } else if upper.starts_with("HELO") {
                 "250 mailroom-test".into()
             } else if upper.starts_with("AUTH") {
@@ -222,6 +302,7 @@ impl SmtpServer {
                             from: from.clone(),
                             to: to.clone(),
                             data,
+                            encrypted,
                         });
                         format!("250 2.0.0 Ok: queued as {}", state.messages.len())
                     }
@@ -246,7 +327,7 @@ impl SmtpServer {
     async fn fault_reply(
         &self,
         fault: Fault,
-        _write: &mut tokio::net::tcp::OwnedWriteHalf,
+        _write: &mut (impl AsyncWrite + Unpin),
     ) -> std::io::Result<Option<String>> {
         Ok(match fault {
             Fault::Reply(line) => Some(line),
@@ -261,8 +342,8 @@ impl SmtpServer {
     async fn read_credentials(
         &self,
         command: &str,
-        lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-        write: &mut tokio::net::tcp::OwnedWriteHalf,
+        lines: &mut BufReader<impl AsyncRead + Unpin>,
+        write: &mut (impl AsyncWrite + Unpin),
     ) -> std::io::Result<(String, String)> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let decode = |s: &str| {
