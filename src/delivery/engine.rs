@@ -220,8 +220,14 @@ async fn run(ctx: Arc<Ctx>) {
     actix_web::rt::spawn(writer(ctx.clone(), done_rx));
     actix_web::rt::spawn(heartbeat(ctx.clone()));
     let mut senders: HashMap<ProviderId, ProviderSender> = HashMap::new();
+    let prune_every = (ctx.cfg.lease / 3).max(Duration::from_millis(200));
+    let mut pruned = std::time::Instant::now();
     tracing::info!(owner = %ctx.owner, "delivery engine started");
     while !ctx.stopping.load(Ordering::Acquire) {
+        if pruned.elapsed() >= prune_every {
+            prune(&ctx, &mut senders).await;
+            pruned = std::time::Instant::now();
+        }
         let room = ctx
             .cfg
             .max_in_flight
@@ -275,6 +281,31 @@ async fn run(ctx: Arc<Ctx>) {
         }
     }
     tracing::info!(owner = %ctx.owner, "delivery engine stopped claiming");
+}
+
+/// Closes the pools of providers that were deleted or are no longer active: their workers
+/// finish what they hold, then say QUIT. A provider that checks green again gets a new
+/// pool at its next message.
+async fn prune(ctx: &Ctx, senders: &mut HashMap<ProviderId, ProviderSender>) {
+    let ids: Vec<ProviderId> = senders.keys().copied().filter(|id| *id != SYSTEM).collect();
+    if ids.is_empty() {
+        return;
+    }
+    match ctx
+        .db
+        .run(move |conn| Ok(providers::find_many(conn, &ids)?))
+        .await
+    {
+        Ok(found) => {
+            let active: HashSet<ProviderId> = found
+                .iter()
+                .filter(|p| p.is_active())
+                .map(|p| p.id)
+                .collect();
+            senders.retain(|id, _| *id == SYSTEM || active.contains(id));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read providers to close unused pools"),
+    }
 }
 
 /// Hands claimed messages to their providers' pools, (re)building a pool when its provider

@@ -937,3 +937,32 @@ async fn tls_providers_verify_the_certificate_and_send_encrypted(backend: Backen
     Ok(())
 }
 both!(tls_providers_verify_the_certificate_and_send_encrypted);
+
+/// A deleted provider's pool is closed: its idle connection says QUIT instead of staying
+/// open until the process restarts.
+async fn a_deleted_providers_connections_are_closed(backend: Backend) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| s.lease_secs = 5).await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let provider = page.rsplit('/').next().ok_or("provider id")?;
+    compose(&admin, provider, &[("to", "ann@example.com")]).await?;
+    settle(&app, &["sent"]).await?;
+    assert_eq!(
+        server.open_connections(),
+        1,
+        "kept open for the next message"
+    );
+    let response = admin
+        .post_form(&format!("/w/acme/providers/{provider}/delete"), &[])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.open_connections() > 0 {
+        assert!(Instant::now() < deadline, "the pool was never closed");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+both!(a_deleted_providers_connections_are_closed);

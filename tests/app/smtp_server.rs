@@ -69,6 +69,23 @@ struct State {
     messages: Vec<Captured>,
     auth_attempts: usize,
     delay: Duration,
+    open: usize,
+}
+
+/// Counts a conversation as open until it ends, however it ends.
+struct Open(Arc<Mutex<State>>);
+
+impl Open {
+    fn new(state: &Arc<Mutex<State>>) -> Self {
+        state.lock().expect("lock").open += 1;
+        Self(state.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().expect("lock").open -= 1;
+    }
 }
 
 /// The running server.
@@ -126,6 +143,7 @@ impl SmtpServer {
             while let Ok((stream, _)) = listener.accept().await {
                 let session = accepting.clone();
                 actix_web::rt::spawn(async move {
+                    let _open = Open::new(&session.state);
                     let _ = match &session.tls {
                         Some((Tls::Implicit, acceptor)) => match acceptor.accept(stream).await {
                             Ok(tls) => session.serve(Box::new(tls), true).await,
@@ -161,6 +179,11 @@ impl SmtpServer {
     /// Everything accepted so far.
     pub fn messages(&self) -> Vec<Captured> {
         self.state.lock().expect("lock").messages.clone()
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.state.lock().expect("lock").open
     }
 
     /// How many AUTH commands arrived.
