@@ -149,6 +149,7 @@ pub async fn seed(
                     body_id: body_ids[i - chunk_start],
                     message_id: crate::messages::service::new_message_id("bench@example.com"),
                     status: Status::Queued.as_str().into(),
+                    hold_reason: None,
                     attempts: 0,
                     max_attempts: 4,
                     due_at: now,
@@ -157,6 +158,9 @@ pub async fn seed(
                     result: String::new(),
                     created_at: now,
                     updated_at: now,
+                    api_key_id: None,
+                    references_header: None,
+                    contact_ids: None,
                 }
             })
             .collect();

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Measure (prints one final line of figures).
     Bench {
         #[command(subcommand)]
@@ -82,6 +87,26 @@ enum UserCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key for a workspace (on behalf of its first active admin) and print the
+    /// key alone on stdout.
+    Create {
+        /// Workspace URL name.
+        #[arg(long)]
+        workspace: String,
+        /// A name for the key (the system that uses it).
+        #[arg(long)]
+        name: String,
+        /// `send` or `send+read`.
+        #[arg(long, default_value = "send")]
+        scope: String,
+        /// Requests per minute (no limit when absent).
+        #[arg(long)]
+        per_minute: Option<i32>,
+    },
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -125,6 +150,32 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
+        Command::ApiKey {
+            command:
+                ApiKeyCommand::Create {
+                    workspace,
+                    name,
+                    scope,
+                    per_minute,
+                },
+        } => {
+            let db = match Db::open(&settings.database_url(), 1) {
+                Ok(db) => db,
+                Err(e) => return fail(2, e),
+            };
+            let form = crate::api::model::KeyForm {
+                name,
+                scope,
+                per_minute: per_minute.map(|n| n.to_string()).unwrap_or_default(),
+            };
+            match create_api_key(&db, &workspace, &form) {
+                Ok(key) => {
+                    println!("{key}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
             }
         }
         Command::User {
@@ -185,6 +236,45 @@ fn serve(settings: Settings) -> ExitCode {
         Err(StartupError::Config(e)) => fail(2, e),
         Err(e) => fail(1, e),
     }
+}
+
+/// Creates an API key for the workspace with this slug; returns the key.
+pub fn create_api_key(
+    db: &Db,
+    slug: &str,
+    form: &crate::api::model::KeyForm,
+) -> Result<String, String> {
+    let mut errors = crate::web::forms::FieldErrors::new();
+    let request = form.parse(&mut errors).ok_or_else(|| {
+        errors
+            .iter()
+            .map(|(field, message)| format!("--{}: {message}", field.replace('_', "-")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let mut conn = db.get().map_err(|e| e.to_string())?;
+    db::write(&mut conn, |conn| -> Result<String, AppError> {
+        let workspace = crate::workspaces::queries::find_by_slug(conn, slug)?
+            .ok_or_else(|| AppError::Validation(format!("--workspace: no workspace {slug:?}")))?;
+        let admin = crate::workspaces::queries::list_members(conn, workspace.id)?
+            .into_iter()
+            .filter(|(user, membership)| {
+                membership.role().is_admin() && !user.is_disabled() && user.password_hash.is_some()
+            })
+            .map(|(user, _)| user.id)
+            .min_by_key(|id| id.0)
+            .ok_or_else(|| {
+                AppError::Validation(format!("--workspace: {slug} has no active admin"))
+            })?;
+        let (_, key) = crate::api::service::create(
+            conn,
+            &workspace,
+            &crate::api::service::Creator::Cli(admin),
+            &request,
+        )?;
+        Ok(key)
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// What `mailroom user add` creates.

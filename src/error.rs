@@ -20,6 +20,14 @@ pub enum AppError {
     /// The request was malformed; the text says what was wrong and where.
     #[error("{0}")]
     Validation(String),
+    /// One named field of the request is wrong (422).
+    #[error("{message}")]
+    Invalid {
+        /// The field, as the request named it (`provider`, `to`, …).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -69,6 +77,7 @@ impl ResponseError for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Forbidden | AppError::Csrf => StatusCode::FORBIDDEN,
             AppError::Validation(_) => StatusCode::BAD_REQUEST,
+            AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

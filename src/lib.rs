@@ -2,6 +2,7 @@
 //! and SMS. See `README.md` and `../shared/DESIGN.md` for the map.
 
 pub mod accounts;
+pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod cli;

@@ -71,13 +71,16 @@ impl Application {
                 smtp_timeout: Duration::from_secs(settings.smtp_timeout_secs),
             },
         );
+        let ingest = crate::messages::ingest::Ingest::start(db.clone(), engine.clone());
         let state = web::Data::new(AppState {
             db,
             settings: Arc::new(settings.clone()),
             setup: SetupGate::new(users > 0),
             sealer,
             egress,
+            ingest,
             engine,
+            api: Arc::default(),
         });
 
         let listener = TcpListener::bind(&settings.bind)
@@ -120,7 +123,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::FormConfig::default().limit(256 * 1024))
                 .app_data(multipart_config(app_state.settings.attachment_limit_mb))
-                .configure(crate::web::routes)
+                .configure(|cfg| crate::web::routes(cfg, &app_state.settings))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(AppError::NotFound)
                 }))

@@ -21,6 +21,7 @@ diesel::table! {
         slug -> Text,
         site_name -> Text,
         created_at -> Timestamp,
+        per_request_smtp -> Bool,
     }
 }
 
@@ -142,6 +143,49 @@ diesel::table! {
         created_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+        api_key_id -> Nullable<BigInt>,
+        references_header -> Nullable<Text>,
+        contact_ids -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        name -> Text,
+        scope -> Text,
+        prefix -> Text,
+        secret_hash -> Text,
+        per_minute -> Nullable<Integer>,
+        created_by -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    api_files (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        file_name -> Text,
+        content_type -> Text,
+        size -> BigInt,
+        data -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (id) {
+        id -> BigInt,
+        api_key_id -> BigInt,
+        idempotency_key -> Text,
+        request_hash -> Text,
+        status_code -> Nullable<Integer>,
+        response -> Nullable<Text>,
+        created_at -> Timestamp,
     }
 }
 
@@ -199,4 +243,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     message_bodies,
     message_attachments,
     message_events,
+    api_keys,
+    api_files,
+    idempotency_keys,
 );

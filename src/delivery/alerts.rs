@@ -62,6 +62,7 @@ pub fn notify_admins(
             body_id,
             message_id: new_message_id(from),
             status: Status::Queued.as_str().into(),
+            hold_reason: None,
             attempts: 0,
             max_attempts: 4,
             due_at: now,
@@ -70,6 +71,9 @@ pub fn notify_admins(
             result: String::new(),
             created_at: now,
             updated_at: now,
+            api_key_id: None,
+            references_header: None,
+            contact_ids: None,
         })
         .collect();
     messages::insert_batch(conn, &rows)

@@ -1,5 +1,5 @@
 //! Turning a stored message into what goes over the wire: RFC 5322 headers (From, To, Cc,
-//! Subject, Message-ID, Date) and a MIME body, plus the SMTP envelope, which also carries
+//! Subject, Message-ID, Date, In-Reply-To and References for replies) and a MIME body, plus the SMTP envelope, which also carries
 //! the BCC recipients (never a header).
 
 use lettre::address::Envelope;
@@ -34,6 +34,13 @@ pub fn build(
         .subject(message.subject.clone())
         .message_id(Some(message.message_id.clone()))
         .date_now();
+    // A reply (API `in_reply_to`): mail clients thread it under the original.
+    if let Some(parent) = message.in_reply_to() {
+        builder = builder.in_reply_to(parent.to_owned());
+    }
+    if let Some(references) = &message.references_header {
+        builder = builder.references(references.clone());
+    }
     let mut recipients = vec![address(&message.recipient)?];
     for cc in message.cc_list() {
         let cc = address(cc)?;

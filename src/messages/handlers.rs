@@ -93,8 +93,8 @@ pub async fn compose(
         (ctx.workspace.clone(), ctx.user.id, ctx.session_id.clone());
     let count = input.to.len();
     let stored = state
-        .db
-        .write(move |conn| {
+        .ingest
+        .submit(move |conn| {
             let sender = service::Sender {
                 user,
                 session_public_id: &session_id,
@@ -111,7 +111,6 @@ pub async fn compose(
         }
         Err(e) => return Err(e),
     };
-    state.engine.wake();
     let text = if count == 1 {
         "Message queued.".to_owned()
     } else {

@@ -1,6 +1,7 @@
 //! Messages: the log and the queue (one row per recipient), compose, history, detail.
 
 pub mod handlers;
+pub mod ingest;
 pub mod model;
 pub mod queries;
 pub mod service;

@@ -166,6 +166,13 @@ pub struct Message {
     pub sent_at: Option<NaiveDateTime>,
     /// Last change.
     pub updated_at: NaiveDateTime,
+    /// The API key that sent it.
+    pub api_key_id: Option<crate::api::model::ApiKeyId>,
+    /// `References` of a reply: the thread's Message-IDs, oldest first; the last one is
+    /// the message it answers (`In-Reply-To`).
+    pub references_header: Option<String>,
+    /// The caller's contact ids (JSON array), linked once contacts exist.
+    pub contact_ids: Option<String>,
 }
 
 impl Message {
@@ -187,6 +194,11 @@ impl Message {
     /// BCC addresses.
     pub fn bcc_list(&self) -> Vec<&str> {
         split_list(&self.bcc)
+    }
+
+    /// The Message-ID this one answers (`In-Reply-To`): the last of its `References`.
+    pub fn in_reply_to(&self) -> Option<&str> {
+        self.references_header.as_deref()?.split_whitespace().last()
     }
 }
 
@@ -228,8 +240,10 @@ pub struct NewMessage {
     pub body_id: i64,
     /// Message-ID.
     pub message_id: String,
-    /// `scheduled` or `queued`.
+    /// `scheduled`, `queued` or `held`.
     pub status: String,
+    /// `api` when stored held until released.
+    pub hold_reason: Option<String>,
     /// 0.
     pub attempts: i32,
     /// Retry count + 1.
@@ -246,6 +260,12 @@ pub struct NewMessage {
     pub created_at: NaiveDateTime,
     /// Now.
     pub updated_at: NaiveDateTime,
+    /// API key.
+    pub api_key_id: Option<crate::api::model::ApiKeyId>,
+    /// `References`.
+    pub references_header: Option<String>,
+    /// Contact ids (JSON array).
+    pub contact_ids: Option<String>,
 }
 
 /// What a send says: stored once, shared by the messages of all its recipients.

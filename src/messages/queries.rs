@@ -15,7 +15,7 @@ use crate::workspaces::model::WorkspaceId;
 const CLAIMABLE: [&str; 2] = ["scheduled", "queued"];
 
 /// Rows per multi-row INSERT: SQLite binds at most 32,766 parameters per statement
-/// (24 columns × 1,000 rows stays under it).
+/// (32 columns × 1,000 rows stays under it).
 const INSERT_CHUNK: usize = 1_000;
 
 /// Stores messages, a multi-row statement per chunk; returns their ids in order.

@@ -32,6 +32,25 @@ pub fn prefixed_subject(workspace: &Workspace, subject: &str) -> String {
     }
 }
 
+/// Where a send comes from and what rides along, beyond its content.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// `web` (console) or `sys` (API, Mailroom itself).
+    pub origin: Option<Origin>,
+    /// The user it is sent for (the console's user; the API's owner).
+    pub user: Option<UserId>,
+    /// The console session it was sent from.
+    pub session_public_id: Option<String>,
+    /// The API key that sent it.
+    pub api_key: Option<crate::api::model::ApiKeyId>,
+    /// `References` of a reply (its last id is `In-Reply-To`).
+    pub references: Option<String>,
+    /// The caller's contact ids, JSON.
+    pub contact_ids: Option<String>,
+    /// Stored, not sent, until released.
+    pub hold: bool,
+}
+
 /// Stores a composed message, one row per To recipient; returns their ids. The provider
 /// must belong to the workspace and be active (green).
 pub fn compose(
@@ -44,9 +63,29 @@ pub fn compose(
         providers::find_by_workspace_and_id(conn, workspace.id, input.provider)?
             .filter(Provider::is_active)
             .ok_or_else(|| AppError::Validation("Choose a provider that checked green.".into()))?;
+    let envelope = Envelope {
+        origin: Some(Origin::Web),
+        user: Some(sender.user),
+        session_public_id: Some(sender.session_public_id.to_owned()),
+        ..Envelope::default()
+    };
+    store(conn, workspace, &provider, input, &envelope)
+}
+
+/// Stores a send through `provider` (already checked by the caller): its content once, its
+/// files, one message per To recipient.
+pub fn store(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    provider: &Provider,
+    input: &Compose,
+    envelope: &Envelope,
+) -> Result<Vec<MessageId>, AppError> {
     let now = db::now();
     let due = input.send_at.filter(|at| *at > now);
-    let status = if due.is_some() {
+    let status = if envelope.hold {
+        Status::Held
+    } else if due.is_some() {
         Status::Scheduled
     } else {
         Status::Queued
@@ -80,9 +119,9 @@ pub fn compose(
         .iter()
         .map(|recipient| NewMessage {
             workspace_id: workspace.id,
-            origin: Origin::Web.as_str().into(),
-            user_id: Some(sender.user),
-            session_public_id: Some(sender.session_public_id.to_owned()),
+            origin: envelope.origin.unwrap_or(Origin::Sys).as_str().into(),
+            user_id: envelope.user,
+            session_public_id: envelope.session_public_id.clone(),
             provider_id: Some(provider.id),
             from_address: provider.account_address.clone(),
             from_name: provider.from_name.clone(),
@@ -93,6 +132,7 @@ pub fn compose(
             body_id,
             message_id: new_message_id(&provider.account_address),
             status: status.as_str().into(),
+            hold_reason: envelope.hold.then(|| "api".to_owned()),
             attempts: 0,
             max_attempts: input.retry_count + 1,
             due_at: due.unwrap_or(now),
@@ -101,6 +141,9 @@ pub fn compose(
             result: String::new(),
             created_at: now,
             updated_at: now,
+            api_key_id: envelope.api_key,
+            references_header: envelope.references.clone(),
+            contact_ids: envelope.contact_ids.clone(),
         })
         .collect();
     Ok(queries::insert_batch(conn, &rows)?)

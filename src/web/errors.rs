@@ -77,6 +77,25 @@ pub fn render<B: MessageBody + 'static>(
     }
     let status = res.status();
     let (req, response) = res.into_parts();
+    // The API answers problem documents, never pages (e.g. an oversized body's 413).
+    if req.path().starts_with("/api/") {
+        let detail = match response.error() {
+            Some(_) if status.is_server_error() => {
+                "Something went wrong on our side; the request id is in X-Request-Id.".to_owned()
+            }
+            Some(e) => e.to_string(),
+            None => status.canonical_reason().unwrap_or("Error").to_owned(),
+        };
+        let mut problem = crate::api::problem::Problem::new(status, detail).response();
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                problem.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        return Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, problem).map_into_right_body(),
+        ));
+    }
     // Only a page that needs a signed-in user sends the browser to sign in; other 401s
     // (bearer-token endpoints) answer as they are.
     let needs_sign_in = response

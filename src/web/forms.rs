@@ -32,6 +32,11 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// Every (field, message), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.iter().map(|(f, m)| (*f, m.as_str()))
+    }
+
     /// The message for a field.
     pub fn get(&self, field: &str) -> Option<&str> {
         self.0

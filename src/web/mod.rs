@@ -40,6 +40,10 @@ pub struct AppState {
     pub egress: crate::providers::egress::EgressPolicy,
     /// The delivery engine of this process.
     pub engine: crate::delivery::EngineHandle,
+    /// The one write path for new messages (group commit).
+    pub ingest: crate::messages::ingest::Ingest,
+    /// API keys' rate limiters.
+    pub api: Arc<crate::api::auth::ApiRuntime>,
 }
 
 /// Until the first admin exists, every page leads to `/setup`, which needs the one-time
@@ -90,7 +94,7 @@ pub fn render_status<T: Template>(status: StatusCode, page: &T) -> Result<HttpRe
 }
 
 /// The route table of the whole console.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
         .route("/static/{name:.*}", web::get().to(assets::serve));
@@ -99,6 +103,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::audit::routes(cfg);
     crate::providers::routes(cfg);
     crate::messages::routes(cfg);
+    // An API body carries the message and its text; files come separately.
+    crate::api::routes(cfg, settings.attachment_limit_mb.max(1) * 1024 * 1024);
 }
 
 /// `GET /healthz`: 200 when the database answers, 503 when it does not.
@@ -190,7 +196,8 @@ pub async fn setup_gate(
     let open_path = req.path() == "/setup"
         || req.path().starts_with("/static/")
         || req.path() == "/healthz"
-        || req.path() == "/metrics";
+        || req.path() == "/metrics"
+        || req.path().starts_with("/api/");
     let state = req.app_data::<web::Data<AppState>>().cloned();
     if let Some(state) = state.filter(|s| !open_path && !s.setup.is_done()) {
         let users = state

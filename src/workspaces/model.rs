@@ -26,6 +26,8 @@ pub struct Workspace {
     pub site_name: String,
     /// Creation time.
     pub created_at: NaiveDateTime,
+    /// Whether API calls may bring their own SMTP settings.
+    pub per_request_smtp: bool,
 }
 
 /// A new workspace.

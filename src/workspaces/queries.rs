@@ -16,6 +16,22 @@ pub fn find_by_slug(conn: &mut DbConn, slug: &str) -> QueryResult<Option<Workspa
         .optional()
 }
 
+/// The workspace with this id.
+pub fn find_by_id(conn: &mut DbConn, id: WorkspaceId) -> QueryResult<Option<Workspace>> {
+    workspaces::table
+        .find(id)
+        .select(Workspace::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Turns per-request SMTP settings in API calls on or off.
+pub fn set_per_request_smtp(conn: &mut DbConn, id: WorkspaceId, on: bool) -> QueryResult<usize> {
+    diesel::update(workspaces::table.find(id))
+        .set(workspaces::per_request_smtp.eq(on))
+        .execute(conn)
+}
+
 /// Creates a workspace.
 pub fn insert(conn: &mut DbConn, new: &NewWorkspace<'_>) -> QueryResult<WorkspaceId> {
     diesel::insert_into(workspaces::table)

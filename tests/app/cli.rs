@@ -361,3 +361,67 @@ async fn app_login_failure(browser: &Browser, password: &str) -> reqwest::Result
     let other = Browser::new_at(&browser.base);
     Ok(other.login(ADMIN, password).await?.status())
 }
+
+/// `mailroom api-key create` prints the key alone on stdout, and the key works.
+async fn api_key_create_prints_a_working_key(backend: Backend) -> TestResult {
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    let run = |args: Vec<&'static str>| {
+        let (url, dir) = (app.database_url.clone(), app.dir.path().to_path_buf());
+        actix_web::web::block(move || {
+            mailroom(&dir, &args, &[("MAILROOM_DATABASE_URL", &url)], None)
+        })
+    };
+    let output = run(vec![
+        "api-key",
+        "create",
+        "--workspace",
+        "acme",
+        "--name",
+        "Automation",
+        "--scope",
+        "send+read",
+    ])
+    .await??;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    assert_eq!(stdout.lines().count(), 1, "the key alone: {stdout:?}");
+    let key = stdout.trim();
+    assert!(key.starts_with("mr_"), "{key}");
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/providers", app.base))
+        .bearer_auth(key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    for (args, says) in [
+        (
+            vec!["api-key", "create", "--workspace", "nope", "--name", "X"],
+            "--workspace: no workspace",
+        ),
+        (
+            vec![
+                "api-key",
+                "create",
+                "--workspace",
+                "acme",
+                "--name",
+                "X",
+                "--scope",
+                "all",
+            ],
+            "--scope",
+        ),
+    ] {
+        let output = run(args).await??;
+        assert_eq!(output.status.code(), Some(1));
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8(output.stderr)?;
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    Ok(())
+}
+both!(api_key_create_prints_a_working_key);

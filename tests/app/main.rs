@@ -4,6 +4,7 @@
 mod helpers;
 mod smtp_server;
 
+mod api;
 mod auth;
 mod browser;
 mod cli;

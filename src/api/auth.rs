@@ -1,0 +1,128 @@
+//! Who calls the API: the bearer key, its workspace, its rate limit. Only the
+//! `Authorization` header counts; a browser's session cookie never authorizes an API call.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, http::header, web};
+use futures_util::future::LocalBoxFuture;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::model::{ApiKey, ApiKeyId};
+use super::problem::ApiError;
+use super::{queries, service};
+use crate::web::AppState;
+use crate::workspaces::model::Workspace;
+
+/// An authenticated API request.
+pub struct ApiCaller {
+    /// The key.
+    pub key: ApiKey,
+    /// Its workspace: every query of the request filters by it.
+    pub workspace: Workspace,
+}
+
+/// Per-process API state: each key's rate limiter and when its use was last recorded.
+#[derive(Default)]
+pub struct ApiRuntime {
+    limits: Mutex<HashMap<ApiKeyId, (i32, DefaultDirectRateLimiter)>>,
+    touched: Mutex<HashMap<ApiKeyId, Instant>>,
+}
+
+/// `last_used_at` is written at most this often per key (not once per request).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+impl ApiRuntime {
+    /// Counts a request against the key's limit; `Err(seconds)` when it must wait.
+    fn admit(&self, key: &ApiKey) -> Result<(), u64> {
+        let Some(per_minute) = key.per_minute else {
+            return Ok(());
+        };
+        let mut limits = self.limits.lock().expect("lock");
+        let stale = limits.get(&key.id).is_none_or(|(n, _)| *n != per_minute);
+        if stale {
+            let n = NonZeroU32::new(u32::try_from(per_minute.max(1)).unwrap_or(1))
+                .unwrap_or(NonZeroU32::MIN);
+            limits.insert(
+                key.id,
+                (per_minute, RateLimiter::direct(Quota::per_minute(n))),
+            );
+        }
+        let (_, limiter) = limits.get(&key.id).expect("inserted above");
+        limiter.check().map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+
+    /// Whether the key's use should be written now.
+    fn should_touch(&self, key: ApiKeyId) -> bool {
+        let mut touched = self.touched.lock().expect("lock");
+        let now = Instant::now();
+        match touched.get(&key) {
+            Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
+            _ => {
+                touched.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+/// The key in `Authorization: Bearer <key>`.
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+impl FromRequest for ApiCaller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| {
+                ApiError::App(crate::error::AppError::Unexpected(anyhow::anyhow!(
+                    "application state missing"
+                )))
+            })?;
+            let token = token.ok_or(ApiError::Unauthorized)?;
+            let found = state
+                .db
+                .run(move |conn| {
+                    let Some(key) = service::authenticate(conn, &token)? else {
+                        return Ok(None);
+                    };
+                    let workspace = crate::workspaces::queries::find_by_id(conn, key.workspace_id)?;
+                    Ok(workspace.map(|w| (key, w)))
+                })
+                .await?;
+            let (key, workspace) = found.ok_or(ApiError::Unauthorized)?;
+            state.api.admit(&key).map_err(ApiError::RateLimited)?;
+            if state.api.should_touch(key.id) {
+                let id = key.id;
+                let db = state.db.clone();
+                actix_web::rt::spawn(async move {
+                    let written = db
+                        .run(move |conn| Ok(queries::touch(conn, id, crate::db::now())?))
+                        .await;
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "cannot record an API key's use");
+                    }
+                });
+            }
+            Ok(ApiCaller { key, workspace })
+        })
+    }
+}

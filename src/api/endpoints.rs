@@ -1,0 +1,586 @@
+//! The JSON API (`/api/v1`): send messages, read them back, list providers. Every query
+//! filters by the key's workspace; input errors are problem documents naming the field.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::NaiveDateTime;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::auth::ApiCaller;
+use super::problem::{ApiError, FieldProblem};
+use crate::error::AppError;
+use crate::messages::model::{Compose, Message, MessageEvent, MessageId, parse_addresses};
+use crate::messages::{queries as messages, service as message_rules};
+use crate::providers::model::{Provider, ProviderId};
+use crate::providers::queries as providers;
+use crate::web::AppState;
+
+/// Parses a JSON body: malformed JSON is a 400 with line and column; a well-formed body
+/// with a wrong, missing or unknown field is a 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m)
+            .to_owned();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Malformed {
+                message,
+                line: inner.line(),
+                column: inner.column(),
+            };
+        }
+        // serde names missing and unknown fields in the message, not the path.
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|start| message.strip_prefix(start))
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        // A missing field is named in the message, at its parent's path; an unknown one
+        // is at its own path already.
+        let field = match (path.as_str(), named) {
+            ("." | "", Some(name)) => name,
+            ("." | "", None) => "body".to_owned(),
+            (path, Some(name)) if message.starts_with("missing") => format!("{path}.{name}"),
+            (path, _) => path.to_owned(),
+        };
+        ApiError::field(field, message)
+    })?;
+    de.end().map_err(|e| ApiError::Malformed {
+        message: "trailing characters after the JSON value".into(),
+        line: e.line(),
+        column: e.column(),
+    })?;
+    Ok(value)
+}
+
+/// The provider to send through: its id, or its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ProviderRef {
+    /// Id.
+    Id(i64),
+    /// Name.
+    Name(String),
+}
+
+/// A contact id as the caller's system knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ContactId {
+    /// Numeric.
+    Number(i64),
+    /// Text.
+    Text(String),
+}
+
+/// `POST /api/v1/messages`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// To recipients (1–50): one message each.
+    pub to: Vec<String>,
+    /// CC, on every message.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// BCC, on every message's envelope.
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    /// Subject (the workspace's site name is put in front).
+    pub subject: String,
+    /// From: must be the provider's account address for now.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Provider id or name.
+    pub provider: ProviderRef,
+    /// Text body.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// HTML body.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// Id of an earlier message of the workspace this one answers.
+    #[serde(default)]
+    pub in_reply_to: Option<i64>,
+    /// The caller's contact ids (stored).
+    #[serde(default)]
+    pub contact_ids: Vec<ContactId>,
+    /// The member the messages are sent for (default: the key's creator).
+    #[serde(default)]
+    pub owner: Option<i64>,
+    /// Retries after temporary failures (0–10; default from the settings).
+    #[serde(default)]
+    pub retry_count: Option<i32>,
+    /// When to send, RFC 3339 (e.g. `2026-12-01T09:30:00Z`).
+    #[serde(default)]
+    pub send_at: Option<String>,
+    /// Store without sending until released.
+    #[serde(default)]
+    pub hold: bool,
+}
+
+/// Most To recipients of one API call.
+const MAX_TO: usize = 50;
+
+/// Checks every field that needs no database; collects every problem.
+fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiError> {
+    let mut problems = Vec::new();
+    let mut problem = |field: String, detail: String| problems.push(FieldProblem { field, detail });
+    let mut addresses = |field: &str, list: &[String], required: bool, max: usize| {
+        if required && list.is_empty() {
+            problem(field.into(), format!("Give at least one {field} address."));
+        }
+        if list.len() > max {
+            problem(field.into(), format!("At most {max} {field} addresses."));
+        }
+        let mut parsed = Vec::new();
+        for (i, address) in list.iter().enumerate() {
+            // One address per entry: a separator or line break would smuggle in more.
+            if address.contains([',', ';', '\r', '\n']) {
+                problem(
+                    format!("{field}[{i}]"),
+                    "One address per entry, without line breaks.".into(),
+                );
+                continue;
+            }
+            match parse_addresses(address, field, 1, true) {
+                Ok(mut one) => parsed.append(&mut one),
+                Err(why) => problem(format!("{field}[{i}]"), why),
+            }
+        }
+        parsed
+    };
+    let to = addresses("to", &request.to, true, MAX_TO);
+    let cc = addresses("cc", &request.cc, false, crate::messages::model::MAX_COPIES);
+    let bcc = addresses(
+        "bcc",
+        &request.bcc,
+        false,
+        crate::messages::model::MAX_COPIES,
+    );
+    let subject = request.subject.trim();
+    if subject.is_empty() {
+        problem("subject".into(), "Give a subject.".into());
+    } else if subject.chars().any(char::is_control) {
+        problem(
+            "subject".into(),
+            "A subject cannot contain line breaks or control characters.".into(),
+        );
+    } else if subject.chars().count() > 900 {
+        problem(
+            "subject".into(),
+            "A subject has at most 900 characters.".into(),
+        );
+    }
+    if let Some(from) = &request.from
+        && from.chars().any(char::is_control)
+    {
+        problem(
+            "from".into(),
+            "From cannot contain line breaks or control characters.".into(),
+        );
+    }
+    if let ProviderRef::Name(name) = &request.provider
+        && name.chars().any(char::is_control)
+    {
+        problem(
+            "provider".into(),
+            "A provider name has no line breaks.".into(),
+        );
+    }
+    let text = request.text.as_deref().unwrap_or_default();
+    let html = request.html.as_deref().unwrap_or_default();
+    if text.trim().is_empty() && html.trim().is_empty() {
+        problem(
+            "text".into(),
+            "Give a text or an HTML body (or both).".into(),
+        );
+    }
+    let retry_count = request.retry_count.unwrap_or(default_retries);
+    if !(0..=10).contains(&retry_count) {
+        problem("retry_count".into(), "From 0 to 10.".into());
+    }
+    let send_at = match request.send_at.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(value) => match chrono::DateTime::parse_from_rfc3339(value) {
+            Ok(at) => Some(at.naive_utc()),
+            Err(_) => {
+                problem(
+                    "send_at".into(),
+                    format!("{value:?} is not an RFC 3339 time like 2026-12-01T09:30:00Z."),
+                );
+                None
+            }
+        },
+    };
+    if request.contact_ids.len() > 1_000 {
+        problem("contact_ids".into(), "At most 1,000 contact ids.".into());
+    }
+    for (i, id) in request.contact_ids.iter().enumerate() {
+        if let ContactId::Text(text) = id
+            && (text.is_empty() || text.len() > 100 || text.chars().any(char::is_control))
+        {
+            problem(
+                format!("contact_ids[{i}]"),
+                "A contact id is a number or 1–100 characters without line breaks.".into(),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    Ok(Compose {
+        provider: ProviderId(0),
+        to,
+        cc,
+        bcc,
+        subject: subject.to_owned(),
+        text: crate::delivery::build::crlf(text),
+        html: Some(html.trim())
+            .filter(|h| !h.is_empty())
+            .map(crate::delivery::build::crlf),
+        send_at,
+        retry_count,
+        files: Vec::new(),
+    })
+}
+
+/// One stored message in a 202 answer.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// Id.
+    pub id: i64,
+    /// Its To recipient.
+    pub to: String,
+    /// `queued`, `scheduled` or `held`.
+    pub status: String,
+    /// Where to read it back.
+    pub url: String,
+}
+
+/// The 202 answer.
+#[derive(Debug, Serialize)]
+pub struct AcceptedList {
+    /// One per To recipient, in order.
+    pub messages: Vec<Accepted>,
+}
+
+/// `POST /api/v1/messages`: stores one message per To recipient; answers 202 once they
+/// are committed.
+pub async fn send(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let request: SendRequest = parse_json(&body)?;
+    let mut input = validate(&request, state.settings.retry_count)?;
+    let ApiCaller { key, workspace } = caller;
+    let status = if request.hold {
+        "held"
+    } else if input.send_at.is_some_and(|at| at > crate::db::now()) {
+        "scheduled"
+    } else {
+        "queued"
+    };
+    let recipients = input.to.clone();
+    let ids = state
+        .ingest
+        .submit(move |conn| {
+            let provider = find_provider(conn, &workspace, &request.provider)?;
+            if let Some(from) = request.from.as_deref().map(str::trim)
+                && !from.eq_ignore_ascii_case(&provider.account_address)
+            {
+                return Err(AppError::Invalid {
+                    field: "from",
+                    message: format!(
+                        "Send from the provider's account address, {}.",
+                        provider.account_address
+                    ),
+                });
+            }
+            let owner = match request.owner {
+                Some(id) => {
+                    let user = crate::accounts::model::UserId(id);
+                    crate::workspaces::queries::find_membership(conn, workspace.id, user)?.ok_or(
+                        AppError::Invalid {
+                            field: "owner",
+                            message: "The owner must be a member of this workspace.".into(),
+                        },
+                    )?;
+                    Some(user)
+                }
+                None => key.created_by,
+            };
+            let references = match request.in_reply_to {
+                Some(id) => {
+                    let parent =
+                        messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
+                            .ok_or(AppError::Invalid {
+                                field: "in_reply_to",
+                                message: format!("No message {id} in this workspace."),
+                            })?;
+                    Some(match &parent.references_header {
+                        Some(earlier) => format!("{earlier} {}", parent.message_id),
+                        None => parent.message_id.clone(),
+                    })
+                }
+                None => None,
+            };
+            input.provider = provider.id;
+            let envelope = message_rules::Envelope {
+                origin: Some(crate::messages::model::Origin::Sys),
+                user: owner,
+                session_public_id: None,
+                api_key: Some(key.id),
+                references,
+                contact_ids: (!request.contact_ids.is_empty())
+                    .then(|| serde_json::to_string(&request.contact_ids).unwrap_or_default()),
+                hold: request.hold,
+            };
+            message_rules::store(conn, &workspace, &provider, &input, &envelope)
+        })
+        .await?;
+    let messages = ids
+        .into_iter()
+        .zip(recipients)
+        .map(|(id, to)| Accepted {
+            id: id.0,
+            to,
+            status: status.into(),
+            url: format!("/api/v1/messages/{}", id.0),
+        })
+        .collect();
+    Ok(HttpResponse::build(StatusCode::ACCEPTED).json(AcceptedList { messages }))
+}
+
+/// The workspace's active provider with this id or name.
+fn find_provider(
+    conn: &mut crate::db::DbConn,
+    workspace: &crate::workspaces::model::Workspace,
+    wanted: &ProviderRef,
+) -> Result<Provider, AppError> {
+    let all = providers::list_by_workspace(conn, workspace.id)?;
+    let found = all.into_iter().find(|p| match wanted {
+        ProviderRef::Id(id) => p.id.0 == *id,
+        ProviderRef::Name(name) => p.name.eq_ignore_ascii_case(name.trim()),
+    });
+    match found {
+        Some(p) if p.is_active() => Ok(p),
+        Some(p) => Err(AppError::Invalid {
+            field: "provider",
+            message: format!(
+                "The provider {} is {}; only a provider that checked green sends.",
+                p.name, p.status
+            ),
+        }),
+        None => Err(AppError::Invalid {
+            field: "provider",
+            message: "No such provider in this workspace (give its id or name).".into(),
+        }),
+    }
+}
+
+fn timestamp(at: NaiveDateTime) -> String {
+    at.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// One attempt or state change.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// `retry`, `sent`, `failed`, `held`, …
+    pub kind: String,
+    /// Attempt number.
+    pub attempt: i32,
+    /// Basic SMTP reply code.
+    pub smtp_code: Option<i32>,
+    /// Enhanced status code.
+    pub smtp_enhanced: Option<String>,
+    /// The reply or what happened.
+    pub detail: String,
+    /// When.
+    pub at: String,
+}
+
+/// The whole send record of a message.
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    /// Id.
+    pub id: i64,
+    /// Status.
+    pub status: String,
+    /// Whether it was sent.
+    pub successful: bool,
+    /// Result in words (the last reply).
+    pub result: String,
+    /// Last basic SMTP reply code.
+    pub smtp_code: Option<i32>,
+    /// Last enhanced status code.
+    pub smtp_enhanced: Option<String>,
+    /// To.
+    pub to: String,
+    /// CC.
+    pub cc: Vec<String>,
+    /// BCC.
+    pub bcc: Vec<String>,
+    /// From address.
+    pub from: String,
+    /// From name.
+    pub from_name: String,
+    /// Subject as sent.
+    pub subject: String,
+    /// Provider id.
+    pub provider: Option<i64>,
+    /// `web` or `sys`.
+    pub origin: String,
+    /// The API key's name, for messages sent through the API.
+    pub source: Option<String>,
+    /// The member it was sent for.
+    pub owner: Option<i64>,
+    /// RFC 5322 Message-ID.
+    pub message_id: String,
+    /// The Message-ID it answers.
+    pub in_reply_to: Option<String>,
+    /// Contact ids given.
+    pub contact_ids: Vec<ContactId>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// May have been delivered twice (crash mid-send).
+    pub possible_duplicate: bool,
+    /// Created.
+    pub created_at: String,
+    /// Requested send time.
+    pub send_at: Option<String>,
+    /// Accepted by the server at.
+    pub sent_at: Option<String>,
+    /// Every attempt and state change, oldest first.
+    pub events: Vec<EventView>,
+}
+
+impl MessageView {
+    fn new(message: Message, events: Vec<MessageEvent>, source: Option<String>) -> Self {
+        Self {
+            in_reply_to: message.in_reply_to().map(str::to_owned),
+            id: message.id.0,
+            successful: message.successful(),
+            cc: message.cc_list().into_iter().map(str::to_owned).collect(),
+            bcc: message.bcc_list().into_iter().map(str::to_owned).collect(),
+            contact_ids: message
+                .contact_ids
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default(),
+            status: message.status,
+            result: message.result,
+            smtp_code: message.smtp_code,
+            smtp_enhanced: message.smtp_enhanced,
+            to: message.recipient,
+            from: message.from_address,
+            from_name: message.from_name,
+            subject: message.subject,
+            provider: message.provider_id.map(|p| p.0),
+            origin: message.origin,
+            source,
+            owner: message.user_id.map(|u| u.0),
+            message_id: message.message_id,
+            attempts: message.attempts,
+            max_attempts: message.max_attempts,
+            possible_duplicate: message.possible_duplicate,
+            created_at: timestamp(message.created_at),
+            send_at: message.send_at.map(timestamp),
+            sent_at: message.sent_at.map(timestamp),
+            events: events
+                .into_iter()
+                .map(|e| EventView {
+                    kind: e.kind,
+                    attempt: e.attempt,
+                    smtp_code: e.smtp_code,
+                    smtp_enhanced: e.smtp_enhanced,
+                    detail: e.detail,
+                    at: timestamp(e.created_at),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /api/v1/messages/{id}`: a `send` key reads what it sent; a `send+read` key any
+/// message of the workspace.
+pub async fn show(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path
+        .parse::<i64>()
+        .map_err(|_| ApiError::NotFound("message"))?;
+    let ApiCaller { key, workspace } = caller;
+    let found = state
+        .db
+        .run(move |conn| {
+            let Some(message) =
+                messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
+            else {
+                return Ok(None);
+            };
+            if !key.can_read() && message.api_key_id != Some(key.id) {
+                return Ok(None);
+            }
+            let events = messages::events_of(conn, message.id)?;
+            let source = match message.api_key_id {
+                Some(id) => super::queries::find(conn, message.workspace_id, id)?.map(|k| k.name),
+                None => None,
+            };
+            Ok(Some((message, events, source)))
+        })
+        .await?;
+    let (message, events, source) = found.ok_or(ApiError::NotFound("message"))?;
+    Ok(HttpResponse::Ok().json(MessageView::new(message, events, source)))
+}
+
+/// A provider as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ProviderView {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// `smtp`, `gmail`, `ses` or `outlook`.
+    pub kind: String,
+    /// `unchecked`, `active` or `error`.
+    pub status: String,
+}
+
+/// `GET /api/v1/providers`.
+pub async fn list_providers(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+) -> Result<HttpResponse, ApiError> {
+    let workspace = caller.workspace.id;
+    let rows = state
+        .db
+        .run(move |conn| Ok(providers::list_by_workspace(conn, workspace)?))
+        .await?;
+    let providers: Vec<ProviderView> = rows
+        .into_iter()
+        .map(|p| ProviderView {
+            id: p.id.0,
+            name: p.name,
+            kind: p.kind,
+            status: p.status,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "providers": providers })))
+}
+
+/// Any other path under `/api/`: a problem document, not a page.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("endpoint"))
+}

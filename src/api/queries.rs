@@ -1,0 +1,75 @@
+//! SQL of API keys.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::model::*;
+use crate::db::DbConn;
+use crate::db::schema::api_keys;
+use crate::per_backend;
+use crate::workspaces::model::WorkspaceId;
+
+/// Stores a key; returns it.
+pub fn insert(conn: &mut DbConn, row: &NewApiKey) -> QueryResult<ApiKey> {
+    per_backend!(conn, |c| diesel::insert_into(api_keys::table)
+        .values(row)
+        .returning(ApiKey::as_returning())
+        .get_result(c))
+}
+
+/// The workspace's keys, newest first (revoked ones too: the page shows them greyed).
+pub fn list(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<ApiKey>> {
+    api_keys::table
+        .filter(api_keys::workspace_id.eq(workspace))
+        .order(api_keys::id.desc())
+        .select(ApiKey::as_select())
+        .load(conn)
+}
+
+/// A key of the workspace by id.
+pub fn find(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: ApiKeyId,
+) -> QueryResult<Option<ApiKey>> {
+    api_keys::table
+        .filter(api_keys::workspace_id.eq(workspace))
+        .filter(api_keys::id.eq(id))
+        .select(ApiKey::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A key by its visible prefix (any workspace: the caller checks the hash).
+pub fn find_by_prefix(conn: &mut DbConn, prefix: &str) -> QueryResult<Option<ApiKey>> {
+    api_keys::table
+        .filter(api_keys::prefix.eq(prefix))
+        .select(ApiKey::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Revokes a key of the workspace that is not revoked yet; returns it.
+pub fn revoke(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: ApiKeyId,
+    now: NaiveDateTime,
+) -> QueryResult<Option<ApiKey>> {
+    let target = api_keys::table
+        .filter(api_keys::workspace_id.eq(workspace))
+        .filter(api_keys::id.eq(id))
+        .filter(api_keys::revoked_at.is_null());
+    per_backend!(conn, |c| diesel::update(target)
+        .set(api_keys::revoked_at.eq(now))
+        .returning(ApiKey::as_returning())
+        .get_result(c)
+        .optional())
+}
+
+/// Records that a key was used.
+pub fn touch(conn: &mut DbConn, id: ApiKeyId, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(api_keys::table.find(id))
+        .set(api_keys::last_used_at.eq(now))
+        .execute(conn)
+}

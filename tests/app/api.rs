@@ -1,0 +1,558 @@
+//! The JSON API: keys, bearer auth, sending and reading back, problem documents, scopes,
+//! workspaces, rate limits — on both backends.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::helpers::*;
+use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider};
+use crate::smtp_server::SmtpServer;
+
+/// The key shown once on the page that created it.
+fn shown_key(html: &str) -> Option<String> {
+    let start = html.find("id=\"new-key\">")? + "id=\"new-key\">".len();
+    let end = html[start..].find('<')? + start;
+    Some(html[start..end].to_owned())
+}
+
+/// Creates a key in the console; returns it.
+pub async fn create_key(
+    admin: &Browser,
+    slug: &str,
+    name: &str,
+    scope: &str,
+    per_minute: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let response = admin
+        .post_form(
+            &format!("/w/{slug}/api-keys"),
+            &[("name", name), ("scope", scope), ("per_minute", per_minute)],
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let html = response.text().await?;
+    Ok(shown_key(&html).ok_or("the new key is on the page")?)
+}
+
+/// A client with no cookies that speaks to the API with `key`.
+pub struct Api {
+    base: String,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(app: &TestApp, key: &str) -> Self {
+        Self {
+            base: format!("{}/api/v1", app.base),
+            key: key.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Result<(StatusCode, Value)> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        Ok((
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        ))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Result<(StatusCode, Value)> {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: String) -> reqwest::Result<(StatusCode, Value)> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Ok((
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Waits (at most 15 s) until a message is sent or failed; returns its record.
+    pub async fn settled(&self, id: i64) -> Result<Value, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, record) = self.get(&format!("/messages/{id}")).await?;
+            assert_eq!(status, StatusCode::OK, "{record}");
+            if record["status"] == "sent" || record["status"] == "failed" {
+                return Ok(record);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("message {id} did not settle: {record}").into());
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// An app with an admin, a green provider "Ops SMTP" and a `send+read` key.
+async fn api_app(
+    backend: Backend,
+) -> Result<(TestApp, Browser, SmtpServer, Api), Box<dyn std::error::Error>> {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let key = create_key(&admin, "acme", "Help desk", "send+read", "").await?;
+    let api = Api::new(&app, &key);
+    Ok((app, admin, server, api))
+}
+
+fn field_of(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn keys_are_shown_once_stored_hashed_and_revoked(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let key = create_key(&admin, "acme", "Help desk", "send", "").await?;
+    assert!(key.starts_with("mr_") && key.len() > 40, "{key}");
+    // Listed by prefix afterwards; the key itself is never shown again.
+    let (status, html) = admin.page("/w/acme/api-keys").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Help desk"));
+    assert!(html.contains(&key[..11]), "the visible prefix");
+    assert!(!html.contains(&key), "the key is shown only once");
+    let stored: Vec<String> = app
+        .db()
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::api_keys::dsl::*;
+            Ok(api_keys.select(secret_hash).load(conn)?)
+        })
+        .await?;
+    assert_eq!(stored, vec![mailroom::api::service::hash(&key)]);
+    assert!(!stored[0].contains(&key[12..]), "only a hash is stored");
+
+    let api = Api::new(&app, &key);
+    assert_eq!(api.get("/providers").await?.0, StatusCode::OK);
+    // Names are checked like every form field, and an editor cannot manage keys.
+    let response = admin
+        .post_form("/w/acme/api-keys", &[("name", ""), ("scope", "root")])
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text().await?;
+    assert!(html.contains("Give the key a name"));
+    assert!(html.contains("Choose send, or send and read"));
+    let editor = app.member(&admin, "ed@example.com", "editor").await?;
+    assert_eq!(
+        editor.page("/w/acme/api-keys").await?.0,
+        StatusCode::FORBIDDEN
+    );
+    let response = editor
+        .post_form("/w/acme/api-keys", &[("name", "x"), ("scope", "send")])
+        .await?;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let id: i64 = app
+        .db()
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::api_keys::dsl::*;
+            Ok(api_keys.select(id).first(conn)?)
+        })
+        .await?;
+    let response = admin
+        .post_form(&format!("/w/acme/api-keys/{id}/revoke"), &[])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, problem) = api.get("/providers").await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked key: {problem}");
+    let (_, audit) = admin.page("/w/acme/audit").await?;
+    assert!(audit.contains("api_key.created") && audit.contains("api_key.revoked"));
+    Ok(())
+}
+both!(keys_are_shown_once_stored_hashed_and_revoked);
+
+async fn only_a_valid_bearer_key_authorizes(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let key = create_key(&admin, "acme", "Flows", "send+read", "").await?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/providers", app.base);
+    let wrong = format!("{}{}", &key[..key.len() - 4], "AAAA");
+    for (what, header) in [
+        ("no key", None),
+        ("a wrong key", Some(format!("Bearer {wrong}"))),
+        ("a malformed key", Some("Bearer nope".to_owned())),
+        ("another scheme", Some(format!("Basic {key}"))),
+    ] {
+        let mut request = client.get(&url);
+        if let Some(value) = header {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send().await?;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+        assert_eq!(response.headers()["www-authenticate"], "Bearer", "{what}");
+        let problem: Value = response.json().await?;
+        assert_eq!(problem["status"], 401, "{what}");
+    }
+    // A signed-in browser's session cookie is not an API credential, and no CSRF token is
+    // needed (or accepted in place of a key).
+    let response = admin.client.get(&url).send().await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = admin
+        .client
+        .post(format!("{}/api/v1/messages", app.base))
+        .header("X-CSRF-Token", admin.csrf().await?)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = Api::new(&app, &key).get("/providers").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["providers"], json!([]));
+    Ok(())
+}
+both!(only_a_valid_bearer_key_authorizes);
+
+async fn a_sent_message_is_read_back_with_every_field(backend: Backend) -> TestResult {
+    let (app, _admin, server, api) = api_app(backend).await?;
+    let (status, providers) = api.get("/providers").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(providers["providers"][0]["name"], "Ops SMTP");
+    assert_eq!(providers["providers"][0]["status"], "active");
+    let (status, accepted) = api
+        .post(
+            "/messages",
+            &json!({
+                "to": ["ann@example.com", "bob@example.com"],
+                "cc": ["boss@example.com"],
+                "bcc": ["audit@example.com"],
+                "subject": "Your ticket #42",
+                "from": "ops@example.com",
+                "provider": "Ops SMTP",
+                "text": "We are on it.\n.\nBye",
+                "html": "<p>We are on it.</p>",
+                "contact_ids": [7, "crm-19"],
+                "retry_count": 2
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let list = accepted["messages"].as_array().ok_or("messages")?;
+    assert_eq!(list.len(), 2, "one message per To recipient");
+    assert_eq!(list[0]["to"], "ann@example.com");
+    assert_eq!(list[0]["status"], "queued");
+    let id = list[0]["id"].as_i64().ok_or("id")?;
+    assert_eq!(list[0]["url"], format!("/api/v1/messages/{id}"));
+
+    let record = api.settled(id).await?;
+    assert_eq!(record["status"], "sent", "{record}");
+    assert_eq!(record["successful"], true);
+    assert_eq!(record["smtp_code"], 250);
+    assert_eq!(record["smtp_enhanced"], "2.0.0");
+    assert_eq!(record["to"], "ann@example.com");
+    assert_eq!(record["cc"], json!(["boss@example.com"]));
+    assert_eq!(record["bcc"], json!(["audit@example.com"]));
+    assert_eq!(record["from"], "ops@example.com");
+    assert_eq!(record["origin"], "sys");
+    assert_eq!(record["source"], "Help desk");
+    assert_eq!(record["max_attempts"], 3);
+    assert_eq!(record["contact_ids"], json!([7, "crm-19"]));
+    assert!(record["owner"].is_i64(), "the key's creator owns it");
+    assert!(record["sent_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        record["events"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["kind"] == "sent" && e["smtp_code"] == 250)),
+        "{record}"
+    );
+    api.settled(list[1]["id"].as_i64().ok_or("id")?).await?;
+    let captured = server.messages();
+    assert_eq!(captured.len(), 2);
+    let mail = captured
+        .iter()
+        .find(|m| m.to.contains(&"ann@example.com".to_owned()))
+        .ok_or("ann's copy")?;
+    assert!(
+        mail.to.contains(&"audit@example.com".to_owned()),
+        "BCC in the envelope"
+    );
+    assert!(
+        !mail.data.contains("audit@example.com"),
+        "never in a header"
+    );
+    assert!(
+        mail.data.contains("\r\n.\r\n")
+            || mail.data.contains("\r\n..\r\n")
+            || mail.data.contains("Bye")
+    );
+    // It is in the history under Sys, with the key's name.
+    let (_, html) = _admin.page("/w/acme/messages?tab=sys").await?;
+    assert!(html.contains("Your ticket #42"), "listed under Sys");
+    let _ = app;
+    Ok(())
+}
+both!(a_sent_message_is_read_back_with_every_field);
+
+async fn a_reply_threads_under_the_original(backend: Backend) -> TestResult {
+    let (_app, _admin, server, api) = api_app(backend).await?;
+    let send = |extra: Value| {
+        let mut body = json!({
+            "to": ["ann@example.com"], "subject": "Re: help", "provider": "Ops SMTP", "text": "Hi"
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    let (_, first) = api.post("/messages", &send(json!({}))).await?;
+    let first_id = first["messages"][0]["id"].as_i64().ok_or("id")?;
+    let original = api.settled(first_id).await?;
+    let (status, second) = api
+        .post("/messages", &send(json!({ "in_reply_to": first_id })))
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    let second_id = second["messages"][0]["id"].as_i64().ok_or("id")?;
+    let reply = api.settled(second_id).await?;
+    let (_, third) = api
+        .post("/messages", &send(json!({ "in_reply_to": second_id })))
+        .await?;
+    api.settled(third["messages"][0]["id"].as_i64().ok_or("id")?)
+        .await?;
+    let parent = original["message_id"].as_str().ok_or("message id")?;
+    let child = reply["message_id"].as_str().ok_or("message id")?;
+    assert_eq!(reply["in_reply_to"], parent);
+    // Long headers may be folded onto continuation lines (RFC 5322 §2.2.3): unfold them.
+    let captured: Vec<String> = server
+        .messages()
+        .into_iter()
+        .map(|m| m.data.replace("\r\n ", " ").replace("\r\n\t", " "))
+        .collect();
+    assert_eq!(captured.len(), 3);
+    assert!(
+        captured[1].contains(&format!("In-Reply-To: {parent}")),
+        "{}",
+        captured[1]
+    );
+    assert!(captured[1].contains(&format!("References: {parent}")));
+    assert!(captured[2].contains(&format!("In-Reply-To: {child}")));
+    assert!(
+        captured[2].contains(&format!("References: {parent} {child}")),
+        "the whole thread: {}",
+        captured[2]
+    );
+    // Only a message of this workspace can be answered.
+    let (status, problem) = api
+        .post("/messages", &send(json!({ "in_reply_to": 999_999 })))
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&problem), vec!["in_reply_to"]);
+    Ok(())
+}
+both!(a_reply_threads_under_the_original);
+
+async fn bad_input_gets_a_problem_document_naming_the_field(backend: Backend) -> TestResult {
+    let (app, _admin, server, api) = api_app(backend).await?;
+    let valid = json!({
+        "to": ["ann@example.com"], "subject": "Hello", "provider": "Ops SMTP", "text": "Hi"
+    });
+    let with = |key: &str, value: Value| {
+        let mut body = valid.clone();
+        body[key] = value;
+        body
+    };
+    let (status, problem) = api
+        .post_raw("/messages", "{\n  \"to\": [\"a@example.com\",\n}".into())
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["line"], 3);
+    assert!(problem["column"].as_u64().is_some());
+    assert_eq!(problem["status"], 400);
+    for (body, field) in [
+        (
+            with("subject", json!("Hi\r\nBcc: x@evil.example")),
+            "subject",
+        ),
+        (with("subject", json!("Hi%0d%0aBcc: x@evil.example")), ""),
+        (
+            with("to", json!(["a@example.com\r\nBcc: x@evil.example"])),
+            "to[0]",
+        ),
+        (with("cc", json!(["not an address"])), "cc[0]"),
+        (with("to", json!([])), "to"),
+        (
+            with("from", json!("ops@example.com\r\nBcc: x@evil.example")),
+            "from",
+        ),
+        (with("from", json!("someone@else.example")), "from"),
+        (with("provider", json!("No such")), "provider"),
+        (with("provider", json!(123_456)), "provider"),
+        (with("retry_count", json!(11)), "retry_count"),
+        (with("send_at", json!("tomorrow")), "send_at"),
+        (with("subject", json!(5)), "subject"),
+        (with("owner", json!(999_999)), "owner"),
+        (with("surprise", json!(true)), "surprise"),
+        (
+            json!({"to": ["a@example.com"], "provider": "Ops SMTP", "text": "x"}),
+            "subject",
+        ),
+    ] {
+        let (status, problem) = api.post("/messages", &body).await?;
+        if field.is_empty() {
+            // Encoded line breaks are just text: accepted as typed, never decoded.
+            assert_eq!(status, StatusCode::ACCEPTED, "{problem}");
+            continue;
+        }
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {problem}"
+        );
+        assert_eq!(field_of(&problem), vec![field.to_owned()], "{problem}");
+        assert!(
+            problem["errors"][0]["detail"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+    }
+    // Too large: 413, still a problem document.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/messages", app.base))
+        .bearer_auth(&api.key)
+        .header("Content-Type", "application/json")
+        .body(format!(
+            "{{\"to\":[\"a@example.com\"],\"subject\":\"x\",\"provider\":1,\"text\":\"{}\"}}",
+            "x".repeat(11 * 1024 * 1024)
+        ))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (status, problem) = api.get("/no-such-thing").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["status"], 404);
+    // Only the one well-formed send above went out.
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.messages().len() <= 1);
+    Ok(())
+}
+both!(bad_input_gets_a_problem_document_naming_the_field);
+
+async fn a_key_reaches_only_its_workspace_and_its_scope(backend: Backend) -> TestResult {
+    let (app, admin, _server, api) = api_app(backend).await?;
+    let (_, accepted) = api
+        .post(
+            "/messages",
+            &json!({"to": ["ann@example.com"], "subject": "Hi", "provider": "Ops SMTP", "text": "Hi"}),
+        )
+        .await?;
+    let id = accepted["messages"][0]["id"].as_i64().ok_or("id")?;
+    // A key of another workspace: 404 for this workspace's ids, and its providers only.
+    let other_admin = app.other_workspace("globex", "boss@globex.example").await?;
+    let other = Api::new(
+        &app,
+        &create_key(&other_admin, "globex", "G", "send+read", "").await?,
+    );
+    let (status, _) = other.get(&format!("/messages/{id}")).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(other.get("/providers").await?.1["providers"], json!([]));
+    let (status, problem) = other
+        .post(
+            "/messages",
+            &json!({"to": ["a@example.com"], "subject": "Hi", "provider": "Ops SMTP", "text": "x"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "not its provider");
+    assert_eq!(field_of(&problem), vec!["provider"]);
+    // A send-only key reads back what it sent, not what other keys sent.
+    let sender = Api::new(
+        &app,
+        &create_key(&admin, "acme", "Flows", "send", "").await?,
+    );
+    assert_eq!(
+        sender.get(&format!("/messages/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, mine) = sender
+        .post(
+            "/messages",
+            &json!({"to": ["b@example.com"], "subject": "Hi", "provider": "Ops SMTP", "text": "x"}),
+        )
+        .await?;
+    let mine = mine["messages"][0]["id"].as_i64().ok_or("id")?;
+    assert_eq!(
+        sender.get(&format!("/messages/{mine}")).await?.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(&format!("/messages/{mine}")).await?.0,
+        StatusCode::OK
+    );
+    Ok(())
+}
+both!(a_key_reaches_only_its_workspace_and_its_scope);
+
+async fn over_its_rate_limit_a_key_gets_429_with_retry_after(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let key = create_key(&admin, "acme", "Limited", "send", "2").await?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/providers", app.base);
+    for _ in 0..2 {
+        let response = client.get(&url).bearer_auth(&key).send().await?;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = client.get(&url).bearer_auth(&key).send().await?;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = response.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=60).contains(&wait), "{wait}");
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["status"], 429);
+    // Another key is not affected.
+    let free = create_key(&admin, "acme", "Free", "send", "").await?;
+    let response = client.get(&url).bearer_auth(&free).send().await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
+both!(over_its_rate_limit_a_key_gets_429_with_retry_after);
+
+async fn a_held_message_is_stored_but_not_sent(backend: Backend) -> TestResult {
+    let (_app, _admin, server, api) = api_app(backend).await?;
+    let (status, accepted) = api
+        .post(
+            "/messages",
+            &json!({"to": ["ann@example.com"], "subject": "Later", "provider": "Ops SMTP", "text": "x", "hold": true}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(accepted["messages"][0]["status"], "held");
+    let id = accepted["messages"][0]["id"].as_i64().ok_or("id")?;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let (_, record) = api.get(&format!("/messages/{id}")).await?;
+    assert_eq!(record["status"], "held");
+    assert!(server.messages().is_empty());
+    Ok(())
+}
+both!(a_held_message_is_stored_but_not_sent);
