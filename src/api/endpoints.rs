@@ -518,21 +518,13 @@ pub async fn show(
     caller: ApiCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path
-        .parse::<i64>()
-        .map_err(|_| ApiError::NotFound("message"))?;
-    let ApiCaller { key, workspace } = caller;
+    let id = message_id(&path)?;
     let found = state
         .db
         .run(move |conn| {
-            let Some(message) =
-                messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
-            else {
+            let Some(message) = visible(conn, &caller, id)? else {
                 return Ok(None);
             };
-            if !key.can_read() && message.api_key_id != Some(key.id) {
-                return Ok(None);
-            }
             let events = messages::events_of(conn, message.id)?;
             let source = match message.api_key_id {
                 Some(id) => super::queries::find(conn, message.workspace_id, id)?.map(|k| k.name),
@@ -583,4 +575,234 @@ pub async fn list_providers(
 /// Any other path under `/api/`: a problem document, not a page.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("endpoint"))
+}
+
+/// Reads a message the caller may see: any of the workspace with `send+read`, only its
+/// own sends with `send`.
+fn visible(
+    conn: &mut crate::db::DbConn,
+    caller: &ApiCaller,
+    id: i64,
+) -> Result<Option<Message>, AppError> {
+    Ok(
+        messages::find_by_workspace_and_id(conn, caller.workspace.id, MessageId(id))?
+            .filter(|m| caller.key.can_read() || m.api_key_id == Some(caller.key.id)),
+    )
+}
+
+fn message_id(path: &str) -> Result<i64, ApiError> {
+    path.parse::<i64>()
+        .map_err(|_| ApiError::NotFound("message"))
+}
+
+/// A state change on one message (`cancel`, `release`), answered with its record.
+async fn change(
+    state: &AppState,
+    caller: ApiCaller,
+    id: i64,
+    apply: fn(
+        &mut crate::db::DbConn,
+        &crate::workspaces::model::Workspace,
+        MessageId,
+        &str,
+    ) -> Result<Message, AppError>,
+) -> Result<HttpResponse, ApiError> {
+    let changed = state
+        .db
+        .write(move |conn| {
+            if visible(conn, &caller, id)?.is_none() {
+                return Ok(None);
+            }
+            let by = format!("API key {}", caller.key.name);
+            apply(conn, &caller.workspace, MessageId(id), &by)?;
+            let message = visible(conn, &caller, id)?.ok_or(AppError::NotFound)?;
+            let events = messages::events_of(conn, message.id)?;
+            Ok(Some((message, events, caller.key.name.clone())))
+        })
+        .await?;
+    let (message, events, name) = changed.ok_or(ApiError::NotFound("message"))?;
+    state.engine.wake();
+    Ok(HttpResponse::Ok().json(MessageView::new(message, events, Some(name))))
+}
+
+/// `POST /api/v1/messages/{id}/cancel`: a message not sent yet (scheduled, queued, held).
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = message_id(&path)?;
+    change(&state, caller, id, message_rules::cancel).await
+}
+
+/// `POST /api/v1/messages/{id}/release`: sends a message stored with `hold`.
+pub async fn release(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = message_id(&path)?;
+    change(&state, caller, id, message_rules::release).await
+}
+
+/// Query of `GET /api/v1/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// One status.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[serde(default)]
+    pub limit: Option<String>,
+}
+
+/// A message in a list.
+#[derive(Debug, Serialize)]
+pub struct MessageSummary {
+    /// Id.
+    pub id: i64,
+    /// Status.
+    pub status: String,
+    /// To.
+    pub to: String,
+    /// Subject as sent.
+    pub subject: String,
+    /// Last basic SMTP reply code.
+    pub smtp_code: Option<i32>,
+    /// Result in words.
+    pub result: String,
+    /// Created.
+    pub created_at: String,
+    /// Accepted at.
+    pub sent_at: Option<String>,
+    /// Its whole record.
+    pub url: String,
+}
+
+/// A page of messages.
+#[derive(Debug, Serialize)]
+pub struct MessagePage {
+    /// Newest first.
+    pub messages: Vec<MessageSummary>,
+    /// Pass as `cursor` for older ones; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/messages?status=&since=&cursor=&limit=`: newest first, cursor pages.
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = query.into_inner();
+    let query: ListQuery = serde_json::to_value(&raw)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            let name = e
+                .to_string()
+                .split('`')
+                .nth(1)
+                .unwrap_or("query")
+                .to_owned();
+            ApiError::field(name, e.to_string())
+        })?;
+    let mut problems = Vec::new();
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(value) => {
+            let parsed = crate::messages::model::Status::parse(value);
+            if parsed.is_none() {
+                problems.push(FieldProblem {
+                    field: "status".into(),
+                    detail: "One of scheduled, queued, sending, sent, failed, cancelled, held."
+                        .into(),
+                });
+            }
+            parsed
+        }
+    };
+    let since = match query.since.as_deref() {
+        None | Some("") => None,
+        Some(value) => match chrono::DateTime::parse_from_rfc3339(value) {
+            Ok(at) => Some(at.naive_utc()),
+            Err(_) => {
+                problems.push(FieldProblem {
+                    field: "since".into(),
+                    detail: format!("{value:?} is not an RFC 3339 time like 2026-12-01T09:30:00Z."),
+                });
+                None
+            }
+        },
+    };
+    let before = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(value) => match value.parse::<i64>() {
+            Ok(id) if id > 0 => Some(MessageId(id)),
+            _ => {
+                problems.push(FieldProblem {
+                    field: "cursor".into(),
+                    detail: "Pass the next_cursor of the previous page.".into(),
+                });
+                None
+            }
+        },
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 50,
+        Some(value) => match value.parse::<i64>() {
+            Ok(n) if (1..=200).contains(&n) => n,
+            _ => {
+                problems.push(FieldProblem {
+                    field: "limit".into(),
+                    detail: "From 1 to 200.".into(),
+                });
+                50
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let filter = messages::ApiFilter {
+        key: (!caller.key.can_read()).then_some(caller.key.id),
+        status,
+        since,
+        before,
+    };
+    let workspace = caller.workspace.id;
+    let mut rows = state
+        .db
+        .run(move |conn| Ok(messages::api_page(conn, workspace, &filter, limit)?))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(50));
+    let next_cursor = more
+        .then(|| rows.last().map(|m| m.id.0.to_string()))
+        .flatten();
+    let messages = rows
+        .into_iter()
+        .map(|m| MessageSummary {
+            id: m.id.0,
+            url: format!("/api/v1/messages/{}", m.id.0),
+            created_at: timestamp(m.created_at),
+            sent_at: m.sent_at.map(timestamp),
+            status: m.status,
+            to: m.recipient,
+            subject: m.subject,
+            smtp_code: m.smtp_code,
+            result: m.result,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(MessagePage {
+        messages,
+        next_cursor,
+    }))
 }

@@ -29,7 +29,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             web::scope("/api/v1")
                 .app_data(web::PayloadConfig::new(body_limit))
                 .route("/messages", web::post().to(endpoints::send))
+                .route("/messages", web::get().to(endpoints::list))
                 .route("/messages/{id}", web::get().to(endpoints::show))
+                .route("/messages/{id}/cancel", web::post().to(endpoints::cancel))
+                .route("/messages/{id}/release", web::post().to(endpoints::release))
                 .route("/providers", web::get().to(endpoints::list_providers))
                 .default_service(web::to(endpoints::not_found)),
         )

@@ -540,6 +540,80 @@ pub fn page(
     query.load(conn)
 }
 
+/// What the API's message list filters by.
+#[derive(Debug, Clone, Default)]
+pub struct ApiFilter {
+    /// Only what this key sent (a `send` key); `None`: the whole workspace.
+    pub key: Option<crate::api::model::ApiKeyId>,
+    /// One status.
+    pub status: Option<Status>,
+    /// Created at or after.
+    pub since: Option<NaiveDateTime>,
+    /// Older than this id (the cursor).
+    pub before: Option<MessageId>,
+}
+
+/// A page of the workspace's messages for the API, newest first; one row more than
+/// `limit` when there are older ones.
+pub fn api_page(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &ApiFilter,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    let mut query = messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .select(Message::as_select())
+        .order(messages::id.desc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(key) = filter.key {
+        query = query.filter(messages::api_key_id.eq(key));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(messages::status.eq(status.as_str()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(messages::created_at.ge(since));
+    }
+    if let Some(before) = filter.before {
+        query = query.filter(messages::id.lt(before));
+    }
+    query.load(conn)
+}
+
+/// Releases a message stored held by the API: due now, or scheduled at its send-at if
+/// that is still ahead. Returns whether it applied.
+pub fn release_held(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: MessageId,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let target = messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::id.eq(id))
+        .filter(messages::status.eq(Status::Held.as_str()))
+        .filter(messages::hold_reason.eq("api"));
+    let scheduled = diesel::update(target.filter(messages::send_at.gt(now)))
+        .set((
+            messages::status.eq(Status::Scheduled.as_str()),
+            messages::hold_reason.eq(None::<String>),
+            messages::due_at.eq(messages::send_at.assume_not_null()),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    let queued = diesel::update(target)
+        .set((
+            messages::status.eq(Status::Queued.as_str()),
+            messages::hold_reason.eq(None::<String>),
+            messages::due_at.eq(now),
+            messages::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(scheduled + queued == 1)
+}
+
 /// Cancels a message that is still scheduled, queued or held; returns whether it applied.
 pub fn cancel(
     conn: &mut DbConn,

@@ -218,6 +218,33 @@ pub fn retry_now(
     Ok(message)
 }
 
+/// Releases a message the API stored held (`hold: true`).
+pub fn release(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    id: MessageId,
+    by: &str,
+) -> Result<Message, AppError> {
+    let message =
+        queries::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+    if !queries::release_held(conn, workspace.id, id, db::now())? {
+        return Err(AppError::Conflict(format!(
+            "Only a message stored with hold can be released; this one is {}.",
+            message.status
+        )));
+    }
+    queries::insert_events(
+        conn,
+        &[event(
+            id,
+            "released",
+            message.attempts,
+            format!("released by {by}"),
+        )],
+    )?;
+    Ok(message)
+}
+
 /// Releases the messages held for a provider that checked green again.
 pub fn release_for_provider(
     conn: &mut DbConn,

@@ -556,3 +556,110 @@ async fn a_held_message_is_stored_but_not_sent(backend: Backend) -> TestResult {
     Ok(())
 }
 both!(a_held_message_is_stored_but_not_sent);
+
+async fn messages_are_listed_cancelled_and_released(backend: Backend) -> TestResult {
+    let (_app, admin, server, api) = api_app(backend).await?;
+    let body = |to: &str, extra: Value| {
+        let mut body = json!({"to": [to], "subject": "S", "provider": "Ops SMTP", "text": "x"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    let mut ids = Vec::new();
+    for (to, extra) in [
+        ("a@example.com", json!({"hold": true})),
+        ("b@example.com", json!({"hold": true})),
+        ("c@example.com", json!({"send_at": "2999-01-01T00:00:00Z"})),
+    ] {
+        let (status, accepted) = api.post("/messages", &body(to, extra)).await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        ids.push(accepted["messages"][0]["id"].as_i64().ok_or("id")?);
+    }
+    // Pages of two, newest first, with a cursor; filters by status.
+    let (status, page) = api.get("/messages?limit=2").await?;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first: Vec<i64> = page["messages"]
+        .as_array()
+        .ok_or("messages")?
+        .iter()
+        .filter_map(|m| m["id"].as_i64())
+        .collect();
+    assert_eq!(first, vec![ids[2], ids[1]]);
+    let cursor = page["next_cursor"].as_str().ok_or("a next page")?;
+    let (_, rest) = api
+        .get(&format!("/messages?limit=2&cursor={cursor}"))
+        .await?;
+    assert_eq!(rest["messages"][0]["id"], ids[0]);
+    assert!(rest.get("next_cursor").is_none(), "the last page");
+    let (_, held) = api.get("/messages?status=held").await?;
+    assert_eq!(held["messages"].as_array().map(Vec::len), Some(2));
+    let (_, recent) = api.get("/messages?since=2999-01-01T00:00:00Z").await?;
+    assert_eq!(recent["messages"], json!([]));
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+        ("cursor=abc", "cursor"),
+        ("colour=red", "colour"),
+    ] {
+        let (status, problem) = api.get(&format!("/messages?{query}")).await?;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {problem}"
+        );
+        assert_eq!(field_of(&problem), vec![field.to_owned()], "{query}");
+    }
+
+    // Release sends a held message; cancel stops one; neither applies twice.
+    let (status, released) = api
+        .post(&format!("/messages/{}/release", ids[0]), &json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(api.settled(ids[0]).await?["status"], "sent");
+    assert_eq!(server.messages().len(), 1);
+    let (status, _) = api
+        .post(&format!("/messages/{}/release", ids[0]), &json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, cancelled) = api
+        .post(&format!("/messages/{}/cancel", ids[1]), &json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(
+        cancelled["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "cancelled"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("Help desk")))),
+        "{cancelled}"
+    );
+    let (status, _) = api
+        .post(&format!("/messages/{}/release", ids[1]), &json!({}))
+        .await?;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a cancelled message is not released"
+    );
+    let (status, scheduled) = api
+        .post(&format!("/messages/{}/cancel", ids[2]), &json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(scheduled["status"], "cancelled");
+    // Another key with send scope cannot touch them.
+    let other = Api::new(
+        &_app,
+        &create_key(&admin, "acme", "Other", "send", "").await?,
+    );
+    let (status, _) = other
+        .post(&format!("/messages/{}/cancel", ids[0]), &json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(other.get("/messages").await?.1["messages"], json!([]));
+    Ok(())
+}
+both!(messages_are_listed_cancelled_and_released);
