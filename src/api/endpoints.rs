@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::ApiCaller;
 use super::problem::{ApiError, FieldProblem};
 use crate::error::AppError;
-use crate::messages::model::{Compose, Message, MessageEvent, MessageId, parse_addresses};
+use crate::messages::model::{Compose, Message, MessageEvent, MessageId, Status, parse_addresses};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
@@ -257,11 +257,31 @@ pub struct Accepted {
     pub id: i64,
     /// Its To recipient.
     pub to: String,
-    /// `queued`, `scheduled` or `held`.
+    /// `queued`, `scheduled` or `held`; with `wait`, `sent` or `failed` once final.
     pub status: String,
     /// Where to read it back.
     pub url: String,
+    /// With `wait`: the server's basic reply code once final.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_code: Option<i32>,
+    /// With `wait`: the enhanced status code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_enhanced: Option<String>,
+    /// With `wait`: the reply text (the flow's "response").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
+
+/// Query of `POST /api/v1/messages`.
+#[derive(Debug, Deserialize)]
+pub struct SendQuery {
+    /// Seconds (at most 30) to wait for every message to be sent or to fail.
+    #[serde(default)]
+    pub wait: Option<String>,
+}
+
+/// Most seconds `wait` may ask for.
+const MAX_WAIT: u64 = 30;
 
 /// The 202 answer.
 #[derive(Debug, Serialize)]
@@ -270,16 +290,29 @@ pub struct AcceptedList {
     pub messages: Vec<Accepted>,
 }
 
-/// `POST /api/v1/messages`: stores one message per To recipient; answers 202 once they
-/// are committed.
+/// `POST /api/v1/messages[?wait=SECONDS]`: stores one message per To recipient; answers
+/// 202 once they are committed, or with `wait`, 200 once every one is sent or failed
+/// (with the reply code and text), 202 with what is known if that takes longer.
 pub async fn send(
     state: web::Data<AppState>,
     caller: ApiCaller,
+    query: web::Query<SendQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let wait = match query.wait.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(value) => Some(
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= MAX_WAIT)
+                .ok_or_else(|| ApiError::field("wait", format!("Seconds from 0 to {MAX_WAIT}.")))?,
+        ),
+    };
     let request: SendRequest = parse_json(&body)?;
     let mut input = validate(&request, state.settings.retry_count)?;
     let ApiCaller { key, workspace } = caller;
+    let workspace_id = workspace.id;
     let status = if request.hold {
         "held"
     } else if input.send_at.is_some_and(|at| at > crate::db::now()) {
@@ -345,17 +378,70 @@ pub async fn send(
             message_rules::store(conn, &workspace, &provider, &input, &envelope)
         })
         .await?;
-    let messages = ids
-        .into_iter()
+    let mut messages: Vec<Accepted> = ids
+        .iter()
         .zip(recipients)
         .map(|(id, to)| Accepted {
             id: id.0,
             to,
             status: status.into(),
             url: format!("/api/v1/messages/{}", id.0),
+            smtp_code: None,
+            smtp_enhanced: None,
+            result: None,
         })
         .collect();
-    Ok(HttpResponse::build(StatusCode::ACCEPTED).json(AcceptedList { messages }))
+    let mut answer = StatusCode::ACCEPTED;
+    if let Some(seconds) = wait.filter(|s| *s > 0) {
+        let done = wait_until_final(&state, workspace_id, &ids, seconds).await?;
+        let all_final = done.len() == messages.len()
+            && done.iter().all(|m| {
+                matches!(
+                    m.status(),
+                    Status::Sent | Status::Failed | Status::Cancelled
+                )
+            });
+        for accepted in &mut messages {
+            if let Some(m) = done.iter().find(|m| m.id.0 == accepted.id) {
+                accepted.status = m.status.clone();
+                accepted.smtp_code = m.smtp_code;
+                accepted.smtp_enhanced = m.smtp_enhanced.clone();
+                accepted.result = Some(m.result.clone());
+            }
+        }
+        if all_final {
+            answer = StatusCode::OK;
+        }
+    }
+    Ok(HttpResponse::build(answer).json(AcceptedList { messages }))
+}
+
+/// Polls the messages until every one is final or `seconds` pass; returns them as last
+/// read.
+async fn wait_until_final(
+    state: &AppState,
+    workspace: crate::workspaces::model::WorkspaceId,
+    ids: &[MessageId],
+    seconds: u64,
+) -> Result<Vec<Message>, ApiError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let wanted = ids.to_vec();
+        let rows = state
+            .db
+            .run(move |conn| Ok(messages::find_many(conn, workspace, &wanted)?))
+            .await?;
+        let settled = rows.iter().all(|m| {
+            matches!(
+                m.status(),
+                Status::Sent | Status::Failed | Status::Cancelled
+            )
+        });
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(rows);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 /// The workspace's active provider with this id or name.

@@ -663,3 +663,42 @@ async fn messages_are_listed_cancelled_and_released(backend: Backend) -> TestRes
     Ok(())
 }
 both!(messages_are_listed_cancelled_and_released);
+
+async fn wait_answers_with_the_final_reply_code_and_text(backend: Backend) -> TestResult {
+    use crate::smtp_server::{Fault, Stage};
+    let (_app, _admin, server, api) = api_app(backend).await?;
+    let body =
+        json!({"to": ["gone@example.com"], "subject": "S", "provider": "Ops SMTP", "text": "x"});
+    server.fail(
+        Stage::Rcpt,
+        Fault::Reply("550 5.1.1 <gone@example.com>: Recipient address rejected".into()),
+        1,
+    );
+    let (status, answer) = api.post("/messages?wait=10", &body).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let message = &answer["messages"][0];
+    assert_eq!(message["status"], "failed");
+    assert_eq!(message["smtp_code"], 550);
+    assert_eq!(message["smtp_enhanced"], "5.1.1");
+    assert!(
+        message["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("Recipient address rejected")),
+        "{answer}"
+    );
+    let (status, answer) = api.post("/messages?wait=10", &body).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["messages"][0]["status"], "sent");
+    assert_eq!(answer["messages"][0]["smtp_code"], 250);
+    // A held message never becomes final: the wait ends with what is known, as 202.
+    let mut held = body.clone();
+    held["hold"] = json!(true);
+    let (status, answer) = api.post("/messages?wait=1", &held).await?;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["messages"][0]["status"], "held");
+    let (status, problem) = api.post("/messages?wait=31", &body).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&problem), vec!["wait"]);
+    Ok(())
+}
+both!(wait_answers_with_the_final_reply_code_and_text);
