@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
@@ -31,6 +31,19 @@ pub struct ApiCaller {
 pub struct ApiRuntime {
     limits: Mutex<HashMap<ApiKeyId, (i32, DefaultDirectRateLimiter)>>,
     touched: Mutex<HashMap<ApiKeyId, Instant>>,
+    in_flight: Arc<Mutex<std::collections::HashSet<(ApiKeyId, String)>>>,
+}
+
+/// An `Idempotency-Key` being served by this process; released when dropped.
+pub struct InFlight {
+    set: Arc<Mutex<std::collections::HashSet<(ApiKeyId, String)>>>,
+    entry: (ApiKeyId, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set.lock().expect("lock").remove(&self.entry);
+    }
 }
 
 /// `last_used_at` is written at most this often per key (not once per request).
@@ -59,6 +72,19 @@ impl ApiRuntime {
                 .as_secs()
                 .max(1)
         })
+    }
+
+    /// Marks an `Idempotency-Key` as being served; `None` when it already is (409).
+    pub fn begin(&self, key: ApiKeyId, idempotency_key: &str) -> Option<InFlight> {
+        let entry = (key, idempotency_key.to_owned());
+        self.in_flight
+            .lock()
+            .expect("lock")
+            .insert(entry.clone())
+            .then(|| InFlight {
+                set: self.in_flight.clone(),
+                entry,
+            })
     }
 
     /// Whether the key's use should be written now.

@@ -294,11 +294,41 @@ pub struct AcceptedList {
 /// 202 once they are committed, or with `wait`, 200 once every one is sent or failed
 /// (with the reply code and text), 202 with what is known if that takes longer.
 pub async fn send(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     caller: ApiCaller,
     query: web::Query<SendQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let idempotency = idempotency_key(&req)?;
+    let fingerprint = super::service::hash(&format!(
+        "{}\n{}",
+        req.query_string(),
+        String::from_utf8_lossy(&body)
+    ));
+    // A key still being served here: 409. A remembered one: the same request gets the
+    // same answer; another request, 422.
+    let _in_flight = match &idempotency {
+        Some(idem) => {
+            let guard = state.api.begin(caller.key.id, idem).ok_or_else(|| {
+                ApiError::Conflict(
+                    "A request with this Idempotency-Key is still being served; retry when it has answered."
+                        .into(),
+                )
+            })?;
+            let (key, wanted) = (caller.key.id, idem.clone());
+            let remembered = state
+                .db
+                .run(move |conn| Ok(super::queries::find_remembered(conn, key, &wanted)?))
+                .await?
+                .filter(|r| r.created_at > crate::db::now() - remember_for());
+            if let Some(remembered) = remembered {
+                return replay(&remembered, &fingerprint);
+            }
+            Some(guard)
+        }
+        None => None,
+    };
     let wait = match query.wait.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(value) => Some(
@@ -312,7 +342,7 @@ pub async fn send(
     let request: SendRequest = parse_json(&body)?;
     let mut input = validate(&request, state.settings.retry_count)?;
     let ApiCaller { key, workspace } = caller;
-    let workspace_id = workspace.id;
+    let (workspace_id, caller_key) = (workspace.id, key.id);
     let status = if request.hold {
         "held"
     } else if input.send_at.is_some_and(|at| at > crate::db::now()) {
@@ -321,6 +351,9 @@ pub async fn send(
         "queued"
     };
     let recipients = input.to.clone();
+    let answered = recipients.clone();
+    let (remember_key, remember_idem, remember_hash) =
+        (key.id, idempotency.clone(), fingerprint.clone());
     let ids = state
         .ingest
         .submit(move |conn| {
@@ -375,22 +408,36 @@ pub async fn send(
                     .then(|| serde_json::to_string(&request.contact_ids).unwrap_or_default()),
                 hold: request.hold,
             };
-            message_rules::store(conn, &workspace, &provider, &input, &envelope)
+            let ids = message_rules::store(conn, &workspace, &provider, &input, &envelope)?;
+            if let Some(idem) = remember_idem {
+                // Remembered in the same transaction as the messages: a retry after this
+                // commit is a replay, never a second send.
+                let now = crate::db::now();
+                super::queries::forget_before(conn, now - remember_for())?;
+                let body = accepted_list(&ids, &answered, status);
+                super::queries::remember(
+                    conn,
+                    &super::model::NewRemembered {
+                        api_key_id: remember_key,
+                        idempotency_key: idem,
+                        request_hash: remember_hash,
+                        status_code: Some(202),
+                        response: Some(serde_json::to_string(&body).unwrap_or_default()),
+                        created_at: now,
+                    },
+                )
+                .map_err(|e| match AppError::from(e) {
+                    AppError::Conflict(_) => AppError::Conflict(
+                        "Another request with this Idempotency-Key was served meanwhile; retry to get its answer."
+                            .into(),
+                    ),
+                    other => other,
+                })?;
+            }
+            Ok(ids)
         })
         .await?;
-    let mut messages: Vec<Accepted> = ids
-        .iter()
-        .zip(recipients)
-        .map(|(id, to)| Accepted {
-            id: id.0,
-            to,
-            status: status.into(),
-            url: format!("/api/v1/messages/{}", id.0),
-            smtp_code: None,
-            smtp_enhanced: None,
-            result: None,
-        })
-        .collect();
+    let AcceptedList { mut messages } = accepted_list(&ids, &recipients, status);
     let mut answer = StatusCode::ACCEPTED;
     if let Some(seconds) = wait.filter(|s| *s > 0) {
         let done = wait_until_final(&state, workspace_id, &ids, seconds).await?;
@@ -413,7 +460,88 @@ pub async fn send(
             answer = StatusCode::OK;
         }
     }
-    Ok(HttpResponse::build(answer).json(AcceptedList { messages }))
+    let body = AcceptedList { messages };
+    if let Some(idem) = idempotency.filter(|_| answer == StatusCode::OK) {
+        // The waited answer is the one to replay from now on.
+        let (key, json) = (caller_key, serde_json::to_string(&body).unwrap_or_default());
+        state
+            .db
+            .run(move |conn| {
+                Ok(super::queries::update_remembered(
+                    conn, key, &idem, 200, &json,
+                )?)
+            })
+            .await?;
+    }
+    Ok(HttpResponse::build(answer).json(body))
+}
+
+/// How long an `Idempotency-Key` is remembered.
+fn remember_for() -> chrono::Duration {
+    chrono::Duration::hours(24)
+}
+
+/// The `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|v| Some(v.to_owned()))
+        .ok_or_else(|| {
+            ApiError::field(
+                "Idempotency-Key",
+                "1–255 visible ASCII characters, e.g. a UUID.",
+            )
+        })
+}
+
+/// The remembered answer again, if the request is the same one.
+fn replay(
+    remembered: &super::model::Remembered,
+    fingerprint: &str,
+) -> Result<HttpResponse, ApiError> {
+    if remembered.request_hash != fingerprint {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "This key was used for a different request in the last 24 hours; use a new key for a new request.",
+        ));
+    }
+    let (Some(code), Some(body)) = (remembered.status_code, remembered.response.clone()) else {
+        return Err(ApiError::Conflict(
+            "A request with this Idempotency-Key is still being served; retry when it has answered."
+                .into(),
+        ));
+    };
+    Ok(HttpResponse::build(
+        StatusCode::from_u16(u16::try_from(code).unwrap_or(202)).unwrap_or(StatusCode::ACCEPTED),
+    )
+    .content_type("application/json")
+    .insert_header(("Idempotent-Replayed", "true"))
+    .body(body))
+}
+
+/// The 202 answer for stored messages.
+fn accepted_list(ids: &[MessageId], recipients: &[String], status: &str) -> AcceptedList {
+    AcceptedList {
+        messages: ids
+            .iter()
+            .zip(recipients)
+            .map(|(id, to)| Accepted {
+                id: id.0,
+                to: to.clone(),
+                status: status.into(),
+                url: format!("/api/v1/messages/{}", id.0),
+                smtp_code: None,
+                smtp_enhanced: None,
+                result: None,
+            })
+            .collect(),
+    }
 }
 
 /// Polls the messages until every one is final or `seconds` pass; returns them as last

@@ -200,3 +200,39 @@ mod tests {
         );
     }
 }
+
+/// A remembered `Idempotency-Key`: the request's fingerprint and the answer it got.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::idempotency_keys)]
+pub struct Remembered {
+    /// The key that used it.
+    pub api_key_id: ApiKeyId,
+    /// The header's value.
+    pub idempotency_key: String,
+    /// SHA-256 of the request (query and body).
+    pub request_hash: String,
+    /// The answer's status.
+    pub status_code: Option<i32>,
+    /// The answer's body.
+    pub response: Option<String>,
+    /// First use; kept 24 h.
+    pub created_at: NaiveDateTime,
+}
+
+/// A remembered key to store.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = crate::db::schema::idempotency_keys)]
+pub struct NewRemembered {
+    /// Key.
+    pub api_key_id: ApiKeyId,
+    /// Header value.
+    pub idempotency_key: String,
+    /// Fingerprint.
+    pub request_hash: String,
+    /// Status.
+    pub status_code: Option<i32>,
+    /// Body.
+    pub response: Option<String>,
+    /// Now.
+    pub created_at: NaiveDateTime,
+}

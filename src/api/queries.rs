@@ -73,3 +73,48 @@ pub fn touch(conn: &mut DbConn, id: ApiKeyId, now: NaiveDateTime) -> QueryResult
         .set(api_keys::last_used_at.eq(now))
         .execute(conn)
 }
+
+/// A remembered `Idempotency-Key` of an API key.
+pub fn find_remembered(
+    conn: &mut DbConn,
+    key: ApiKeyId,
+    idempotency_key: &str,
+) -> QueryResult<Option<Remembered>> {
+    use crate::db::schema::idempotency_keys as t;
+    t::table
+        .filter(t::api_key_id.eq(key))
+        .filter(t::idempotency_key.eq(idempotency_key))
+        .select(Remembered::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Remembers an answer (fails with a unique violation if another request got there first).
+pub fn remember(conn: &mut DbConn, row: &NewRemembered) -> QueryResult<usize> {
+    use crate::db::schema::idempotency_keys as t;
+    diesel::insert_into(t::table).values(row).execute(conn)
+}
+
+/// Replaces a remembered answer (after `wait` learned the final one).
+pub fn update_remembered(
+    conn: &mut DbConn,
+    key: ApiKeyId,
+    idempotency_key: &str,
+    status_code: i32,
+    response: &str,
+) -> QueryResult<usize> {
+    use crate::db::schema::idempotency_keys as t;
+    diesel::update(
+        t::table
+            .filter(t::api_key_id.eq(key))
+            .filter(t::idempotency_key.eq(idempotency_key)),
+    )
+    .set((t::status_code.eq(status_code), t::response.eq(response)))
+    .execute(conn)
+}
+
+/// Forgets remembered keys older than `cutoff` (24 h).
+pub fn forget_before(conn: &mut DbConn, cutoff: NaiveDateTime) -> QueryResult<usize> {
+    use crate::db::schema::idempotency_keys as t;
+    diesel::delete(t::table.filter(t::created_at.lt(cutoff))).execute(conn)
+}

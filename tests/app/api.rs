@@ -702,3 +702,79 @@ async fn wait_answers_with_the_final_reply_code_and_text(backend: Backend) -> Te
     Ok(())
 }
 both!(wait_answers_with_the_final_reply_code_and_text);
+
+async fn an_idempotency_key_makes_a_retry_safe(backend: Backend) -> TestResult {
+    let (app, _admin, server, api) = api_app(backend).await?;
+    let client = reqwest::Client::new();
+    let post = |key: &'static str, body: Value, query: &'static str| {
+        client
+            .post(format!("{}/api/v1/messages{query}", app.base))
+            .bearer_auth(&api.key)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let body =
+        json!({"to": ["ann@example.com"], "subject": "Once", "provider": "Ops SMTP", "text": "x"});
+    let first = post("order-1", body.clone(), "").await?;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await?;
+    let again = post("order-1", body.clone(), "").await?;
+    assert_eq!(again.status(), StatusCode::ACCEPTED, "a replay");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await?, first, "the original answer");
+    let id = first["messages"][0]["id"].as_i64().ok_or("id")?;
+    api.settled(id).await?;
+    assert_eq!(server.messages().len(), 1, "sent once");
+    let (_, listed) = api.get("/messages").await?;
+    assert_eq!(
+        listed["messages"].as_array().map(Vec::len),
+        Some(1),
+        "stored once"
+    );
+
+    // The same key with another body: 422 naming the header.
+    let mut other = body.clone();
+    other["subject"] = json!("Twice?");
+    let response = post("order-1", other, "").await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&response.json().await?), vec!["Idempotency-Key"]);
+
+    // A duplicate while the first is still being served (waiting on a slow server): 409;
+    // afterwards, the waited answer is replayed.
+    server.delay_each(Duration::from_millis(1_500));
+    let slow = post("order-2", body.clone(), "?wait=10");
+    let duplicate = async {
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        post("order-2", body.clone(), "?wait=10").await
+    };
+    let (slow, duplicate) = futures_util::future::join(slow, duplicate).await;
+    let (slow, duplicate) = (slow?, duplicate?);
+    assert_eq!(duplicate.status(), StatusCode::CONFLICT);
+    assert_eq!(slow.status(), StatusCode::OK);
+    let waited: Value = slow.json().await?;
+    assert_eq!(waited["messages"][0]["smtp_code"], 250);
+    let replayed = post("order-2", body.clone(), "?wait=10").await?;
+    assert_eq!(replayed.status(), StatusCode::OK);
+    assert_eq!(replayed.json::<Value>().await?, waited);
+    assert_eq!(server.messages().len(), 2);
+    // Keys are per API key: another key's "order-1" is a new request.
+    let other_key = create_key(&_admin, "acme", "Other", "send", "").await?;
+    let response = client
+        .post(format!("{}/api/v1/messages", app.base))
+        .bearer_auth(&other_key)
+        .header("Idempotency-Key", "order-1")
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert!(response.headers().get("idempotent-replayed").is_none());
+    let response = post("", body.clone(), "").await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an empty key"
+    );
+    Ok(())
+}
+both!(an_idempotency_key_makes_a_retry_safe);
