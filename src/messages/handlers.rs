@@ -146,7 +146,7 @@ pub async fn index(
         _ => ("all", None),
     };
     let (workspace, before) = (ctx.workspace.id, query.before.map(MessageId));
-    let (mut messages, (names, previews)) = state
+    let (mut messages, (names, previews, keys)) = state
         .db
         .run(move |conn| {
             let messages = queries::page(conn, workspace, origin, before, PAGE)?;
@@ -154,13 +154,18 @@ pub async fn index(
                 .into_iter()
                 .map(|p| (p.id, p.name))
                 .collect();
+            let keys: HashMap<crate::api::model::ApiKeyId, String> =
+                crate::api::queries::list(conn, workspace)?
+                    .into_iter()
+                    .map(|k| (k.id, k.name))
+                    .collect();
             let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
             let previews: HashMap<i64, String> =
                 queries::find_bodies_in(conn, workspace, &body_ids)?
                     .into_iter()
                     .map(|b| (b.id, preview(&b.text_body)))
                     .collect();
-            Ok((messages, (names, previews)))
+            Ok((messages, (names, previews, keys)))
         })
         .await?;
     let more = messages.len() as i64 > PAGE;
@@ -181,6 +186,14 @@ pub async fn index(
                 .and_then(|id| names.get(&id).cloned())
                 .unwrap_or_else(|| "—".into()),
             preview: previews.get(&message.body_id).cloned().unwrap_or_default(),
+            origin: match (message.origin.as_str(), message.api_key_id) {
+                ("web", _) => "Console".into(),
+                (_, Some(key)) => format!(
+                    "API · {}",
+                    keys.get(&key).map_or("a deleted key", String::as_str)
+                ),
+                _ => "Mailroom".into(),
+            },
             message,
         })
         .collect();

@@ -34,6 +34,8 @@ pub struct Row {
     pub provider: String,
     /// The start of its text.
     pub preview: String,
+    /// Where it came from: the console, an API key (by name), or Mailroom itself.
+    pub origin: String,
 }
 
 impl Row {

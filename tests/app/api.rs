@@ -309,6 +309,10 @@ async fn a_sent_message_is_read_back_with_every_field(backend: Backend) -> TestR
     // It is in the history under Sys, with the key's name.
     let (_, html) = _admin.page("/w/acme/messages?tab=sys").await?;
     assert!(html.contains("Your ticket #42"), "listed under Sys");
+    assert!(
+        html.contains("API · Help desk"),
+        "with the key's name as its origin"
+    );
     let _ = app;
     Ok(())
 }
