@@ -104,6 +104,9 @@ pub struct SendRequest {
     /// HTML body.
     #[serde(default)]
     pub html: Option<String>,
+    /// Ids of files uploaded with `POST /api/v1/files`, attached to every message.
+    #[serde(default)]
+    pub attachments: Vec<i64>,
     /// Id of an earlier message of the workspace this one answers.
     #[serde(default)]
     pub in_reply_to: Option<i64>,
@@ -352,6 +355,7 @@ pub async fn send(
     };
     let recipients = input.to.clone();
     let answered = recipients.clone();
+    let attachment_limit = state.settings.attachment_limit_mb;
     let (remember_key, remember_idem, remember_hash) =
         (key.id, idempotency.clone(), fingerprint.clone());
     let ids = state
@@ -397,6 +401,9 @@ pub async fn send(
                 }
                 None => None,
             };
+            if !request.attachments.is_empty() {
+                input.files = attachments(conn, &workspace, &request.attachments, attachment_limit)?;
+            }
             input.provider = provider.id;
             let envelope = message_rules::Envelope {
                 origin: Some(crate::messages::model::Origin::Sys),
@@ -570,6 +577,48 @@ async fn wait_until_final(
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+}
+
+/// The uploaded files to attach, in the order given; all must be the workspace's and
+/// total at most the attachment limit.
+fn attachments(
+    conn: &mut crate::db::DbConn,
+    workspace: &crate::workspaces::model::Workspace,
+    ids: &[i64],
+    limit_mb: usize,
+) -> Result<Vec<(String, String, Vec<u8>)>, AppError> {
+    if ids.len() > 50 {
+        return Err(AppError::Invalid {
+            field: "attachments",
+            message: "At most 50 files.".into(),
+        });
+    }
+    let found = super::queries::find_files(conn, workspace.id, ids)?;
+    let mut files = Vec::with_capacity(ids.len());
+    for id in ids {
+        let file = found
+            .iter()
+            .find(|f| f.id == *id)
+            .ok_or(AppError::Invalid {
+                field: "attachments",
+                message: format!(
+                    "No file {id} in this workspace (upload it with POST /api/v1/files)."
+                ),
+            })?;
+        files.push((
+            file.file_name.clone(),
+            file.content_type.clone(),
+            file.data.clone(),
+        ));
+    }
+    let total: usize = files.iter().map(|(_, _, data)| data.len()).sum();
+    if total > limit_mb * 1024 * 1024 {
+        return Err(AppError::Invalid {
+            field: "attachments",
+            message: format!("The files total more than {limit_mb} MB."),
+        });
+    }
+    Ok(files)
 }
 
 /// The workspace's active provider with this id or name.

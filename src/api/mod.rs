@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod endpoints;
+pub mod files;
 pub mod handlers;
 pub mod model;
 pub mod problem;
@@ -34,6 +35,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .route("/messages/{id}/cancel", web::post().to(endpoints::cancel))
                 .route("/messages/{id}/release", web::post().to(endpoints::release))
                 .route("/providers", web::get().to(endpoints::list_providers))
+                .route("/files", web::post().to(files::upload))
+                .route("/files/{id}", web::get().to(files::show))
+                .route("/files/{id}", web::delete().to(files::delete))
                 .default_service(web::to(endpoints::not_found)),
         )
         .service(web::scope("/api").default_service(web::to(endpoints::not_found)));

@@ -236,3 +236,41 @@ pub struct NewRemembered {
     /// Now.
     pub created_at: NaiveDateTime,
 }
+
+/// A file uploaded through the API, attached by id to later messages.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::api_files)]
+pub struct ApiFile {
+    /// Id.
+    pub id: i64,
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// Safe file name.
+    pub file_name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Upload time.
+    pub created_at: NaiveDateTime,
+}
+
+/// A file to store.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = crate::db::schema::api_files)]
+pub struct NewApiFile {
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Safe file name.
+    pub file_name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Now.
+    pub created_at: NaiveDateTime,
+}

@@ -118,3 +118,53 @@ pub fn forget_before(conn: &mut DbConn, cutoff: NaiveDateTime) -> QueryResult<us
     use crate::db::schema::idempotency_keys as t;
     diesel::delete(t::table.filter(t::created_at.lt(cutoff))).execute(conn)
 }
+
+/// Stores an uploaded file; returns its id.
+pub fn insert_file(conn: &mut DbConn, row: &NewApiFile) -> QueryResult<i64> {
+    use crate::db::schema::api_files as t;
+    per_backend!(conn, |c| diesel::insert_into(t::table)
+        .values(row)
+        .returning(t::id)
+        .get_result(c))
+}
+
+/// Files of the workspace by id (with their contents).
+pub fn find_files(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    ids: &[i64],
+) -> QueryResult<Vec<ApiFile>> {
+    use crate::db::schema::api_files as t;
+    t::table
+        .filter(t::workspace_id.eq(workspace))
+        .filter(t::id.eq_any(ids))
+        .select(ApiFile::as_select())
+        .load(conn)
+}
+
+/// A file's name, type, size and upload time, without its contents.
+pub fn file_info(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: i64,
+) -> QueryResult<Option<(i64, String, String, i64, NaiveDateTime)>> {
+    use crate::db::schema::api_files as t;
+    t::table
+        .filter(t::workspace_id.eq(workspace))
+        .filter(t::id.eq(id))
+        .select((t::id, t::file_name, t::content_type, t::size, t::created_at))
+        .first(conn)
+        .optional()
+}
+
+/// Deletes a file of the workspace; returns whether it existed.
+pub fn delete_file(conn: &mut DbConn, workspace: WorkspaceId, id: i64) -> QueryResult<bool> {
+    use crate::db::schema::api_files as t;
+    let deleted = diesel::delete(
+        t::table
+            .filter(t::workspace_id.eq(workspace))
+            .filter(t::id.eq(id)),
+    )
+    .execute(conn)?;
+    Ok(deleted == 1)
+}

@@ -782,3 +782,91 @@ async fn an_idempotency_key_makes_a_retry_safe(backend: Backend) -> TestResult {
     Ok(())
 }
 both!(an_idempotency_key_makes_a_retry_safe);
+
+async fn files_are_uploaded_once_and_attached_by_id(backend: Backend) -> TestResult {
+    let (app, _admin, server, api) = api_app(backend).await?;
+    let client = reqwest::Client::new();
+    let upload = |name: &'static str, data: &'static [u8]| {
+        let part = reqwest::multipart::Part::bytes(data)
+            .file_name(name)
+            .mime_str("text/csv")
+            .expect("valid type");
+        client
+            .post(format!("{}/api/v1/files", app.base))
+            .bearer_auth(&api.key)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    let response = upload("../report.csv", b"a,b\n1,2\n").await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await?
+    );
+    let file: Value = response.json().await?;
+    let id = file["id"].as_i64().ok_or("id")?;
+    assert_eq!(file["name"], "report.csv", "a safe name");
+    assert_eq!(file["size"], 8);
+    let (status, info) = api.get(&format!("/files/{id}")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["content_type"], "text/csv");
+
+    let body = json!({
+        "to": ["ann@example.com", "bob@example.com"], "subject": "Report", "provider": "Ops SMTP",
+        "text": "Attached.", "attachments": [id]
+    });
+    let (status, accepted) = api.post("/messages?wait=10", &body).await?;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    let captured = server.messages();
+    assert_eq!(captured.len(), 2);
+    for mail in &captured {
+        assert!(
+            mail.data.contains("filename=\"report.csv\""),
+            "{}",
+            mail.data
+        );
+    }
+    // Unknown ids and other workspaces' files are refused by name.
+    let mut unknown = body.clone();
+    unknown["attachments"] = json!([id, 999_999]);
+    let (status, problem) = api.post("/messages", &unknown).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&problem), vec!["attachments"]);
+    let other_admin = app.other_workspace("globex", "boss@globex.example").await?;
+    let other = Api::new(
+        &app,
+        &create_key(&other_admin, "globex", "G", "send+read", "").await?,
+    );
+    assert_eq!(
+        other.get(&format!("/files/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    // Deleted: gone for later sends; what was sent keeps its copy.
+    let response = client
+        .delete(format!("{}/api/v1/files/{id}", app.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get(&format!("/files/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = api.post("/messages", &body).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // An upload without its part is a problem document too.
+    let response = client
+        .post(format!("{}/api/v1/files", app.base))
+        .bearer_auth(&api.key)
+        .multipart(reqwest::multipart::Form::new().text("other", "x"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    Ok(())
+}
+both!(files_are_uploaded_once_and_attached_by_id);

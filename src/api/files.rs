@@ -1,0 +1,132 @@
+//! Files for the API: uploaded once (`POST /api/v1/files`, multipart), attached by id to
+//! any number of later messages, read back as metadata, deleted.
+
+use actix_multipart::form::MultipartForm;
+use actix_multipart::form::bytes::Bytes;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use super::auth::ApiCaller;
+use super::model::NewApiFile;
+use super::problem::ApiError;
+use super::queries;
+use crate::web::AppState;
+
+/// The upload: one part named `file`.
+#[derive(MultipartForm)]
+pub struct FileUpload {
+    /// The file.
+    file: Bytes,
+}
+
+/// A file as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct FileView {
+    /// Id (for `attachments`).
+    pub id: i64,
+    /// File name as it will be sent.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// Upload time.
+    pub created_at: String,
+}
+
+fn timestamp(at: chrono::NaiveDateTime) -> String {
+    at.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `POST /api/v1/files` (multipart, part `file`): 201 with its id.
+pub async fn upload(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    form: MultipartForm<FileUpload>,
+) -> Result<HttpResponse, ApiError> {
+    let FileUpload { file } = form.into_inner();
+    let limit = state.settings.attachment_limit_mb * 1024 * 1024;
+    if file.data.len() > limit {
+        return Err(ApiError::field(
+            "file",
+            format!(
+                "At most {} MB per file.",
+                state.settings.attachment_limit_mb
+            ),
+        ));
+    }
+    let name = crate::messages::model::file_name(file.file_name.as_deref().unwrap_or("attachment"));
+    let content_type = file
+        .content_type
+        .as_ref()
+        .map(ToString::to_string)
+        .filter(|t| !t.chars().any(char::is_control))
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let now = crate::db::now();
+    let row = NewApiFile {
+        workspace_id: caller.workspace.id,
+        file_name: name.clone(),
+        content_type: content_type.clone(),
+        size: i64::try_from(file.data.len()).unwrap_or(i64::MAX),
+        data: file.data.to_vec(),
+        created_at: now,
+    };
+    let size = row.size;
+    let id = state
+        .db
+        .write(move |conn| Ok(queries::insert_file(conn, &row)?))
+        .await?;
+    Ok(HttpResponse::build(StatusCode::CREATED).json(FileView {
+        id,
+        name,
+        content_type,
+        size,
+        created_at: timestamp(now),
+    }))
+}
+
+fn file_id(path: &str) -> Result<i64, ApiError> {
+    path.parse::<i64>().map_err(|_| ApiError::NotFound("file"))
+}
+
+/// `GET /api/v1/files/{id}`: its name, type, size and upload time.
+pub async fn show(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = file_id(&path)?;
+    let workspace = caller.workspace.id;
+    let (id, name, content_type, size, created_at) = state
+        .db
+        .run(move |conn| Ok(queries::file_info(conn, workspace, id)?))
+        .await?
+        .ok_or(ApiError::NotFound("file"))?;
+    Ok(HttpResponse::Ok().json(FileView {
+        id,
+        name,
+        content_type,
+        size,
+        created_at: timestamp(created_at),
+    }))
+}
+
+/// `DELETE /api/v1/files/{id}`: 204. Messages it was attached to keep their copy.
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = file_id(&path)?;
+    let workspace = caller.workspace.id;
+    let deleted = state
+        .db
+        .write(move |conn| Ok(queries::delete_file(conn, workspace, id)?))
+        .await?;
+    if !deleted {
+        return Err(ApiError::NotFound("file"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
