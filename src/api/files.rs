@@ -99,17 +99,17 @@ pub async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&path)?;
     let workspace = caller.workspace.id;
-    let (id, name, content_type, size, created_at) = state
+    let info = state
         .db
         .run(move |conn| Ok(queries::file_info(conn, workspace, id)?))
         .await?
         .ok_or(ApiError::NotFound("file"))?;
     Ok(HttpResponse::Ok().json(FileView {
-        id,
-        name,
-        content_type,
-        size,
-        created_at: timestamp(created_at),
+        id: info.id,
+        name: info.file_name,
+        content_type: info.content_type,
+        size: info.size,
+        created_at: timestamp(info.created_at),
     }))
 }
 

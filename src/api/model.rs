@@ -274,3 +274,19 @@ pub struct NewApiFile {
     /// Now.
     pub created_at: NaiveDateTime,
 }
+
+/// A file's name, type, size and upload time, without its contents.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::api_files)]
+pub struct ApiFileInfo {
+    /// Id.
+    pub id: i64,
+    /// Safe file name.
+    pub file_name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// Upload time.
+    pub created_at: NaiveDateTime,
+}

@@ -147,12 +147,12 @@ pub fn file_info(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     id: i64,
-) -> QueryResult<Option<(i64, String, String, i64, NaiveDateTime)>> {
+) -> QueryResult<Option<ApiFileInfo>> {
     use crate::db::schema::api_files as t;
     t::table
         .filter(t::workspace_id.eq(workspace))
         .filter(t::id.eq(id))
-        .select((t::id, t::file_name, t::content_type, t::size, t::created_at))
+        .select(ApiFileInfo::as_select())
         .first(conn)
         .optional()
 }
