@@ -66,6 +66,20 @@ pub async fn seed(
     size: usize,
     connections: u32,
 ) -> anyhow::Result<crate::workspaces::model::WorkspaceId> {
+    let (workspace, provider) = seed_provider(database, smtp_addr, connections).await?;
+    seed_messages(database, workspace, provider, messages, size).await?;
+    Ok(workspace)
+}
+
+/// A workspace with one green provider named `bench` for `smtp_addr`.
+async fn seed_provider(
+    database: &Db,
+    smtp_addr: SocketAddr,
+    connections: u32,
+) -> anyhow::Result<(
+    crate::workspaces::model::WorkspaceId,
+    crate::providers::model::ProviderId,
+)> {
     let slug = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
     let settings = ProviderSettings {
         name: "bench".into(),
@@ -114,6 +128,17 @@ pub async fn seed(
             Ok((workspace, provider))
         })
         .await?;
+    Ok((workspace, provider))
+}
+
+/// `messages` queued messages through `provider`, each with its own content of `size`.
+async fn seed_messages(
+    database: &Db,
+    workspace: crate::workspaces::model::WorkspaceId,
+    provider: crate::providers::model::ProviderId,
+    messages: usize,
+    size: usize,
+) -> anyhow::Result<()> {
     let text = body(size);
     for chunk_start in (0..messages).step_by(10_000) {
         let end = (chunk_start + 10_000).min(messages);
@@ -168,7 +193,7 @@ pub async fn seed(
             .write(move |conn| Ok(messages::insert_batch(conn, &rows)?))
             .await?;
     }
-    Ok(workspace)
+    Ok(())
 }
 
 /// Enqueues the messages through the real ingest path, delivers them with the real engine,
@@ -268,4 +293,153 @@ async fn counts(
         })
         .await
         .context("counting results")
+}
+
+/// What `mailroom bench api` measures.
+#[derive(Debug, Clone)]
+pub struct ApiBench {
+    /// Messages to post.
+    pub messages: usize,
+    /// Concurrent HTTP clients.
+    pub concurrency: usize,
+    /// A database URL; a fresh temporary SQLite file when absent.
+    pub database: Option<String>,
+}
+
+/// Starts the server on a fresh database, posts `messages` messages (2 KB, `hold: true`)
+/// from `concurrency` clients over keep-alive connections, and counts what was stored.
+pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let url = bench
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let settings = crate::config::Settings {
+        bind: "127.0.0.1:0".into(),
+        database_url: Some(url.clone()),
+        data_dir: dir.path().to_path_buf(),
+        log: "warn".into(),
+        ..Default::default()
+    };
+    let app = crate::startup::Application::build(settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = format!("http://127.0.0.1:{}/api/v1/messages", app.port());
+    let (server, engine) = (app.server_handle(), app.engine());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let database = Db::open(&url, 2)?;
+    let addr: SocketAddr = "127.0.0.1:9".parse()?;
+    let (workspace, _) = seed_provider(&database, addr, 1).await?;
+    let key = database
+        .write(move |conn| {
+            let now = db::now();
+            let owner = crate::accounts::queries::insert_user(
+                conn,
+                &crate::accounts::model::NewUser {
+                    email: "bench@example.com",
+                    name: "bench",
+                    password_hash: None,
+                    password_changed_at: None,
+                    created_at: now,
+                },
+            )?;
+            let workspace =
+                workspaces::find_by_id(conn, workspace)?.ok_or(crate::error::AppError::NotFound)?;
+            let request = crate::api::model::KeyRequest {
+                name: "bench".into(),
+                scope: crate::api::model::Scope::Send,
+                per_minute: None,
+            };
+            let (_, key) = crate::api::service::create(
+                conn,
+                &workspace,
+                &crate::api::service::Creator::Cli(owner),
+                &request,
+            )?;
+            Ok(key)
+        })
+        .await?;
+    let payload = serde_json::json!({
+        "to": ["reader@example.com"],
+        "subject": "Benchmark",
+        "provider": "bench",
+        "text": body(2_048),
+        "hold": true,
+    })
+    .to_string();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..bench.concurrency.max(1))
+        .map(|_| {
+            let (next, base, key, payload) =
+                (next.clone(), base.clone(), key.clone(), payload.clone());
+            let total = bench.messages;
+            actix_web::rt::spawn(async move {
+                let client = awc::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .finish();
+                let mut latencies = Vec::new();
+                let mut failures = 0usize;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    let sent = Instant::now();
+                    let answer = client
+                        .post(&base)
+                        .bearer_auth(&key)
+                        .content_type("application/json")
+                        .send_body(payload.clone())
+                        .await;
+                    match answer {
+                        Ok(mut response) if response.status().as_u16() == 202 => {
+                            let _ = response.body().await;
+                            latencies.push(sent.elapsed());
+                        }
+                        Ok(mut response) => {
+                            let _ = response.body().await;
+                            failures += 1;
+                        }
+                        Err(_) => failures += 1,
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(bench.messages);
+    let mut failures = 0;
+    for client in clients {
+        let (mut mine, failed) = client.await?;
+        latencies.append(&mut mine);
+        failures += failed;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
+    };
+    let accepted = latencies.len();
+    let stored: i64 = database
+        .run(move |conn| {
+            use crate::db::schema::messages::dsl as m;
+            Ok(m::messages
+                .filter(m::workspace_id.eq(workspace))
+                .count()
+                .get_result(conn)?)
+        })
+        .await?;
+    if failures > 0 {
+        eprintln!("{failures} requests were not accepted");
+    }
+    server.stop(true).await;
+    engine.stop(Duration::from_secs(5)).await;
+    let lost = (accepted as i64 - stored).max(0);
+    Ok(format!(
+        "bench api: messages={} concurrency={} accepted_per_s={:.0} p50_ms={:.1} p99_ms={:.1} lost={lost}",
+        bench.messages,
+        bench.concurrency,
+        accepted as f64 / seconds,
+        quantile(0.50),
+        quantile(0.99),
+    ))
 }

@@ -47,6 +47,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Start the server on a fresh database and post N messages (2 KB, held) through the
+    /// JSON API from C concurrent clients.
+    Api {
+        /// Messages to post.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// A database URL (default: a fresh temporary SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+    },
     /// Enqueue N messages and deliver them through the real engine to an SMTP server.
     Delivery {
         /// Messages to deliver.
@@ -127,6 +140,27 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(2, e),
         },
+        Command::Bench {
+            command:
+                BenchCommand::Api {
+                    messages,
+                    concurrency,
+                    database,
+                },
+        } => {
+            let bench = crate::bench::ApiBench {
+                messages,
+                concurrency,
+                database,
+            };
+            match actix_web::rt::System::new().block_on(crate::bench::api(bench)) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
         Command::Bench {
             command:
                 BenchCommand::Delivery {

@@ -161,6 +161,11 @@ impl Application {
         self.state.setup.token().to_owned()
     }
 
+    /// A handle that stops the HTTP server (the API benchmark stops it before printing).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// The delivery engine (tests stop it when they end).
     pub fn engine(&self) -> crate::delivery::EngineHandle {
         self.state.engine.clone()
