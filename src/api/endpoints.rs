@@ -358,92 +358,96 @@ pub async fn send(
     let attachment_limit = state.settings.attachment_limit_mb;
     let (remember_key, remember_idem, remember_hash) =
         (key.id, idempotency.clone(), fingerprint.clone());
-    let ids = state
-        .ingest
-        .submit(move |conn| {
-            let provider = find_provider(conn, &workspace, &request.provider)?;
-            if let Some(from) = request.from.as_deref().map(str::trim)
-                && !from.eq_ignore_ascii_case(&provider.account_address)
-            {
-                return Err(AppError::Invalid {
-                    field: "from",
-                    message: format!(
-                        "Send from the provider's account address, {}.",
-                        provider.account_address
-                    ),
-                });
-            }
-            let owner = match request.owner {
-                Some(id) => {
-                    let user = crate::accounts::model::UserId(id);
-                    crate::workspaces::queries::find_membership(conn, workspace.id, user)?.ok_or(
-                        AppError::Invalid {
-                            field: "owner",
-                            message: "The owner must be a member of this workspace.".into(),
-                        },
-                    )?;
-                    Some(user)
+    // Everything the send needs to read, checked here (requests read in parallel); the
+    // writer only inserts.
+    let (provider, owner, references, files) = {
+        let (workspace, request) = (workspace.clone(), request.clone());
+        let default_owner = key.created_by;
+        state
+            .db
+            .run(move |conn| {
+                let provider = find_provider(conn, &workspace, &request.provider)?;
+                if let Some(from) = request.from.as_deref().map(str::trim)
+                    && !from.eq_ignore_ascii_case(&provider.account_address)
+                {
+                    return Err(AppError::Invalid {
+                        field: "from",
+                        message: format!(
+                            "Send from the provider's account address, {}.",
+                            provider.account_address
+                        ),
+                    });
                 }
-                None => key.created_by,
-            };
-            let references = match request.in_reply_to {
-                Some(id) => {
-                    let parent =
-                        messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
+                let owner = match request.owner {
+                    Some(id) => {
+                        let user = crate::accounts::model::UserId(id);
+                        crate::workspaces::queries::find_membership(conn, workspace.id, user)?
                             .ok_or(AppError::Invalid {
-                                field: "in_reply_to",
-                                message: format!("No message {id} in this workspace."),
+                                field: "owner",
+                                message: "The owner must be a member of this workspace.".into(),
                             })?;
-                    Some(match &parent.references_header {
-                        Some(earlier) => format!("{earlier} {}", parent.message_id),
-                        None => parent.message_id.clone(),
-                    })
-                }
-                None => None,
-            };
-            if !request.attachments.is_empty() {
-                input.files = attachments(conn, &workspace, &request.attachments, attachment_limit)?;
-            }
-            input.provider = provider.id;
-            let envelope = message_rules::Envelope {
-                origin: Some(crate::messages::model::Origin::Sys),
-                user: owner,
-                session_public_id: None,
-                api_key: Some(key.id),
-                references,
-                contact_ids: (!request.contact_ids.is_empty())
-                    .then(|| serde_json::to_string(&request.contact_ids).unwrap_or_default()),
-                hold: request.hold,
-            };
-            let ids = message_rules::store(conn, &workspace, &provider, &input, &envelope)?;
-            if let Some(idem) = remember_idem {
-                // Remembered in the same transaction as the messages: a retry after this
-                // commit is a replay, never a second send.
-                let now = crate::db::now();
-                super::queries::forget_before(conn, now - remember_for())?;
-                let body = accepted_list(&ids, &answered, status);
-                super::queries::remember(
-                    conn,
-                    &super::model::NewRemembered {
-                        api_key_id: remember_key,
-                        idempotency_key: idem,
-                        request_hash: remember_hash,
-                        status_code: Some(202),
-                        response: Some(serde_json::to_string(&body).unwrap_or_default()),
-                        created_at: now,
-                    },
-                )
-                .map_err(|e| match AppError::from(e) {
-                    AppError::Conflict(_) => AppError::Conflict(
-                        "Another request with this Idempotency-Key was served meanwhile; retry to get its answer."
-                            .into(),
-                    ),
-                    other => other,
-                })?;
-            }
-            Ok(ids)
-        })
-        .await?;
+                        Some(user)
+                    }
+                    None => default_owner,
+                };
+                let references = match request.in_reply_to {
+                    Some(id) => {
+                        let parent =
+                            messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
+                                .ok_or(AppError::Invalid {
+                                    field: "in_reply_to",
+                                    message: format!("No message {id} in this workspace."),
+                                })?;
+                        Some(match &parent.references_header {
+                            Some(earlier) => format!("{earlier} {}", parent.message_id),
+                            None => parent.message_id.clone(),
+                        })
+                    }
+                    None => None,
+                };
+                let files = if request.attachments.is_empty() {
+                    Vec::new()
+                } else {
+                    attachments(conn, &workspace, &request.attachments, attachment_limit)?
+                };
+                Ok((provider, owner, references, files))
+            })
+            .await?
+    };
+    input.provider = provider.id;
+    input.files = files;
+    let envelope = message_rules::Envelope {
+        origin: Some(crate::messages::model::Origin::Sys),
+        user: owner,
+        session_public_id: None,
+        api_key: Some(key.id),
+        references,
+        contact_ids: (!request.contact_ids.is_empty())
+            .then(|| serde_json::to_string(&request.contact_ids).unwrap_or_default()),
+        hold: request.hold,
+    };
+    let mut prepared = message_rules::prepare(&workspace, &provider, input, &envelope);
+    if let Some(idem) = remember_idem {
+        // Remembered in the same transaction as the messages: a retry after this commit
+        // is a replay, never a second send.
+        prepared.after = Some(Box::new(move |conn, ids| {
+            let now = crate::db::now();
+            super::queries::forget_before(conn, now - remember_for())?;
+            let body = accepted_list(ids, &answered, status);
+            Ok(super::queries::remember(
+                conn,
+                &super::model::NewRemembered {
+                    api_key_id: remember_key,
+                    idempotency_key: idem.clone(),
+                    request_hash: remember_hash.clone(),
+                    status_code: Some(202),
+                    response: Some(serde_json::to_string(&body).unwrap_or_default()),
+                    created_at: now,
+                },
+            )? == 1)
+        }));
+    }
+    let ids = state.ingest.submit(prepared).await?;
     let AcceptedList { mut messages } = accepted_list(&ids, &recipients, status);
     let mut answer = StatusCode::ACCEPTED;
     if let Some(seconds) = wait.filter(|s| *s > 0) {

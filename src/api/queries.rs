@@ -89,10 +89,14 @@ pub fn find_remembered(
         .optional()
 }
 
-/// Remembers an answer (fails with a unique violation if another request got there first).
+/// Remembers an answer; 0 when another request remembered the same key first.
 pub fn remember(conn: &mut DbConn, row: &NewRemembered) -> QueryResult<usize> {
     use crate::db::schema::idempotency_keys as t;
-    diesel::insert_into(t::table).values(row).execute(conn)
+    per_backend!(conn, |c| diesel::insert_into(t::table)
+        .values(row)
+        .on_conflict((t::api_key_id, t::idempotency_key))
+        .do_nothing()
+        .execute(c))
 }
 
 /// Replaces a remembered answer (after `wait` learned the final one).

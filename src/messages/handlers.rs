@@ -92,16 +92,24 @@ pub async fn compose(
     let (workspace, user, session_id) =
         (ctx.workspace.clone(), ctx.user.id, ctx.session_id.clone());
     let count = input.to.len();
-    let stored = state
-        .ingest
-        .submit(move |conn| {
-            let sender = service::Sender {
+    let checked = {
+        let (workspace, id) = (workspace.clone(), input.provider);
+        state
+            .db
+            .run(move |conn| service::sending_provider(conn, &workspace, id))
+            .await
+    };
+    let stored = match checked {
+        Ok(provider) => {
+            let envelope = service::console(&service::Sender {
                 user,
                 session_public_id: &session_id,
-            };
-            service::compose(conn, &workspace, &sender, &input)
-        })
-        .await;
+            });
+            let prepared = service::prepare(&workspace, &provider, input, &envelope);
+            state.ingest.submit(prepared).await
+        }
+        Err(e) => Err(e),
+    };
     let ids = match stored {
         Ok(ids) => ids,
         Err(AppError::Validation(message)) => {

@@ -1,25 +1,45 @@
-//! The one write path for new messages (DESIGN, "Ingest"): callers hand over a job; one
-//! writer commits every job that arrived meanwhile in a single transaction (group commit),
-//! each job in its own savepoint so one bad job fails alone, and answers each caller once
-//! the commit is durable. Many concurrent requests thus share one fsync (SQLite
-//! `synchronous=FULL`) or one PostgreSQL commit.
+//! The one write path for new messages (DESIGN, "Ingest"). A request prepares its rows
+//! (reads and checks happen in the request, in parallel across requests); one writer
+//! takes everything that arrived meanwhile and stores it in one transaction with one
+//! multi-row INSERT for all contents and one for all messages (group commit), then
+//! answers each caller once the commit is durable. If the batch fails (say a provider was
+//! deleted in between), each request is stored again on its own, so one bad request fails
+//! alone. Many concurrent requests thus share one fsync (SQLite `synchronous=FULL`) or one
+//! PostgreSQL commit, and a handful of statements.
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::MessageId;
+use super::model::{Attachment, MessageId, NewMessage, NewMessageBody};
+use super::queries;
 use crate::db::{self, Db, DbConn};
 use crate::delivery::EngineHandle;
 use crate::error::AppError;
 
-/// Work that stores messages; runs inside the writer's transaction.
-pub type Job = Box<dyn FnOnce(&mut DbConn) -> Result<Vec<MessageId>, AppError> + Send>;
+/// Runs after a request's messages are inserted, in the same transaction (e.g. remembering
+/// an Idempotency-Key with the answer); `Ok(false)` undoes the request's messages and
+/// answers it with a conflict. May run twice (batch, then alone).
+pub type After = Box<dyn Fn(&mut DbConn, &[MessageId]) -> Result<bool, AppError> + Send>;
 
-struct Request {
-    job: Job,
-    reply: oneshot::Sender<Result<Vec<MessageId>, AppError>>,
+/// What one request stores: a content, its files, a message per recipient.
+pub struct Prepared {
+    /// The content (its id is filled in by the writer).
+    pub body: NewMessageBody,
+    /// Files: (name, MIME type, bytes).
+    pub files: Vec<(String, String, Vec<u8>)>,
+    /// The messages (their `body_id` is filled in by the writer).
+    pub rows: Vec<NewMessage>,
+    /// Work in the same transaction once the ids are known.
+    pub after: Option<After>,
 }
 
-/// Most jobs committed together.
+type Answer = Result<Vec<MessageId>, AppError>;
+
+struct Request {
+    prepared: Prepared,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Most requests committed together.
 const MAX_BATCH: usize = 512;
 
 /// A handle to the writer.
@@ -36,21 +56,14 @@ impl Ingest {
         Self { tx }
     }
 
-    /// Runs `job` in the next group commit; returns once its messages are durable.
-    pub async fn submit(
-        &self,
-        job: impl FnOnce(&mut DbConn) -> Result<Vec<MessageId>, AppError> + Send + 'static,
-    ) -> Result<Vec<MessageId>, AppError> {
+    /// Stores `prepared` in the next group commit; returns the message ids once durable.
+    pub async fn submit(&self, prepared: Prepared) -> Answer {
         let (reply, answer) = oneshot::channel();
+        let stopped = || AppError::Unexpected(anyhow::anyhow!("the ingest writer stopped"));
         self.tx
-            .send(Request {
-                job: Box::new(job),
-                reply,
-            })
-            .map_err(|_| AppError::Unexpected(anyhow::anyhow!("the ingest writer stopped")))?;
-        answer
-            .await
-            .map_err(|_| AppError::Unexpected(anyhow::anyhow!("the ingest writer stopped")))?
+            .send(Request { prepared, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -64,33 +77,39 @@ async fn writer(db: Db, engine: EngineHandle, mut rx: mpsc::UnboundedReceiver<Re
                 Err(_) => break,
             }
         }
-        let (jobs, replies): (Vec<Job>, Vec<_>) =
-            batch.into_iter().map(|r| (r.job, r.reply)).unzip();
-        let committed = db
+        let (prepared, replies): (Vec<Prepared>, Vec<_>) =
+            batch.into_iter().map(|r| (r.prepared, r.reply)).unzip();
+        let answers = db
             .run(move |conn| {
-                db::write(conn, |conn| -> Result<_, AppError> {
-                    Ok(jobs
-                        .into_iter()
-                        .map(|job| {
-                            use diesel::Connection;
-                            conn.transaction::<_, AppError, _>(|c| job(c))
+                match db::write(conn, |conn| store(conn, &prepared)) {
+                    Ok(answers) => Ok(answers),
+                    // One bad request must not fail the others: each alone.
+                    Err(_) if prepared.len() > 1 => Ok(prepared
+                        .iter()
+                        .map(|one| {
+                            db::write(conn, |conn| store(conn, std::slice::from_ref(one))).and_then(
+                                |mut answers| {
+                                    answers.pop().unwrap_or_else(|| Err(AppError::NotFound))
+                                },
+                            )
                         })
-                        .collect::<Vec<_>>())
-                })
+                        .collect()),
+                    Err(e) => Ok(vec![Err(e)]),
+                }
             })
             .await;
-        match committed {
-            Ok(results) => {
-                if results.iter().any(Result::is_ok) {
+        match answers {
+            Ok(answers) => {
+                if answers.iter().any(Result::is_ok) {
                     engine.wake();
                 }
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
                 }
             }
             Err(e) => {
                 let why = e.to_string();
-                tracing::error!(error = %why, jobs = replies.len(), "ingest commit failed");
+                tracing::error!(error = %why, requests = replies.len(), "ingest failed");
                 for reply in replies {
                     let _ = reply.send(Err(AppError::Unexpected(anyhow::anyhow!(
                         "the messages could not be stored: {why}"
@@ -99,4 +118,54 @@ async fn writer(db: Db, engine: EngineHandle, mut rx: mpsc::UnboundedReceiver<Re
             }
         }
     }
+}
+
+/// Stores requests with one INSERT for the contents and one for the messages; answers
+/// each (a request whose `after` says no is undone and answered with a conflict).
+fn store(conn: &mut DbConn, batch: &[Prepared]) -> Result<Vec<Answer>, AppError> {
+    let bodies: Vec<NewMessageBody> = batch.iter().map(|p| p.body.clone()).collect();
+    let body_ids = queries::insert_bodies(conn, &bodies)?;
+    let files: Vec<Attachment> = batch
+        .iter()
+        .zip(&body_ids)
+        .flat_map(|(p, body_id)| {
+            p.files.iter().map(|(name, content_type, data)| Attachment {
+                body_id: *body_id,
+                file_name: name.clone(),
+                content_type: content_type.clone(),
+                size: i64::try_from(data.len()).unwrap_or(i64::MAX),
+                data: data.clone(),
+            })
+        })
+        .collect();
+    queries::insert_attachments(conn, &files)?;
+    let rows: Vec<NewMessage> = batch
+        .iter()
+        .zip(&body_ids)
+        .flat_map(|(p, body_id)| {
+            p.rows.iter().map(|row| NewMessage {
+                body_id: *body_id,
+                ..row.clone()
+            })
+        })
+        .collect();
+    let mut ids = queries::insert_batch(conn, &rows)?.into_iter();
+    let mut answers = Vec::with_capacity(batch.len());
+    for (p, body_id) in batch.iter().zip(&body_ids) {
+        let mine: Vec<MessageId> = ids.by_ref().take(p.rows.len()).collect();
+        let kept = match &p.after {
+            Some(after) => after(conn, &mine)?,
+            None => true,
+        };
+        if kept {
+            answers.push(Ok(mine));
+        } else {
+            queries::delete_unsent(conn, &mine, *body_id)?;
+            answers.push(Err(AppError::Conflict(
+                "Another request with this Idempotency-Key was served meanwhile; retry to get its answer."
+                    .into(),
+            )));
+        }
+    }
+    Ok(answers)
 }

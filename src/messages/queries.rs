@@ -56,6 +56,14 @@ pub fn insert_attachments(conn: &mut DbConn, rows: &[Attachment]) -> QueryResult
     Ok(())
 }
 
+/// Removes messages just stored in this transaction, and their content (an ingest
+/// request undone before commit).
+pub fn delete_unsent(conn: &mut DbConn, ids: &[MessageId], body_id: i64) -> QueryResult<()> {
+    diesel::delete(messages::table.filter(messages::id.eq_any(ids))).execute(conn)?;
+    diesel::delete(message_bodies::table.find(body_id)).execute(conn)?;
+    Ok(())
+}
+
 /// The files of these contents, in upload order.
 pub fn find_attachments(conn: &mut DbConn, body_ids: &[i64]) -> QueryResult<Vec<Attachment>> {
     message_attachments::table

@@ -1,6 +1,7 @@
 //! Message rules: composing (one row per To recipient, CC/BCC riding on each), cancelling,
 //! retrying now. No actix types.
 
+use super::ingest::Prepared;
 use super::model::*;
 use super::queries;
 use crate::accounts::model::UserId;
@@ -51,36 +52,35 @@ pub struct Envelope {
     pub hold: bool,
 }
 
-/// Stores a composed message, one row per To recipient; returns their ids. The provider
-/// must belong to the workspace and be active (green).
-pub fn compose(
+/// The provider a send goes through: the workspace's own, and green.
+pub fn sending_provider(
     conn: &mut DbConn,
     workspace: &Workspace,
-    sender: &Sender<'_>,
-    input: &Compose,
-) -> Result<Vec<MessageId>, AppError> {
-    let provider: Provider =
-        providers::find_by_workspace_and_id(conn, workspace.id, input.provider)?
-            .filter(Provider::is_active)
-            .ok_or_else(|| AppError::Validation("Choose a provider that checked green.".into()))?;
-    let envelope = Envelope {
+    id: crate::providers::model::ProviderId,
+) -> Result<Provider, AppError> {
+    providers::find_by_workspace_and_id(conn, workspace.id, id)?
+        .filter(Provider::is_active)
+        .ok_or_else(|| AppError::Validation("Choose a provider that checked green.".into()))
+}
+
+/// The console's envelope: sent by this user from this session.
+pub fn console(sender: &Sender<'_>) -> Envelope {
+    Envelope {
         origin: Some(Origin::Web),
         user: Some(sender.user),
         session_public_id: Some(sender.session_public_id.to_owned()),
         ..Envelope::default()
-    };
-    store(conn, workspace, &provider, input, &envelope)
+    }
 }
 
-/// Stores a send through `provider` (already checked by the caller): its content once, its
-/// files, one message per To recipient.
-pub fn store(
-    conn: &mut DbConn,
+/// Prepares a send through `provider` (checked by the caller) for the ingest writer: its
+/// content once, its files, one message per To recipient.
+pub fn prepare(
     workspace: &Workspace,
     provider: &Provider,
-    input: &Compose,
+    input: Compose,
     envelope: &Envelope,
-) -> Result<Vec<MessageId>, AppError> {
+) -> Prepared {
     let now = db::now();
     let due = input.send_at.filter(|at| *at > now);
     let status = if envelope.hold {
@@ -91,29 +91,6 @@ pub fn store(
         Status::Queued
     };
     let subject = prefixed_subject(workspace, &input.subject);
-    let body = NewMessageBody {
-        workspace_id: workspace.id,
-        text_body: input.text.clone(),
-        html_body: input.html.clone(),
-        attachments: i32::try_from(input.files.len()).unwrap_or(i32::MAX),
-        created_at: now,
-    };
-    let body_id = queries::insert_bodies(conn, &[body])?
-        .first()
-        .copied()
-        .ok_or(AppError::NotFound)?;
-    let files: Vec<Attachment> = input
-        .files
-        .iter()
-        .map(|(name, content_type, data)| Attachment {
-            body_id,
-            file_name: name.clone(),
-            content_type: content_type.clone(),
-            size: i64::try_from(data.len()).unwrap_or(i64::MAX),
-            data: data.clone(),
-        })
-        .collect();
-    queries::insert_attachments(conn, &files)?;
     let rows: Vec<NewMessage> = input
         .to
         .iter()
@@ -129,7 +106,7 @@ pub fn store(
             cc: input.cc.join(", "),
             bcc: input.bcc.join(", "),
             subject: subject.clone(),
-            body_id,
+            body_id: 0,
             message_id: new_message_id(&provider.account_address),
             status: status.as_str().into(),
             hold_reason: envelope.hold.then(|| "api".to_owned()),
@@ -146,7 +123,18 @@ pub fn store(
             contact_ids: envelope.contact_ids.clone(),
         })
         .collect();
-    Ok(queries::insert_batch(conn, &rows)?)
+    Prepared {
+        body: NewMessageBody {
+            workspace_id: workspace.id,
+            text_body: input.text,
+            html_body: input.html,
+            attachments: i32::try_from(input.files.len()).unwrap_or(i32::MAX),
+            created_at: now,
+        },
+        files: input.files,
+        rows,
+        after: None,
+    }
 }
 
 fn event(id: MessageId, kind: &'static str, attempt: i32, detail: String) -> NewMessageEvent {

@@ -966,3 +966,74 @@ async fn a_deleted_providers_connections_are_closed(backend: Backend) -> TestRes
     Ok(())
 }
 both!(a_deleted_providers_connections_are_closed);
+
+/// The ingest writer commits concurrent requests together; one that cannot be stored (its
+/// provider vanished between the check and the insert) fails alone.
+async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) -> TestResult {
+    use mailroom::messages::ingest::{Ingest, Prepared};
+    use mailroom::messages::model::{NewMessage, NewMessageBody};
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    let db = app.db();
+    let workspace = db
+        .run(|conn| {
+            Ok(mailroom::workspaces::queries::find_by_slug(conn, "acme")?
+                .ok_or(mailroom::error::AppError::NotFound)?)
+        })
+        .await?;
+    let ingest = Ingest::start(db.clone(), app.engine.clone());
+    let request = |provider: Option<i64>, to: &str| {
+        let now = mailroom::db::now();
+        Prepared {
+            body: NewMessageBody {
+                workspace_id: workspace.id,
+                text_body: "x".into(),
+                html_body: None,
+                attachments: 0,
+                created_at: now,
+            },
+            files: Vec::new(),
+            rows: vec![NewMessage {
+                workspace_id: workspace.id,
+                origin: "sys".into(),
+                user_id: None,
+                session_public_id: None,
+                provider_id: provider.map(mailroom::providers::model::ProviderId),
+                from_address: "ops@example.com".into(),
+                from_name: String::new(),
+                recipient: to.into(),
+                cc: String::new(),
+                bcc: String::new(),
+                subject: "S".into(),
+                body_id: 0,
+                message_id: mailroom::messages::service::new_message_id("ops@example.com"),
+                status: "held".into(),
+                hold_reason: Some("api".into()),
+                attempts: 0,
+                max_attempts: 1,
+                due_at: now,
+                send_at: None,
+                possible_duplicate: false,
+                result: String::new(),
+                created_at: now,
+                updated_at: now,
+                api_key_id: None,
+                references_header: None,
+                contact_ids: None,
+            }],
+            after: None,
+        }
+    };
+    let (good, bad, also_good) = futures_util::future::join3(
+        ingest.submit(request(None, "a@example.com")),
+        ingest.submit(request(Some(999_999), "b@example.com")),
+        ingest.submit(request(None, "c@example.com")),
+    )
+    .await;
+    assert_eq!(good?.len(), 1);
+    assert_eq!(also_good?.len(), 1);
+    assert!(bad.is_err(), "no such provider");
+    let stored: Vec<String> = rows(&app).await?.into_iter().map(|r| r.recipient).collect();
+    assert_eq!(stored, vec!["a@example.com", "c@example.com"]);
+    Ok(())
+}
+both!(a_request_that_cannot_be_stored_fails_alone);
