@@ -126,13 +126,7 @@ impl FromRequest for ApiCaller {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let found = state
                 .db
-                .run(move |conn| {
-                    let Some(key) = service::authenticate(conn, &token)? else {
-                        return Ok(None);
-                    };
-                    let workspace = crate::workspaces::queries::find_by_id(conn, key.workspace_id)?;
-                    Ok(workspace.map(|w| (key, w)))
-                })
+                .run(move |conn| service::authenticate(conn, &token))
                 .await?;
             let (key, workspace) = found.ok_or(ApiError::Unauthorized)?;
             state.api.admit(&key).map_err(ApiError::RateLimited)?;

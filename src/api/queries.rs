@@ -40,13 +40,20 @@ pub fn find(
         .optional()
 }
 
-/// A key by its visible prefix (any workspace: the caller checks the hash).
-pub fn find_by_prefix(conn: &mut DbConn, prefix: &str) -> QueryResult<Option<ApiKey>> {
-    api_keys::table
+/// A key by its visible prefix (any workspace: the caller checks the hash), with its
+/// workspace: one query on every API request, prepared once per connection.
+pub fn find_by_prefix(
+    conn: &mut DbConn,
+    prefix: &str,
+) -> QueryResult<Option<(ApiKey, crate::workspaces::model::Workspace)>> {
+    use crate::db::schema::workspaces;
+    use crate::workspaces::model::Workspace;
+    per_backend!(conn, |c| api_keys::table
+        .inner_join(workspaces::table)
         .filter(api_keys::prefix.eq(prefix))
-        .select(ApiKey::as_select())
-        .first(conn)
-        .optional()
+        .select((ApiKey::as_select(), Workspace::as_select()))
+        .first(c)
+        .optional())
 }
 
 /// Revokes a key of the workspace that is not revoked yet; returns it.

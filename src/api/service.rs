@@ -104,20 +104,23 @@ pub fn revoke(
     Ok(revoked)
 }
 
-/// The live key a request presents, or `None` (unknown, wrong or revoked: the caller
-/// answers 401 alike).
-pub fn authenticate(conn: &mut DbConn, presented: &str) -> Result<Option<ApiKey>, AppError> {
+/// The live key a request presents, with its workspace, or `None` (unknown, wrong or
+/// revoked: the caller answers 401 alike).
+pub fn authenticate(
+    conn: &mut DbConn,
+    presented: &str,
+) -> Result<Option<(ApiKey, Workspace)>, AppError> {
     let Some(prefix) = prefix_of(presented) else {
         return Ok(None);
     };
-    let Some(key) = queries::find_by_prefix(conn, prefix)? else {
+    let Some((key, workspace)) = queries::find_by_prefix(conn, prefix)? else {
         return Ok(None);
     };
     let matches: bool = hash(presented)
         .as_bytes()
         .ct_eq(key.secret_hash.as_bytes())
         .into();
-    Ok((matches && key.revoked_at.is_none()).then_some(key))
+    Ok((matches && key.revoked_at.is_none()).then_some((key, workspace)))
 }
 
 /// Turns per-request SMTP settings in API calls on or off.

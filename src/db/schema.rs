@@ -227,6 +227,7 @@ diesel::table! {
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(message_events -> messages (message_id));
 diesel::joinable!(providers -> workspaces (workspace_id));
+diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(password_tokens -> users (user_id));
 

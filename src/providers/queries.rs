@@ -9,12 +9,15 @@ use crate::db::schema::providers;
 use crate::workspaces::model::WorkspaceId;
 
 /// The workspace's providers by name.
+///
+/// On the backend's own connection, so the statement stays prepared: every API send
+/// reads it.
 pub fn list_by_workspace(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<Provider>> {
-    providers::table
+    crate::per_backend!(conn, |c| providers::table
         .filter(providers::workspace_id.eq(workspace))
         .order(providers::name.asc())
         .select(Provider::as_select())
-        .load(conn)
+        .load(c))
 }
 
 /// One provider of the workspace.

@@ -976,8 +976,8 @@ async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) -> TestRe
     let db = app.db();
     let workspace = db
         .run(|conn| {
-            Ok(mailroom::workspaces::queries::find_by_slug(conn, "acme")?
-                .ok_or(mailroom::error::AppError::NotFound)?)
+            mailroom::workspaces::queries::find_by_slug(conn, "acme")?
+                .ok_or(mailroom::error::AppError::NotFound)
         })
         .await?;
     let ingest = Ingest::start(db.clone(), app.engine.clone());
