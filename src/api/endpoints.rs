@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::auth::ApiCaller;
-use super::problem::{ApiError, FieldProblem};
+use super::problem::{ApiError, FieldProblem, Problem};
 use crate::error::AppError;
 use crate::messages::model::{Compose, Message, MessageEvent, MessageId, Status, parse_addresses};
 use crate::messages::{queries as messages, service as message_rules};
@@ -60,7 +60,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The provider to send through: its id, or its name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ProviderRef {
     /// Id.
@@ -70,7 +70,7 @@ pub enum ProviderRef {
 }
 
 /// A contact id as the caller's system knows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ContactId {
     /// Numeric.
@@ -80,7 +80,7 @@ pub enum ContactId {
 }
 
 /// `POST /api/v1/messages`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// To recipients (1–50): one message each.
@@ -254,7 +254,7 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
 }
 
 /// One stored message in a 202 answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// Id.
     pub id: i64,
@@ -276,7 +276,8 @@ pub struct Accepted {
 }
 
 /// Query of `POST /api/v1/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SendQuery {
     /// Seconds (at most 30) to wait for every message to be sent or to fail.
     #[serde(default)]
@@ -287,12 +288,30 @@ pub struct SendQuery {
 const MAX_WAIT: u64 = 30;
 
 /// The 202 answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AcceptedList {
     /// One per To recipient, in order.
     pub messages: Vec<Accepted>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages",
+    tag = "messages",
+    params(SendQuery, ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: remembered 24 h per API key")),
+    request_body(content = SendRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored (committed): one message per To recipient", body = AcceptedList),
+        (status = 200, description = "With `wait`: every message is sent or failed", body = AcceptedList),
+        (status = 400, description = "Malformed JSON: `line` and `column` say where", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `POST /api/v1/messages[?wait=SECONDS]`: stores one message per To recipient; answers
 /// 202 once they are committed, or with `wait`, 200 once every one is sent or failed
 /// (with the reply code and text), 202 with what is known if that takes longer.
@@ -658,7 +677,7 @@ fn timestamp(at: NaiveDateTime) -> String {
 }
 
 /// One attempt or state change.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     /// `retry`, `sent`, `failed`, `held`, …
     pub kind: String,
@@ -675,7 +694,7 @@ pub struct EventView {
 }
 
 /// The whole send record of a message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     /// Id.
     pub id: i64,
@@ -778,6 +797,19 @@ impl MessageView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages/{id}",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "The whole send record and every attempt", body = MessageView),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /api/v1/messages/{id}`: a `send` key reads what it sent; a `send+read` key any
 /// message of the workspace.
 pub async fn show(
@@ -805,7 +837,7 @@ pub async fn show(
 }
 
 /// A provider as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     /// Id.
     pub id: i64,
@@ -817,6 +849,24 @@ pub struct ProviderView {
     pub status: String,
 }
 
+/// `GET /api/v1/providers` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProviderList {
+    /// By name.
+    pub providers: Vec<ProviderView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/providers",
+    tag = "providers",
+    responses(
+        (status = 200, description = "The workspace's providers", body = ProviderList),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /api/v1/providers`.
 pub async fn list_providers(
     state: web::Data<AppState>,
@@ -836,7 +886,7 @@ pub async fn list_providers(
             status: p.status,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "providers": providers })))
+    Ok(HttpResponse::Ok().json(ProviderList { providers }))
 }
 
 /// Any other path under `/api/`: a problem document, not a page.
@@ -892,6 +942,20 @@ async fn change(
     Ok(HttpResponse::Ok().json(MessageView::new(message, events, Some(name))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/cancel",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "Cancelled", body = MessageView),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `POST /api/v1/messages/{id}/cancel`: a message not sent yet (scheduled, queued, held).
 pub async fn cancel(
     state: web::Data<AppState>,
@@ -902,6 +966,20 @@ pub async fn cancel(
     change(&state, caller, id, message_rules::cancel).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/release",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "Released: queued, or scheduled at its send-at", body = MessageView),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `POST /api/v1/messages/{id}/release`: sends a message stored with `hold`.
 pub async fn release(
     state: web::Data<AppState>,
@@ -913,7 +991,8 @@ pub async fn release(
 }
 
 /// Query of `GET /api/v1/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// One status.
@@ -931,7 +1010,7 @@ pub struct ListQuery {
 }
 
 /// A message in a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageSummary {
     /// Id.
     pub id: i64,
@@ -954,7 +1033,7 @@ pub struct MessageSummary {
 }
 
 /// A page of messages.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessagePage {
     /// Newest first.
     pub messages: Vec<MessageSummary>,
@@ -963,6 +1042,20 @@ pub struct MessagePage {
     pub next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages",
+    tag = "messages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Newest first", body = MessagePage),
+        (status = 400, description = "Malformed JSON: `line` and `column` say where", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /api/v1/messages?status=&since=&cursor=&limit=`: newest first, cursor pages.
 pub async fn list(
     state: web::Data<AppState>,

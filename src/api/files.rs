@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::auth::ApiCaller;
 use super::model::NewApiFile;
-use super::problem::ApiError;
+use super::problem::{ApiError, Problem};
 use super::queries;
 use crate::web::AppState;
 
@@ -21,7 +21,7 @@ pub struct FileUpload {
 }
 
 /// A file as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileView {
     /// Id (for `attachments`).
     pub id: i64,
@@ -40,6 +40,33 @@ fn timestamp(at: chrono::NaiveDateTime) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The upload as the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the multipart body for the OpenAPI document"
+)]
+pub struct FileUploadDoc {
+    /// The file.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/files",
+    tag = "files",
+    request_body(content = inline(FileUploadDoc), content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = FileView),
+        (status = 400, description = "Malformed JSON: `line` and `column` say where", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `POST /api/v1/files` (multipart, part `file`): 201 with its id.
 pub async fn upload(
     state: web::Data<AppState>,
@@ -91,6 +118,19 @@ fn file_id(path: &str) -> Result<i64, ApiError> {
     path.parse::<i64>().map_err(|_| ApiError::NotFound("file"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/files/{id}",
+    tag = "files",
+    params(("id" = i64, Path, description = "File id")),
+    responses(
+        (status = 200, description = "The file's metadata", body = FileView),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /api/v1/files/{id}`: its name, type, size and upload time.
 pub async fn show(
     state: web::Data<AppState>,
@@ -113,6 +153,19 @@ pub async fn show(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/files/{id}",
+    tag = "files",
+    params(("id" = i64, Path, description = "File id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 /// `DELETE /api/v1/files/{id}`: 204. Messages it was attached to keep their copy.
 pub async fn delete(
     state: web::Data<AppState>,

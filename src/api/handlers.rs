@@ -161,3 +161,11 @@ pub async fn per_request_smtp(
     flash(&session, Level::Success, text);
     Ok(htmx::redirect(&req, &ctx.path("/api-keys")))
 }
+
+/// `GET /w/{slug}/api-reference` (every member).
+pub async fn reference(session: Session, ctx: WorkspaceCtx) -> Result<HttpResponse, AppError> {
+    render(&super::views::ReferencePage {
+        frame: Frame::workspace(&session, &ctx, "api-keys", "API reference"),
+        operations: super::openapi::operations(),
+    })
+}

@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod files;
 pub mod handlers;
 pub mod model;
+pub mod openapi;
 pub mod problem;
 pub mod queries;
 pub mod service;
@@ -17,6 +18,10 @@ use actix_web::web;
 /// limit. No session or CSRF applies there: only the bearer key authorizes.
 pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
     cfg.route("/w/{slug}/api-keys", web::get().to(handlers::index))
+        .route(
+            "/w/{slug}/api-reference",
+            web::get().to(handlers::reference),
+        )
         .route("/w/{slug}/api-keys", web::post().to(handlers::create))
         .route(
             "/w/{slug}/api-keys/smtp",
@@ -29,6 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
         .service(
             web::scope("/api/v1")
                 .app_data(web::PayloadConfig::new(body_limit))
+                .route("/openapi.json", web::get().to(openapi::document))
                 .route("/messages", web::post().to(endpoints::send))
                 .route("/messages", web::get().to(endpoints::list))
                 .route("/messages/{id}", web::get().to(endpoints::show))

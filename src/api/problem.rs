@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::AppError;
 
 /// One wrong field of a request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
     /// The field as the request names it (`to`, `cc[2]`, `smtp.port`).
     pub field: String,
@@ -17,10 +17,11 @@ pub struct FieldProblem {
 }
 
 /// A problem document (RFC 9457).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Always `about:blank`: the status and title say what kind of problem it is.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// The status's short text.
     pub title: String,

@@ -25,3 +25,13 @@ pub struct KeysPage {
     /// The console's address, for the curl example.
     pub base_url: String,
 }
+
+/// `GET /w/{slug}/api-reference`: the OpenAPI document, readable.
+#[derive(Template)]
+#[template(path = "api/reference.html")]
+pub struct ReferencePage {
+    /// Frame.
+    pub frame: Frame,
+    /// Every operation.
+    pub operations: Vec<super::openapi::Operation>,
+}

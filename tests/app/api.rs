@@ -870,3 +870,51 @@ async fn files_are_uploaded_once_and_attached_by_id(backend: Backend) -> TestRes
     Ok(())
 }
 both!(files_are_uploaded_once_and_attached_by_id);
+
+async fn the_openapi_document_describes_every_endpoint(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let response = reqwest::get(format!("{}/api/v1/openapi.json", app.base)).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: Value = response.json().await?;
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
+    for (path, method) in [
+        ("/api/v1/messages", "post"),
+        ("/api/v1/messages", "get"),
+        ("/api/v1/messages/{id}", "get"),
+        ("/api/v1/messages/{id}/cancel", "post"),
+        ("/api/v1/messages/{id}/release", "post"),
+        ("/api/v1/providers", "get"),
+        ("/api/v1/files", "post"),
+        ("/api/v1/files/{id}", "get"),
+        ("/api/v1/files/{id}", "delete"),
+    ] {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path}");
+        assert!(
+            operation["responses"]["401"].is_object(),
+            "{method} {path}: 401"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let send = &document["components"]["schemas"]["SendRequest"];
+    assert!(
+        send["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("to"))),
+        "{send}"
+    );
+    // The console shows it.
+    let (status, html) = admin.page("/w/acme/api-reference").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("/api/v1/messages/{id}/release"));
+    assert!(html.contains("/api/v1/openapi.json"));
+    Ok(())
+}
+both!(the_openapi_document_describes_every_endpoint);
