@@ -193,3 +193,48 @@ async fn the_audit_log_pages_with_a_keyset(backend: Backend) -> TestResult {
     Ok(())
 }
 both!(the_audit_log_pages_with_a_keyset);
+
+/// PostgreSQL ended every connection (a restart, an administrator): each dead pooled
+/// connection fails at most one use and is dropped; then the console serves again.
+#[actix_web::test]
+async fn the_pool_recovers_when_postgresql_drops_its_connections() -> TestResult {
+    use diesel::prelude::*;
+    if !postgres_or_skip("the_pool_recovers_when_postgresql_drops_its_connections") {
+        return Ok(());
+    }
+    let app = TestApp::spawn(Backend::Postgres).await?;
+    let browser = app.browser();
+    let warm = (0..4).map(|_| browser.page("/healthz"));
+    for answer in futures_util::future::join_all(warm).await {
+        assert_eq!(answer?.0, StatusCode::OK);
+    }
+    let name = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.split('?').next())
+        .ok_or("database name")?
+        .to_owned();
+    let mut admin = diesel::PgConnection::establish(&pg_admin_url())?;
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&mut admin)?;
+    let mut failures = 0;
+    let mut served = 0;
+    for _ in 0..20 {
+        match browser.page("/healthz").await?.0 {
+            StatusCode::OK => served += 1,
+            _ => failures += 1,
+        }
+        if served == 5 {
+            break;
+        }
+    }
+    assert_eq!(served, 5, "serves again ({failures} failed on the way)");
+    assert!(
+        failures <= 4,
+        "at most one failure per pooled connection: {failures}"
+    );
+    Ok(())
+}
