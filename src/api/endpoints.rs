@@ -93,11 +93,16 @@ pub struct SendRequest {
     pub bcc: Vec<String>,
     /// Subject (the workspace's site name is put in front).
     pub subject: String,
-    /// From: must be the provider's account address for now.
+    /// From: the provider's account address (for now), or any address with `smtp`.
     #[serde(default)]
     pub from: Option<String>,
-    /// Provider id or name.
-    pub provider: ProviderRef,
+    /// Provider id or name; or, instead, `smtp`.
+    #[serde(default)]
+    pub provider: Option<ProviderRef>,
+    /// This call's own SMTP server instead of a provider (only when the workspace turned
+    /// per-request SMTP on; always under the egress policy).
+    #[serde(default)]
+    pub smtp: Option<SmtpOverride>,
     /// Text body.
     #[serde(default)]
     pub text: Option<String>,
@@ -125,6 +130,25 @@ pub struct SendRequest {
     /// Store without sending until released.
     #[serde(default)]
     pub hold: bool,
+}
+
+/// SMTP settings brought by one API call.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpOverride {
+    /// Host name or address.
+    pub server: String,
+    /// Port (e.g. 587, 465, 25).
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit) or `none`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// User name for AUTH (none: no AUTH).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password for AUTH; stored sealed, never shown.
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 /// Most To recipients of one API call.
@@ -188,13 +212,65 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
             "From cannot contain line breaks or control characters.".into(),
         );
     }
-    if let ProviderRef::Name(name) = &request.provider
+    if let Some(ProviderRef::Name(name)) = &request.provider
         && name.chars().any(char::is_control)
     {
         problem(
             "provider".into(),
             "A provider name has no line breaks.".into(),
         );
+    }
+    match (&request.provider, &request.smtp) {
+        (None, None) => problem(
+            "provider".into(),
+            "Give a provider (id or name), or `smtp` settings.".into(),
+        ),
+        (Some(_), Some(_)) => problem(
+            "smtp".into(),
+            "Give either a provider or `smtp` settings, not both.".into(),
+        ),
+        _ => {}
+    }
+    if let Some(smtp) = &request.smtp {
+        let server = smtp.server.trim();
+        if server.is_empty()
+            || server.len() > 253
+            || server.contains(|c: char| c.is_control() || c.is_whitespace())
+        {
+            problem("smtp.server".into(), "A host name or address.".into());
+        }
+        if smtp.port == 0 {
+            problem("smtp.port".into(), "From 1 to 65535.".into());
+        }
+        if smtp
+            .tls
+            .as_deref()
+            .is_some_and(|t| crate::providers::model::TlsMode::parse(t).is_none())
+        {
+            problem("smtp.tls".into(), "One of starttls, tls or none.".into());
+        }
+        for (field, value) in [("smtp.user", &smtp.user), ("smtp.password", &smtp.password)] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().any(char::is_control) || v.len() > 500)
+            {
+                problem(
+                    field.into(),
+                    "At most 500 characters, no line breaks.".into(),
+                );
+            }
+        }
+        match request.from.as_deref().map(str::trim) {
+            None | Some("") => problem(
+                "from".into(),
+                "With `smtp` settings, give the From address.".into(),
+            ),
+            Some(from) if from.parse::<lettre::Address>().is_err() => problem(
+                "from".into(),
+                format!("{from:?} is not an email address like name@example.com."),
+            ),
+            Some(_) => {}
+        }
     }
     let text = request.text.as_deref().unwrap_or_default();
     let html = request.html.as_deref().unwrap_or_default();
@@ -377,6 +453,18 @@ pub async fn send(
     let attachment_limit = state.settings.attachment_limit_mb;
     let (remember_key, remember_idem, remember_hash) =
         (key.id, idempotency.clone(), fingerprint.clone());
+    let per_request = match &request.smtp {
+        Some(smtp) => Some(
+            per_request_provider(
+                &state,
+                &workspace,
+                smtp,
+                request.from.as_deref().unwrap_or_default(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     // Everything the send needs to read, checked here (requests read in parallel); the
     // writer only inserts.
     let (provider, owner, references, files) = {
@@ -385,7 +473,16 @@ pub async fn send(
         state
             .db
             .run(move |conn| {
-                let provider = find_provider(conn, &workspace, &request.provider)?;
+                let provider = match (per_request, &request.provider) {
+                    (Some(provider), _) => provider,
+                    (None, Some(wanted)) => find_provider(conn, &workspace, wanted)?,
+                    (None, None) => {
+                        return Err(AppError::Invalid {
+                            field: "provider",
+                            message: "Give a provider (id or name), or `smtp` settings.".into(),
+                        });
+                    }
+                };
                 if let Some(from) = request.from.as_deref().map(str::trim)
                     && !from.eq_ignore_ascii_case(&provider.account_address)
                 {
@@ -600,6 +697,113 @@ async fn wait_until_final(
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+}
+
+/// The hidden provider for a call's own SMTP settings: only when the workspace allows
+/// them, only to addresses the egress policy allows; reused for the same server, port, TLS
+/// mode and user (a new password replaces the sealed one, and its pool is rebuilt).
+async fn per_request_provider(
+    state: &AppState,
+    workspace: &crate::workspaces::model::Workspace,
+    smtp: &SmtpOverride,
+    from: &str,
+) -> Result<Provider, ApiError> {
+    use crate::providers::model::{Kind, ProviderRow, Settings, TlsMode};
+    if !workspace.per_request_smtp {
+        return Err(ApiError::field(
+            "smtp",
+            "Per-request SMTP is off for this workspace; an admin can turn it on under API keys.",
+        ));
+    }
+    let server = smtp.server.trim().to_owned();
+    state
+        .egress
+        .resolve(&server, smtp.port)
+        .await
+        .map_err(|e| ApiError::field("smtp.server", e.to_string()))?;
+    let tls = smtp
+        .tls
+        .as_deref()
+        .and_then(TlsMode::parse)
+        .unwrap_or(TlsMode::StartTls);
+    let username = smtp.user.clone().unwrap_or_default();
+    let settings = Settings {
+        name: match username.as_str() {
+            "" => format!("API SMTP {server}:{} ({})", smtp.port, tls.as_str()),
+            user => format!("API SMTP {user}@{server}:{} ({})", smtp.port, tls.as_str()),
+        },
+        kind: Kind::Smtp,
+        host: server,
+        port: smtp.port,
+        tls,
+        region: None,
+        username,
+        account_address: from.trim().to_owned(),
+        from_name: String::new(),
+        max_connections: 2,
+        per_second: None,
+        per_minute: None,
+        per_hour: None,
+        receive_enabled: false,
+        imap_host: None,
+        imap_port: None,
+    };
+    let context = Provider::seal_context(workspace.id);
+    let sealed = smtp
+        .password
+        .as_deref()
+        .map(|password| state.sealer.seal(password, &context));
+    let (sealer, password, workspace) = (
+        state.sealer.clone(),
+        smtp.password.clone(),
+        workspace.clone(),
+    );
+    let provider = state
+        .db
+        .write(move |conn| {
+            let now = crate::db::now();
+            let existing = providers::find_per_request(
+                conn,
+                workspace.id,
+                &settings.host,
+                settings.port,
+                settings.tls,
+                &settings.username,
+            )?;
+            let id = match existing {
+                Some(found) => {
+                    let stored = found
+                        .secret
+                        .as_deref()
+                        .and_then(|s| sealer.open(s, &context).ok());
+                    if stored != password {
+                        providers::set_secret(conn, found.id, sealed.as_deref(), now)?;
+                    }
+                    found.id
+                }
+                None => {
+                    let id = providers::insert_per_request(
+                        conn,
+                        &ProviderRow::from_settings(workspace.id, &settings, now),
+                        sealed.as_deref(),
+                        now,
+                    )?;
+                    let mut entry = crate::audit::entry("provider.per_request", None, "api");
+                    entry.workspace_id = Some(workspace.id.0);
+                    entry.target = settings.name.clone();
+                    entry.detail = "SMTP settings of an API call".into();
+                    crate::audit::record(conn, entry)?;
+                    id
+                }
+            };
+            providers::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)
+        })
+        .await?;
+    // Its From is the call's: the provider's account follows the latest call.
+    Ok(Provider {
+        account_address: from.trim().to_owned(),
+        ..provider
+    })
 }
 
 /// The uploaded files to attach, in the order given; all must be the workspace's and

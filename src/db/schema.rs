@@ -109,6 +109,7 @@ diesel::table! {
         checked_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        per_request -> Bool,
     }
 }
 

@@ -158,10 +158,8 @@ pub async fn index(
         .db
         .run(move |conn| {
             let messages = queries::page(conn, workspace, origin, before, PAGE)?;
-            let names: HashMap<ProviderId, String> = providers::list_by_workspace(conn, workspace)?
-                .into_iter()
-                .map(|p| (p.id, p.name))
-                .collect();
+            let names: HashMap<ProviderId, String> =
+                providers::names(conn, workspace)?.into_iter().collect();
             let keys: HashMap<crate::api::model::ApiKeyId, String> =
                 crate::api::queries::list(conn, workspace)?
                     .into_iter()

@@ -232,6 +232,8 @@ pub struct Provider {
     pub created_at: NaiveDateTime,
     /// Last change.
     pub updated_at: NaiveDateTime,
+    /// SMTP settings an API call brought (hidden from lists).
+    pub per_request: bool,
 }
 
 impl Provider {

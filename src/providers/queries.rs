@@ -15,6 +15,7 @@ use crate::workspaces::model::WorkspaceId;
 pub fn list_by_workspace(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<Provider>> {
     crate::per_backend!(conn, |c| providers::table
         .filter(providers::workspace_id.eq(workspace))
+        .filter(providers::per_request.eq(false))
         .order(providers::name.asc())
         .select(Provider::as_select())
         .load(c))
@@ -151,4 +152,67 @@ pub fn delete(conn: &mut DbConn, workspace: WorkspaceId, id: ProviderId) -> Quer
             .filter(providers::id.eq(id)),
     )
     .execute(conn)
+}
+
+/// The per-request SMTP provider of the workspace for these settings, if one exists.
+pub fn find_per_request(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    host: &str,
+    port: u16,
+    tls: TlsMode,
+    username: &str,
+) -> QueryResult<Option<Provider>> {
+    providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .filter(providers::per_request.eq(true))
+        .filter(providers::host.eq(host))
+        .filter(providers::port.eq(i32::from(port)))
+        .filter(providers::tls.eq(tls.as_str()))
+        .filter(providers::username.eq(username))
+        .select(Provider::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Stores per-request SMTP settings as a hidden provider, active at once (the caller
+/// vouches for them; failures show on its messages).
+pub fn insert_per_request(
+    conn: &mut DbConn,
+    row: &ProviderRow<'_>,
+    secret: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<ProviderId> {
+    diesel::insert_into(providers::table)
+        .values((
+            row,
+            providers::secret.eq(secret),
+            providers::status.eq(Status::Active.as_str()),
+            providers::status_detail.eq("per-request SMTP settings of an API call; not checked"),
+            providers::checked_at.eq(now),
+            providers::created_at.eq(now),
+            providers::per_request.eq(true),
+        ))
+        .returning(providers::id)
+        .get_result(conn)
+}
+
+/// Replaces a per-request provider's password (its pool is rebuilt: `updated_at` moves).
+pub fn set_secret(
+    conn: &mut DbConn,
+    id: ProviderId,
+    secret: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(providers::table.find(id))
+        .set((providers::secret.eq(secret), providers::updated_at.eq(now)))
+        .execute(conn)
+}
+
+/// Every provider's name in the workspace, per-request ones too (for the history).
+pub fn names(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<(ProviderId, String)>> {
+    providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .select((providers::id, providers::name))
+        .load(conn)
 }

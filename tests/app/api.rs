@@ -918,3 +918,84 @@ async fn the_openapi_document_describes_every_endpoint(backend: Backend) -> Test
     Ok(())
 }
 both!(the_openapi_document_describes_every_endpoint);
+
+async fn a_call_may_bring_its_own_smtp_server_when_the_workspace_allows(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, _provider_server, api) = api_app(backend).await?;
+    let own = SmtpServer::start().await?;
+    own.require_credentials("flow-user", "flow-secret-password");
+    let body = json!({
+        "to": ["ann@example.com"], "subject": "Own server", "from": "desk@example.org", "text": "x",
+        "smtp": {"server": "127.0.0.1", "port": own.port, "tls": "none",
+                 "user": "flow-user", "password": "flow-secret-password"}
+    });
+    // Off by default.
+    let (status, problem) = api.post("/messages", &body).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&problem), vec!["smtp"]);
+    let response = admin
+        .post_form("/w/acme/api-keys/smtp", &[("on", "true")])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    let (status, answer) = api.post("/messages?wait=10", &body).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["messages"][0]["status"], "sent");
+    let captured = own.messages();
+    assert_eq!(captured.len(), 1);
+    assert_eq!(captured[0].from, "desk@example.org");
+    // A second call reuses the settings; a new password replaces the sealed one.
+    own.require_credentials("flow-user", "rotated-password");
+    let mut rotated = body.clone();
+    rotated["smtp"]["password"] = json!("rotated-password");
+    let (status, answer) = api.post("/messages?wait=10", &rotated).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["messages"][0]["status"], "sent", "{answer}");
+    let secrets: Vec<(bool, Option<String>)> = app
+        .db()
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::providers::dsl::*;
+            Ok(providers.select((per_request, secret)).load(conn)?)
+        })
+        .await?;
+    let hidden: Vec<_> = secrets.iter().filter(|(p, _)| *p).collect();
+    assert_eq!(hidden.len(), 1, "one hidden provider for the same settings");
+    let sealed = hidden[0].1.clone().ok_or("a sealed password")?;
+    assert!(!sealed.contains("rotated-password") && !sealed.contains("flow-secret"));
+    // Hidden from the provider lists.
+    let (_, listed) = api.get("/providers").await?;
+    assert_eq!(listed["providers"].as_array().map(Vec::len), Some(1));
+    let (_, page) = admin.page("/w/acme/providers").await?;
+    assert!(!page.contains("API SMTP"));
+
+    // Always under the egress policy, and checked like every field.
+    let mut metadata = body.clone();
+    metadata["smtp"]["server"] = json!("169.254.169.254");
+    let (status, problem) = api.post("/messages", &metadata).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(field_of(&problem), vec!["smtp.server"]);
+    for (key, value, field) in [
+        (
+            "user",
+            json!("x\r\nMAIL FROM:<evil@example.com>"),
+            "smtp.user",
+        ),
+        ("tls", json!("ssl3"), "smtp.tls"),
+        ("port", json!(0), "smtp.port"),
+    ] {
+        let mut bad = body.clone();
+        bad["smtp"][key] = value;
+        let (status, problem) = api.post("/messages", &bad).await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{key}");
+        assert_eq!(field_of(&problem), vec![field.to_owned()], "{problem}");
+    }
+    let mut both = body.clone();
+    both["provider"] = json!("Ops SMTP");
+    let (status, problem) = api.post("/messages", &both).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&problem), vec!["smtp"]);
+    Ok(())
+}
+both!(a_call_may_bring_its_own_smtp_server_when_the_workspace_allows);
