@@ -65,6 +65,10 @@ impl From<diesel::result::Error> for AppError {
                 "Someone else just made the same change: it already exists. Reload the page to see it."
                     .into(),
             ),
+            // Something it refers to (a provider, a member) was deleted meanwhile.
+            Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => AppError::Conflict(
+                "Something this refers to was deleted meanwhile. Reload and try again.".into(),
+            ),
             other => AppError::Unexpected(anyhow::Error::new(other).context("database query")),
         }
     }

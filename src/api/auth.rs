@@ -15,8 +15,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use super::model::{ApiKey, ApiKeyId};
 use super::problem::ApiError;
 use super::{queries, service};
+use crate::providers::model::Provider;
 use crate::web::AppState;
-use crate::workspaces::model::Workspace;
+use crate::workspaces::model::{Workspace, WorkspaceId};
 
 /// An authenticated API request.
 pub struct ApiCaller {
@@ -32,7 +33,17 @@ pub struct ApiRuntime {
     limits: Mutex<HashMap<ApiKeyId, (i32, DefaultDirectRateLimiter)>>,
     touched: Mutex<HashMap<ApiKeyId, Instant>>,
     in_flight: Arc<Mutex<std::collections::HashSet<(ApiKeyId, String)>>>,
+    providers: Mutex<HashMap<WorkspaceId, ProviderList>>,
 }
+
+/// A workspace's providers and when they were read.
+type ProviderList = (Instant, Arc<Vec<Provider>>);
+
+/// How long a workspace's provider list is reused by API sends. A change shows within
+/// this time; a provider that turned red meanwhile only makes its new messages wait
+/// (the engine sends through active providers only), one deleted meanwhile fails the
+/// send with a conflict.
+const PROVIDERS_FRESH: Duration = Duration::from_secs(1);
 
 /// An `Idempotency-Key` being served by this process; released when dropped.
 pub struct InFlight {
@@ -85,6 +96,28 @@ impl ApiRuntime {
                 set: self.in_flight.clone(),
                 entry,
             })
+    }
+
+    /// The workspace's providers, read at most once per `PROVIDERS_FRESH` (every API send
+    /// needs them: a query per request was a tenth of PostgreSQL's work, measured).
+    pub fn providers(
+        &self,
+        conn: &mut crate::db::DbConn,
+        workspace: WorkspaceId,
+    ) -> Result<Arc<Vec<Provider>>, crate::error::AppError> {
+        if let Some((at, list)) = self.providers.lock().expect("lock").get(&workspace)
+            && at.elapsed() < PROVIDERS_FRESH
+        {
+            return Ok(list.clone());
+        }
+        let list = Arc::new(crate::providers::queries::list_by_workspace(
+            conn, workspace,
+        )?);
+        self.providers
+            .lock()
+            .expect("lock")
+            .insert(workspace, (Instant::now(), list.clone()));
+        Ok(list)
     }
 
     /// Whether the key's use should be written now.

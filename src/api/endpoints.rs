@@ -468,14 +468,16 @@ pub async fn send(
     // Everything the send needs to read, checked here (requests read in parallel); the
     // writer only inserts.
     let (provider, owner, references, files) = {
-        let (workspace, request) = (workspace.clone(), request.clone());
+        let (workspace, request, api) = (workspace.clone(), request.clone(), state.api.clone());
         let default_owner = key.created_by;
         state
             .db
             .run(move |conn| {
                 let provider = match (per_request, &request.provider) {
                     (Some(provider), _) => provider,
-                    (None, Some(wanted)) => find_provider(conn, &workspace, wanted)?,
+                    (None, Some(wanted)) => {
+                        find_provider(&api.providers(conn, workspace.id)?, wanted)?
+                    }
                     (None, None) => {
                         return Err(AppError::Invalid {
                             field: "provider",
@@ -849,16 +851,14 @@ fn attachments(
 }
 
 /// The workspace's active provider with this id or name.
-fn find_provider(
-    conn: &mut crate::db::DbConn,
-    workspace: &crate::workspaces::model::Workspace,
-    wanted: &ProviderRef,
-) -> Result<Provider, AppError> {
-    let all = providers::list_by_workspace(conn, workspace.id)?;
-    let found = all.into_iter().find(|p| match wanted {
-        ProviderRef::Id(id) => p.id.0 == *id,
-        ProviderRef::Name(name) => p.name.eq_ignore_ascii_case(name.trim()),
-    });
+fn find_provider(all: &[Provider], wanted: &ProviderRef) -> Result<Provider, AppError> {
+    let found = all
+        .iter()
+        .find(|p| match wanted {
+            ProviderRef::Id(id) => p.id.0 == *id,
+            ProviderRef::Name(name) => p.name.eq_ignore_ascii_case(name.trim()),
+        })
+        .cloned();
     match found {
         Some(p) if p.is_active() => Ok(p),
         Some(p) => Err(AppError::Invalid {
