@@ -399,11 +399,15 @@ pub async fn send(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_key(&req)?;
-    let fingerprint = super::service::hash(&format!(
-        "{}\n{}",
-        req.query_string(),
-        String::from_utf8_lossy(&body)
-    ));
+    // Only a request with an Idempotency-Key needs its fingerprint.
+    let fingerprint = match &idempotency {
+        Some(_) => super::service::hash(&format!(
+            "{}\n{}",
+            req.query_string(),
+            String::from_utf8_lossy(&body)
+        )),
+        None => String::new(),
+    };
     // A key still being served here: 409. A remembered one: the same request gets the
     // same answer; another request, 422.
     let _in_flight = match &idempotency {
