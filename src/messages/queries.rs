@@ -18,8 +18,122 @@ const CLAIMABLE: [&str; 2] = ["scheduled", "queued"];
 /// (32 columns × 1,000 rows stays under it).
 const INSERT_CHUNK: usize = 1_000;
 
-/// Stores messages, a multi-row statement per chunk; returns their ids in order.
+/// Storing messages on PostgreSQL: each array is a column of the batch; one statement of
+/// fixed text whatever the batch size, so the server parses and plans it once per
+/// connection instead of a VALUES list of thousands of parameters every time.
+const INSERT_MANY_PG: &str = "INSERT INTO messages (workspace_id, origin, user_id, session_public_id, \
+     provider_id, from_address, from_name, recipient, cc, bcc, subject, body_id, message_id, status, \
+     hold_reason, attempts, max_attempts, due_at, send_at, possible_duplicate, result, created_at, \
+     updated_at, api_key_id, references_header, contact_ids) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], \
+       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
+       $13::text[], $14::text[], $15::text[], $16::int[], $17::int[], $18::timestamp[], \
+       $19::timestamp[], $20::bool[], $21::text[], $22::timestamp[], $23::timestamp[], \
+       $24::bigint[], $25::text[], $26::text[]) \
+     RETURNING id, message_id";
+
+#[derive(QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    message_id: String,
+}
+
+/// Stores messages; returns their ids in order. PostgreSQL: one `unnest` statement per
+/// chunk, ids matched back by Message-ID (unique); SQLite: multi-row VALUES.
 pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<MessageId>> {
+    use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
+    if let DbConn::Pg(c) = conn {
+        let mut ids = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(INSERT_CHUNK * 5) {
+            let column = |f: fn(&NewMessage) -> String| chunk.iter().map(f).collect::<Vec<_>>();
+            let inserted: Vec<Inserted> = diesel::sql_query(INSERT_MANY_PG)
+                .bind::<Array<BigInt>, _>(
+                    chunk.iter().map(|r| r.workspace_id.0).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Text>, _>(column(|r| r.origin.clone()))
+                .bind::<Array<Nullable<BigInt>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.user_id.map(|u| u.0))
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.session_public_id.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<BigInt>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.provider_id.map(|p| p.0))
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Text>, _>(column(|r| r.from_address.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.from_name.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.recipient.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.cc.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.bcc.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.subject.clone()))
+                .bind::<Array<BigInt>, _>(chunk.iter().map(|r| r.body_id).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(column(|r| r.message_id.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.status.clone()))
+                .bind::<Array<Nullable<Text>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.hold_reason.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Integer>, _>(chunk.iter().map(|r| r.attempts).collect::<Vec<_>>())
+                .bind::<Array<Integer>, _>(chunk.iter().map(|r| r.max_attempts).collect::<Vec<_>>())
+                .bind::<Array<Timestamp>, _>(chunk.iter().map(|r| r.due_at).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Timestamp>>, _>(
+                    chunk.iter().map(|r| r.send_at).collect::<Vec<_>>(),
+                )
+                .bind::<Array<Bool>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.possible_duplicate)
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Text>, _>(column(|r| r.result.clone()))
+                .bind::<Array<Timestamp>, _>(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
+                .bind::<Array<Timestamp>, _>(chunk.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+                .bind::<Array<Nullable<BigInt>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.api_key_id.map(|k| k.0))
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.references_header.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<Text>>, _>(
+                    chunk
+                        .iter()
+                        .map(|r| r.contact_ids.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .load(c)?;
+            let by_message_id: std::collections::HashMap<String, i64> = inserted
+                .into_iter()
+                .map(|row| (row.message_id, row.id))
+                .collect();
+            for row in chunk {
+                let id = by_message_id
+                    .get(&row.message_id)
+                    .copied()
+                    .ok_or(diesel::result::Error::NotFound)?;
+                ids.push(MessageId(id));
+            }
+        }
+        return Ok(ids);
+    }
     let mut ids = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut chunk_ids: Vec<MessageId> =
