@@ -1339,16 +1339,17 @@ pub async fn list(
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    let filter = messages::ApiFilter {
+    let filter = messages::LogFilter {
         key: (!caller.key.can_read()).then_some(caller.key.id),
         status,
         since,
         before,
+        ..messages::LogFilter::default()
     };
     let workspace = caller.workspace.id;
     let mut rows = state
         .db
-        .run(move |conn| Ok(messages::api_page(conn, workspace, &filter, limit)?))
+        .run(move |conn| Ok(messages::page(conn, workspace, &filter, limit)?))
         .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(50));

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use actix_multipart::form::MultipartForm;
 
-use super::model::{ComposeForm, ComposeUpload, MessageId, Origin};
+use super::model::{ComposeForm, ComposeUpload, MessageId, Origin, Status};
 use super::views::*;
 use super::{queries, service};
 use crate::error::AppError;
@@ -132,12 +132,104 @@ pub async fn compose(
     Ok(htmx::redirect(&req, &to))
 }
 
-/// Query of the history.
-#[derive(Deserialize)]
+/// Query of the history: the tab, the filters (every one a string, so a wrong one gets
+/// a message instead of a bare 400), the keyset cursor.
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct HistoryQuery {
     #[serde(default)]
-    tab: String,
-    before: Option<i64>,
+    pub tab: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub before: Option<i64>,
+}
+
+impl HistoryQuery {
+    /// The filters as a query string (for the tabs, the pager and the polling).
+    pub fn filters(&self) -> String {
+        [
+            ("status", &self.status),
+            ("provider", &self.provider),
+            ("sender", &self.sender),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| {
+            format!(
+                "&{k}={}",
+                url::form_urlencoded::byte_serialize(v.trim().as_bytes()).collect::<String>()
+            )
+        })
+        .collect()
+    }
+
+    /// Parses the filters, naming what is wrong.
+    fn parse(&self, origin: Option<Origin>, errors: &mut FieldErrors) -> queries::LogFilter {
+        let day = |field: &'static str, value: &str, errors: &mut FieldErrors| {
+            let value = value.trim();
+            if value.is_empty() {
+                return None;
+            }
+            errors.check(
+                field,
+                chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                    .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+                    .map_err(|_| format!("{value:?} is not a date like 2026-12-01.")),
+            )
+        };
+        let status = match self.status.trim() {
+            "" => None,
+            value => errors.check(
+                "status",
+                Status::parse(value).ok_or_else(|| format!("{value:?} is not a status.")),
+            ),
+        };
+        let provider = match self.provider.trim() {
+            "" => None,
+            value => errors.check(
+                "provider",
+                value
+                    .parse::<i64>()
+                    .map(ProviderId)
+                    .map_err(|_| "Choose a provider from the list.".to_string()),
+            ),
+        };
+        let sender = match self.sender.trim() {
+            "" => None,
+            value if value.chars().any(char::is_control) || value.len() > 320 => {
+                errors.add("sender", "An address, without line breaks.");
+                None
+            }
+            value => Some(value.to_owned()),
+        };
+        let since = day("from", &self.from, errors);
+        let until = day("to", &self.to, errors).map(|d| d + chrono::Duration::days(1));
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            errors.add("to", "The end date is before the start date.");
+        }
+        queries::LogFilter {
+            origin,
+            status,
+            provider,
+            sender,
+            since,
+            until,
+            before: self.before.map(MessageId),
+            key: None,
+        }
+    }
 }
 
 /// `GET /w/{slug}/messages`: newest first; the table alone for htmx polling.
@@ -153,11 +245,18 @@ pub async fn index(
         "sys" => ("sys", Some(Origin::Sys)),
         _ => ("all", None),
     };
-    let (workspace, before) = (ctx.workspace.id, query.before.map(MessageId));
+    let mut errors = FieldErrors::new();
+    let filter = query.parse(origin, &mut errors);
+    let valid = errors.is_empty();
+    let (workspace, before) = (ctx.workspace.id, filter.before);
     let (mut messages, (names, previews, keys)) = state
         .db
         .run(move |conn| {
-            let messages = queries::page(conn, workspace, origin, before, PAGE)?;
+            let messages = if valid {
+                queries::page(conn, workspace, &filter, PAGE)?
+            } else {
+                Vec::new()
+            };
             let names: HashMap<ProviderId, String> =
                 providers::names(conn, workspace)?.into_iter().collect();
             let keys: HashMap<crate::api::model::ApiKeyId, String> =
@@ -176,7 +275,8 @@ pub async fn index(
         .await?;
     let more = messages.len() as i64 > PAGE;
     messages.truncate(PAGE as usize);
-    let base = ctx.path(&format!("/messages?tab={tab}"));
+    let filters = query.filters();
+    let base = ctx.path(&format!("/messages?tab={tab}{filters}"));
     let older = more
         .then(|| messages.last().map(|m| format!("{base}&before={}", m.id.0)))
         .flatten();
@@ -205,7 +305,10 @@ pub async fn index(
         .collect();
     let moving = rows.iter().any(|r| r.status().is_moving());
     let slug = ctx.workspace.slug.clone();
-    if htmx::targets(&req, "history-table") {
+    let mut provider_choices: Vec<(i64, String)> =
+        names.into_iter().map(|(id, name)| (id.0, name)).collect();
+    provider_choices.sort_by_key(|(_, name)| name.to_lowercase());
+    if htmx::targets(&req, "history-table") && valid {
         return render(&HistoryTable {
             rows,
             older,
@@ -214,7 +317,7 @@ pub async fn index(
             slug,
         });
     }
-    render(&HistoryPage {
+    let page = HistoryPage {
         frame: Frame::workspace(&session, &ctx, "history", "History"),
         tab,
         rows,
@@ -222,7 +325,17 @@ pub async fn index(
         here,
         moving,
         slug,
-    })
+        query: query.into_inner(),
+        filters,
+        errors,
+        providers: provider_choices,
+        statuses: Status::ALL,
+    };
+    if valid {
+        render(&page)
+    } else {
+        render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+    }
 }
 
 /// Path of a message.

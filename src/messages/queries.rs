@@ -638,13 +638,33 @@ pub fn events_of(conn: &mut DbConn, id: MessageId) -> QueryResult<Vec<MessageEve
         .load(conn)
 }
 
-/// A page of the workspace's log, newest first, with keyset pagination on the id; returns
+/// What the log (the history page, the API's list) filters by. Every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// A tab: console (`web`) or system and API (`sys`).
+    pub origin: Option<Origin>,
+    /// Only what this API key sent (a `send` key).
+    pub key: Option<crate::api::model::ApiKeyId>,
+    /// One status.
+    pub status: Option<Status>,
+    /// One provider.
+    pub provider: Option<ProviderId>,
+    /// One From address.
+    pub sender: Option<String>,
+    /// Created at or after.
+    pub since: Option<NaiveDateTime>,
+    /// Created before.
+    pub until: Option<NaiveDateTime>,
+    /// Older than this id (the keyset cursor).
+    pub before: Option<MessageId>,
+}
+
+/// A page of the workspace's log, newest first, keyset-paginated on the id (no OFFSET);
 /// one row more than `limit` when there are older ones.
 pub fn page(
     conn: &mut DbConn,
     workspace: WorkspaceId,
-    origin: Option<Origin>,
-    before: Option<MessageId>,
+    filter: &LogFilter,
     limit: i64,
 ) -> QueryResult<Vec<Message>> {
     let mut query = messages::table
@@ -653,50 +673,26 @@ pub fn page(
         .order(messages::id.desc())
         .limit(limit + 1)
         .into_boxed();
-    if let Some(origin) = origin {
+    if let Some(origin) = filter.origin {
         query = query.filter(messages::origin.eq(origin.as_str()));
     }
-    if let Some(before) = before {
-        query = query.filter(messages::id.lt(before));
-    }
-    query.load(conn)
-}
-
-/// What the API's message list filters by.
-#[derive(Debug, Clone, Default)]
-pub struct ApiFilter {
-    /// Only what this key sent (a `send` key); `None`: the whole workspace.
-    pub key: Option<crate::api::model::ApiKeyId>,
-    /// One status.
-    pub status: Option<Status>,
-    /// Created at or after.
-    pub since: Option<NaiveDateTime>,
-    /// Older than this id (the cursor).
-    pub before: Option<MessageId>,
-}
-
-/// A page of the workspace's messages for the API, newest first; one row more than
-/// `limit` when there are older ones.
-pub fn api_page(
-    conn: &mut DbConn,
-    workspace: WorkspaceId,
-    filter: &ApiFilter,
-    limit: i64,
-) -> QueryResult<Vec<Message>> {
-    let mut query = messages::table
-        .filter(messages::workspace_id.eq(workspace))
-        .select(Message::as_select())
-        .order(messages::id.desc())
-        .limit(limit + 1)
-        .into_boxed();
     if let Some(key) = filter.key {
         query = query.filter(messages::api_key_id.eq(key));
     }
     if let Some(status) = filter.status {
         query = query.filter(messages::status.eq(status.as_str()));
     }
+    if let Some(provider) = filter.provider {
+        query = query.filter(messages::provider_id.eq(provider));
+    }
+    if let Some(sender) = &filter.sender {
+        query = query.filter(messages::from_address.eq(sender.clone()));
+    }
     if let Some(since) = filter.since {
         query = query.filter(messages::created_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(messages::created_at.lt(until));
     }
     if let Some(before) = filter.before {
         query = query.filter(messages::id.lt(before));

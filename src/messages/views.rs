@@ -63,6 +63,23 @@ pub struct HistoryPage {
     pub moving: bool,
     /// The workspace slug.
     pub slug: String,
+    /// The filters as given (the form shows them).
+    pub query: super::handlers::HistoryQuery,
+    /// The filters as a query string (kept by the tabs).
+    pub filters: String,
+    /// Wrong filters.
+    pub errors: FieldErrors,
+    /// Providers to filter by: (id, name).
+    pub providers: Vec<(i64, String)>,
+    /// Statuses to filter by.
+    pub statuses: [Status; 7],
+}
+
+impl HistoryPage {
+    /// Whether any filter is set.
+    pub fn filtered(&self) -> bool {
+        !self.filters.is_empty()
+    }
 }
 
 /// The table of the history, for polling.

@@ -866,7 +866,12 @@ async fn a_refusal_older_than_the_last_check_turns_nothing_red(backend: Backend)
             let provider =
                 mailroom::providers::queries::find_by_workspace_and_id(conn, workspace, provider)?
                     .ok_or(mailroom::error::AppError::NotFound)?;
-            let rows = mailroom::messages::queries::page(conn, workspace, None, None, 10)?;
+            let rows = mailroom::messages::queries::page(
+                conn,
+                workspace,
+                &mailroom::messages::queries::LogFilter::default(),
+                10,
+            )?;
             Ok((provider.status, rows[0].status.clone(), rows[0].attempts))
         })
         .await?;

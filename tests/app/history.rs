@@ -1,0 +1,214 @@
+//! The history page: tabs, filters, keyset pages that keep the filters.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::api::{Api, create_key};
+use crate::both;
+use crate::helpers::*;
+use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider};
+use crate::smtp_server::SmtpServer;
+
+/// Undoes the HTML escaping of an attribute value (named and numeric references).
+fn unescape(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find('&') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find(';') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let entity = &after[..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => out.push(c),
+            None => out.push_str(&rest[start..=start + end + 1]),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The pager's link to older rows.
+fn older_link(html: &str) -> Option<String> {
+    html.split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .map(unescape)
+        .find(|href| href.contains("before="))
+}
+
+/// Recipients listed on a history page, in order.
+fn recipients(html: &str) -> Vec<String> {
+    html.split("/messages/")
+        .skip(1)
+        .filter_map(|rest| {
+            let start = rest.find("\">")? + 2;
+            let end = rest[start..].find("</a>")? + start;
+            let text = &rest[start..end];
+            text.contains('@').then(|| text.to_owned())
+        })
+        .collect()
+}
+
+async fn the_history_filters_by_status_provider_sender_and_day(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let api = Api::new(
+        &app,
+        &create_key(&admin, "acme", "Desk", "send+read", "").await?,
+    );
+    let send = |to: &str, extra: serde_json::Value| {
+        let mut body = json!({"to": [to], "subject": "S", "provider": "Ops SMTP", "text": "x"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    let (status, _) = api
+        .post("/messages?wait=10", &send("sent@example.com", json!({})))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    api.post(
+        "/messages",
+        &send("held@example.com", json!({"hold": true})),
+    )
+    .await?;
+    api.post(
+        "/messages",
+        &send(
+            "later@example.com",
+            json!({"send_at": "2999-01-01T00:00:00Z"}),
+        ),
+    )
+    .await?;
+
+    let page = |query: &str| {
+        let path = format!("/w/acme/messages?{query}");
+        let admin = &admin;
+        async move { admin.page(&path).await }
+    };
+    let (status, html) = page("tab=all").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        recipients(&html),
+        vec!["later@example.com", "held@example.com", "sent@example.com"]
+    );
+    let (_, html) = page("tab=all&status=held").await?;
+    assert_eq!(recipients(&html), vec!["held@example.com"]);
+    let (_, html) = page("tab=sys&status=scheduled").await?;
+    assert_eq!(recipients(&html), vec!["later@example.com"]);
+    let (_, html) = page("tab=web&status=held").await?;
+    assert!(recipients(&html).is_empty(), "API sends are not under Web");
+    assert!(
+        unescape(&html).contains("tab=all&status=held"),
+        "the tabs keep the filters"
+    );
+    let (_, html) = page("status=sent&sender=ops%40example.com").await?;
+    assert_eq!(recipients(&html), vec!["sent@example.com"]);
+    let (_, html) = page("sender=someone%40else.example").await?;
+    assert!(recipients(&html).is_empty());
+    let provider: i64 = app
+        .db()
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::providers::dsl::*;
+            Ok(providers.select(id).first(conn)?)
+        })
+        .await?;
+    let (_, html) = page(&format!("provider={provider}&status=held")).await?;
+    assert_eq!(recipients(&html), vec!["held@example.com"]);
+    let (_, html) = page(&format!("provider={}", provider + 1000)).await?;
+    assert!(recipients(&html).is_empty());
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (_, html) = page(&format!("from={today}&to={today}")).await?;
+    assert_eq!(recipients(&html).len(), 3);
+    let (_, html) = page("from=2000-01-01&to=2000-01-31").await?;
+    assert!(recipients(&html).is_empty());
+    // Wrong filters are named, not a bare 400.
+    for (query, says) in [
+        ("status=lost", "is not a status"),
+        ("from=yesterday", "is not a date like"),
+        ("provider=abc", "Choose a provider"),
+        ("from=2026-02-01&to=2026-01-01", "end date is before"),
+    ] {
+        let (status, html) = page(query).await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert!(html.contains(says), "{query}");
+    }
+    Ok(())
+}
+both!(the_history_filters_by_status_provider_sender_and_day);
+
+async fn older_pages_keep_the_filters_and_stay_stable(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let api = Api::new(
+        &app,
+        &create_key(&admin, "acme", "Desk", "send+read", "").await?,
+    );
+    let to: Vec<String> = (0..50).map(|i| format!("r{i:02}@example.com")).collect();
+    for chunk in to.chunks(25) {
+        let (status, _) = api
+            .post(
+                "/messages",
+                &json!({"to": chunk, "subject": "S", "provider": "Ops SMTP", "text": "x", "hold": true}),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    api.post(
+        "/messages",
+        &json!({"to": ["queued@example.com"], "subject": "S", "provider": "Ops SMTP", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
+    )
+    .await?;
+    let (_, first) = admin.page("/w/acme/messages?tab=sys&status=held").await?;
+    let first_rows = recipients(&first);
+    assert_eq!(first_rows.len(), 50, "a page of 50");
+    assert!(!first_rows.contains(&"queued@example.com".to_owned()));
+    // A new message arrives; the next page still continues where the first stopped.
+    api.post(
+        "/messages",
+        &json!({"to": ["new@example.com"], "subject": "S", "provider": "Ops SMTP", "text": "x", "hold": true}),
+    )
+    .await?;
+    let older = older_link(&first);
+    // 50 held rows exactly fit one page: no older link.
+    assert!(older.is_none(), "no older page when everything fit");
+    let (_, again) = admin.page("/w/acme/messages?tab=sys&status=held").await?;
+    let again_rows = recipients(&again);
+    assert_eq!(
+        again_rows.first().map(String::as_str),
+        Some("new@example.com")
+    );
+    let older = older_link(&again).ok_or("an older page")?;
+    assert!(
+        older.contains("status=held"),
+        "the pager keeps the filters: {older}"
+    );
+    let (_, rest) = admin.page(&older).await?;
+    assert_eq!(
+        recipients(&rest),
+        vec!["r00@example.com"],
+        "the oldest held row, once"
+    );
+    Ok(())
+}
+both!(older_pages_keep_the_filters_and_stay_stable);
