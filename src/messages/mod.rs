@@ -14,6 +14,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/w/{slug}/compose", web::get().to(handlers::compose_form))
         .route("/w/{slug}/compose", web::post().to(handlers::compose))
         .route("/w/{slug}/messages", web::get().to(handlers::index))
+        .route("/w/{slug}/messages.csv", web::get().to(handlers::export))
         .route("/w/{slug}/messages/{id}", web::get().to(handlers::show))
         .route(
             "/w/{slug}/messages/{id}/cancel",
