@@ -39,6 +39,7 @@ const KEYS: &[&str] = &[
     "system_smtp_username",
     "system_smtp_password",
     "attachment_limit_mb",
+    "body_retention_days",
 ];
 
 /// Log output format.
@@ -119,6 +120,9 @@ pub struct Settings {
     pub system_smtp_password: Option<String>,
     /// Total size of the files attached to one compose, in MB.
     pub attachment_limit_mb: usize,
+    /// Delete message contents (text, HTML, files) older than this many days, keeping each
+    /// message's record; 0 keeps them forever.
+    pub body_retention_days: u32,
 }
 
 impl std::fmt::Debug for Settings {
@@ -175,6 +179,7 @@ impl Default for Settings {
             system_smtp_username: String::new(),
             system_smtp_password: None,
             attachment_limit_mb: 10,
+            body_retention_days: 0,
         }
     }
 }
@@ -301,6 +306,12 @@ impl Settings {
             return Err(bad(
                 "delivery_batch",
                 "delivery_batch and delivery_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.body_retention_days > 36_500 {
+            return Err(bad(
+                "body_retention_days",
+                "must be from 0 (keep forever) to 36500".into(),
             ));
         }
         if self.session_ttl_hours == 0 {

@@ -174,10 +174,25 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let db = self.state.db.clone();
+        let retention_days = self.state.settings.body_retention_days;
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(Duration::from_secs(600));
             loop {
                 every.tick().await;
+                let retained = db.clone();
+                match crate::db::blocking(move || {
+                    crate::messages::service::apply_retention(&retained, retention_days)
+                })
+                .await
+                {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(
+                        purged,
+                        days = retention_days,
+                        "message contents past the retention period deleted"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
                 match db.write(crate::accounts::service::sweep).await {
                     Ok((sessions, failures)) if sessions + failures > 0 => {
                         tracing::debug!(

@@ -198,6 +198,7 @@ diesel::table! {
         html_body -> Nullable<Text>,
         attachments -> Integer,
         created_at -> Timestamp,
+        purged_at -> Nullable<Timestamp>,
     }
 }
 

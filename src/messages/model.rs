@@ -284,6 +284,8 @@ pub struct MessageBody {
     pub attachments: i32,
     /// Creation time.
     pub created_at: NaiveDateTime,
+    /// When retention deleted the text, HTML and files.
+    pub purged_at: Option<NaiveDateTime>,
 }
 
 /// A file attached to a content.

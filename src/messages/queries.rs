@@ -843,3 +843,38 @@ pub fn queue_depth(conn: &mut DbConn) -> QueryResult<Vec<(String, i64)>> {
         .select((messages::status, diesel::dsl::count_star()))
         .load(conn)
 }
+
+/// Retention: deletes the text, HTML and files of contents created before `cutoff` whose
+/// messages are all final (none scheduled, queued, sending or held), at most `limit` per
+/// call; the messages' rows stay. Returns how many contents were purged.
+pub fn purge_bodies(
+    conn: &mut DbConn,
+    cutoff: NaiveDateTime,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<usize> {
+    let waiting = messages::table
+        .filter(messages::body_id.eq(message_bodies::id))
+        .filter(messages::status.eq_any(["scheduled", "queued", "sending", "held"]));
+    let due: Vec<i64> = message_bodies::table
+        .filter(message_bodies::created_at.lt(cutoff))
+        .filter(message_bodies::purged_at.is_null())
+        .filter(diesel::dsl::not(diesel::dsl::exists(waiting)))
+        .select(message_bodies::id)
+        .order(message_bodies::id.asc())
+        .limit(limit)
+        .load(conn)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    diesel::delete(message_attachments::table.filter(message_attachments::body_id.eq_any(&due)))
+        .execute(conn)?;
+    diesel::update(message_bodies::table.filter(message_bodies::id.eq_any(&due)))
+        .set((
+            message_bodies::text_body.eq(""),
+            message_bodies::html_body.eq(None::<String>),
+            message_bodies::attachments.eq(0),
+            message_bodies::purged_at.eq(now),
+        ))
+        .execute(conn)
+}

@@ -254,3 +254,25 @@ pub fn release_for_provider(
     queries::insert_events(conn, &events)?;
     Ok(released.len())
 }
+
+/// Applies the retention setting: the contents of messages older than `days` days are
+/// deleted (their rows stay), in batches so no transaction grows large. `days == 0`
+/// keeps everything. Returns how many contents were purged.
+pub fn apply_retention(db: &crate::db::Db, days: u32) -> Result<usize, AppError> {
+    if days == 0 {
+        return Ok(0);
+    }
+    let now = db::now();
+    let cutoff = now - chrono::Duration::days(i64::from(days));
+    let mut conn = db.get()?;
+    let mut total = 0;
+    loop {
+        let purged = db::write(&mut conn, |conn| -> Result<usize, AppError> {
+            Ok(queries::purge_bodies(conn, cutoff, now, 5_000)?)
+        })?;
+        total += purged;
+        if purged < 5_000 {
+            return Ok(total);
+        }
+    }
+}

@@ -308,3 +308,61 @@ async fn the_filtered_history_exports_as_csv_with_formulas_defused(backend: Back
     Ok(())
 }
 both!(the_filtered_history_exports_as_csv_with_formulas_defused);
+
+async fn retention_deletes_old_contents_and_keeps_the_records(backend: Backend) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| s.body_retention_days = 30).await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let api = Api::new(
+        &app,
+        &create_key(&admin, "acme", "Desk", "send+read", "").await?,
+    );
+    let body = |extra: serde_json::Value| {
+        let mut body = json!({"to": ["ann@example.com"], "subject": "Old news", "provider": "Ops SMTP",
+                              "text": "The secret plan.", "html": "<p>The secret plan.</p>"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    let (_, sent) = api.post("/messages?wait=10", &body(json!({}))).await?;
+    let sent = sent["messages"][0]["id"].as_i64().ok_or("id")?;
+    let (_, held) = api.post("/messages", &body(json!({"hold": true}))).await?;
+    let held = held["messages"][0]["id"].as_i64().ok_or("id")?;
+    let db = app.db();
+    let (old, db2) = (mailroom::db::now() - chrono::Duration::days(31), db.clone());
+    db.run(move |conn| {
+        use diesel::prelude::*;
+        use mailroom::db::schema::message_bodies::dsl::*;
+        Ok(diesel::update(message_bodies)
+            .set(created_at.eq(old))
+            .execute(conn)?)
+    })
+    .await?;
+    let purged =
+        actix_web::web::block(move || mailroom::messages::service::apply_retention(&db2, 30))
+            .await??;
+    assert_eq!(
+        purged, 1,
+        "the sent message's content; the held one still waits"
+    );
+    let (_, page) = admin.page(&format!("/w/acme/messages/{sent}")).await?;
+    assert!(page.contains("was deleted on"), "the page says so");
+    assert!(!page.contains("The secret plan."));
+    assert!(page.contains("Old news"), "the record stays");
+    let (_, page) = admin.page(&format!("/w/acme/messages/{held}")).await?;
+    assert!(
+        page.contains("The secret plan."),
+        "a message still waiting keeps its content"
+    );
+    let (_, record) = api.get(&format!("/messages/{sent}")).await?;
+    assert_eq!(record["status"], "sent");
+    let db3 = db.clone();
+    let none = actix_web::web::block(move || mailroom::messages::service::apply_retention(&db3, 0))
+        .await??;
+    assert_eq!(none, 0, "0 keeps everything");
+    Ok(())
+}
+both!(retention_deletes_old_contents_and_keeps_the_records);
