@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::auth::ApiCaller;
-use super::problem::{ApiError, FieldProblem, Problem};
+use super::problem::{ApiError, FieldProblem, responses};
 use crate::error::AppError;
 use crate::messages::model::{Compose, Message, MessageEvent, MessageId, Status, parse_addresses};
 use crate::messages::{queries as messages, service as message_rules};
@@ -379,12 +379,12 @@ pub struct AcceptedList {
     responses(
         (status = 202, description = "Stored (committed): one message per To recipient", body = AcceptedList),
         (status = 200, description = "With `wait`: every message is sent or failed", body = AcceptedList),
-        (status = 400, description = "Malformed JSON: `line` and `column` say where", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over the size limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 400, response = responses::Malformed),
+        (status = 401, response = responses::Unauthorized),
+        (status = 409, response = responses::Conflict),
+        (status = 413, response = responses::TooLarge),
+        (status = 422, response = responses::Invalid),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -1012,9 +1012,9 @@ impl MessageView {
     params(("id" = i64, Path, description = "Message id")),
     responses(
         (status = 200, description = "The whole send record and every attempt", body = MessageView),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 401, response = responses::Unauthorized),
+        (status = 404, response = responses::NotFound),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -1070,8 +1070,8 @@ pub struct ProviderList {
     tag = "providers",
     responses(
         (status = 200, description = "The workspace's providers", body = ProviderList),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 401, response = responses::Unauthorized),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -1157,10 +1157,10 @@ async fn change(
     params(("id" = i64, Path, description = "Message id")),
     responses(
         (status = 200, description = "Cancelled", body = MessageView),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 401, response = responses::Unauthorized),
+        (status = 404, response = responses::NotFound),
+        (status = 409, response = responses::Conflict),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -1181,10 +1181,10 @@ pub async fn cancel(
     params(("id" = i64, Path, description = "Message id")),
     responses(
         (status = 200, description = "Released: queued, or scheduled at its send-at", body = MessageView),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 401, response = responses::Unauthorized),
+        (status = 404, response = responses::NotFound),
+        (status = 409, response = responses::Conflict),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -1257,10 +1257,10 @@ pub struct MessagePage {
     params(ListQuery),
     responses(
         (status = 200, description = "Newest first", body = MessagePage),
-        (status = 400, description = "Malformed JSON: `line` and `column` say where", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 400, response = responses::Malformed),
+        (status = 401, response = responses::Unauthorized),
+        (status = 422, response = responses::Invalid),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::auth::ApiCaller;
 use super::model::NewApiFile;
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, responses};
 use super::queries;
 use crate::web::AppState;
 
@@ -59,11 +59,11 @@ pub struct FileUploadDoc {
     request_body(content = inline(FileUploadDoc), content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored", body = FileView),
-        (status = 400, description = "Malformed JSON: `line` and `column` say where", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over the size limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 400, response = responses::Malformed),
+        (status = 401, response = responses::Unauthorized),
+        (status = 413, response = responses::TooLarge),
+        (status = 422, response = responses::Invalid),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -125,9 +125,9 @@ fn file_id(path: &str) -> Result<i64, ApiError> {
     params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 200, description = "The file's metadata", body = FileView),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 401, response = responses::Unauthorized),
+        (status = 404, response = responses::NotFound),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]
@@ -160,9 +160,9 @@ pub async fn show(
     params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No key, or a wrong or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this key's workspace (or not visible to a `send` key)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json")
+        (status = 401, response = responses::Unauthorized),
+        (status = 404, response = responses::NotFound),
+        (status = 429, response = responses::RateLimited)
     ),
     security(("bearer" = []))
 )]

@@ -25,7 +25,18 @@ use super::{endpoints, files, problem};
         files::show,
         files::delete,
     ),
-    components(schemas(problem::Problem, problem::FieldProblem)),
+    components(
+        schemas(problem::Problem, problem::FieldProblem),
+        responses(
+            problem::responses::Malformed,
+            problem::responses::Unauthorized,
+            problem::responses::NotFound,
+            problem::responses::Conflict,
+            problem::responses::TooLarge,
+            problem::responses::Invalid,
+            problem::responses::RateLimited,
+        )
+    ),
     modifiers(&BearerKey)
 )]
 pub struct ApiDoc;
@@ -87,6 +98,13 @@ pub fn operations() -> Vec<Operation> {
                 .map(|all| {
                     all.iter()
                         .map(|(code, r)| {
+                            // A shared answer is a reference into components.responses.
+                            let r = match r["$ref"].as_str() {
+                                Some(path) => path
+                                    .strip_prefix("#/components/responses/")
+                                    .map_or(r, |name| &document["components"]["responses"][name]),
+                                None => r,
+                            };
                             (
                                 code.clone(),
                                 r["description"].as_str().unwrap_or_default().to_owned(),

@@ -915,6 +915,10 @@ async fn the_openapi_document_describes_every_endpoint(backend: Backend) -> Test
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("/api/v1/messages/{id}/release"));
     assert!(html.contains("/api/v1/openapi.json"));
+    assert!(
+        html.contains("No key, or a wrong or revoked one"),
+        "shared answers are described"
+    );
     Ok(())
 }
 both!(the_openapi_document_describes_every_endpoint);
