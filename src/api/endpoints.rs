@@ -284,19 +284,10 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
     if !(0..=10).contains(&retry_count) {
         problem("retry_count".into(), "From 0 to 10.".into());
     }
-    let send_at = match request.send_at.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(value) => match chrono::DateTime::parse_from_rfc3339(value) {
-            Ok(at) => Some(at.naive_utc()),
-            Err(_) => {
-                problem(
-                    "send_at".into(),
-                    format!("{value:?} is not an RFC 3339 time like 2026-12-01T09:30:00Z."),
-                );
-                None
-            }
-        },
-    };
+    let send_at = rfc3339(request.send_at.as_deref()).unwrap_or_else(|why| {
+        problem("send_at".into(), why);
+        None
+    });
     if request.contact_ids.len() > 1_000 {
         problem("contact_ids".into(), "At most 1,000 contact ids.".into());
     }
@@ -879,7 +870,18 @@ fn find_provider(all: &[Provider], wanted: &ProviderRef) -> Result<Provider, App
     }
 }
 
-fn timestamp(at: NaiveDateTime) -> String {
+/// An optional RFC 3339 time from a request, as UTC; empty is none.
+fn rfc3339(value: Option<&str>) -> Result<Option<NaiveDateTime>, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(value) => chrono::DateTime::parse_from_rfc3339(value)
+            .map(|at| Some(at.naive_utc()))
+            .map_err(|_| format!("{value:?} is not an RFC 3339 time like 2026-12-01T09:30:00Z.")),
+    }
+}
+
+/// A stored (UTC) time as the API writes it: RFC 3339 with `Z`.
+pub(super) fn timestamp(at: NaiveDateTime) -> String {
     at.and_utc()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -1297,19 +1299,13 @@ pub async fn list(
             parsed
         }
     };
-    let since = match query.since.as_deref() {
-        None | Some("") => None,
-        Some(value) => match chrono::DateTime::parse_from_rfc3339(value) {
-            Ok(at) => Some(at.naive_utc()),
-            Err(_) => {
-                problems.push(FieldProblem {
-                    field: "since".into(),
-                    detail: format!("{value:?} is not an RFC 3339 time like 2026-12-01T09:30:00Z."),
-                });
-                None
-            }
-        },
-    };
+    let since = rfc3339(query.since.as_deref()).unwrap_or_else(|detail| {
+        problems.push(FieldProblem {
+            field: "since".into(),
+            detail,
+        });
+        None
+    });
     let before = match query.cursor.as_deref() {
         None | Some("") => None,
         Some(value) => match value.parse::<i64>() {

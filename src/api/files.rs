@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::auth::ApiCaller;
+use super::endpoints::timestamp;
 use super::model::NewApiFile;
 use super::problem::{ApiError, responses};
 use super::queries;
@@ -33,11 +34,6 @@ pub struct FileView {
     pub size: i64,
     /// Upload time.
     pub created_at: String,
-}
-
-fn timestamp(at: chrono::NaiveDateTime) -> String {
-    at.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The upload as the OpenAPI document describes it.
