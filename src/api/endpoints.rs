@@ -436,15 +436,6 @@ pub async fn send(
     let mut input = validate(&request, state.settings.retry_count)?;
     let ApiCaller { key, workspace } = caller;
     let (workspace_id, caller_key) = (workspace.id, key.id);
-    let status = if request.hold {
-        "held"
-    } else if input.send_at.is_some_and(|at| at > crate::db::now()) {
-        "scheduled"
-    } else {
-        "queued"
-    };
-    let recipients = input.to.clone();
-    let answered = recipients.clone();
     let attachment_limit = state.settings.attachment_limit_mb;
     let (remember_key, remember_idem, remember_hash) =
         (key.id, idempotency.clone(), fingerprint.clone());
@@ -540,13 +531,20 @@ pub async fn send(
         hold: request.hold,
     };
     let mut prepared = message_rules::prepare(&workspace, &provider, input, &envelope);
+    // Each message's recipient and status as stored: the answer is built from them.
+    let stored: Vec<(String, String)> = prepared
+        .rows
+        .iter()
+        .map(|row| (row.recipient.clone(), row.status.clone()))
+        .collect();
+    let answered = stored.clone();
     if let Some(idem) = remember_idem {
         // Remembered in the same transaction as the messages: a retry after this commit
         // is a replay, never a second send.
         prepared.after = Some(Box::new(move |conn, ids| {
             let now = crate::db::now();
             super::queries::forget_before(conn, now - remember_for())?;
-            let body = accepted_list(ids, &answered, status);
+            let body = accepted_list(ids, &answered);
             Ok(super::queries::remember(
                 conn,
                 &super::model::NewRemembered {
@@ -561,7 +559,7 @@ pub async fn send(
         }));
     }
     let ids = state.ingest.submit(prepared).await?;
-    let AcceptedList { mut messages } = accepted_list(&ids, &recipients, status);
+    let AcceptedList { mut messages } = accepted_list(&ids, &stored);
     let mut answer = StatusCode::ACCEPTED;
     if let Some(seconds) = wait.filter(|s| *s > 0) {
         let done = wait_until_final(&state, workspace_id, &ids, seconds).await?;
@@ -650,15 +648,15 @@ fn replay(
 }
 
 /// The 202 answer for stored messages.
-fn accepted_list(ids: &[MessageId], recipients: &[String], status: &str) -> AcceptedList {
+fn accepted_list(ids: &[MessageId], stored: &[(String, String)]) -> AcceptedList {
     AcceptedList {
         messages: ids
             .iter()
-            .zip(recipients)
-            .map(|(id, to)| Accepted {
+            .zip(stored)
+            .map(|(id, (to, status))| Accepted {
                 id: id.0,
                 to: to.clone(),
-                status: status.into(),
+                status: status.clone(),
                 url: format!("/api/v1/messages/{}", id.0),
                 smtp_code: None,
                 smtp_enhanced: None,
