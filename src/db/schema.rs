@@ -151,6 +151,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    message_tallies (workspace_id, day, origin, status) {
+        workspace_id -> BigInt,
+        day -> Date,
+        origin -> Text,
+        status -> Text,
+        n -> BigInt,
+    }
+}
+
+diesel::table! {
     api_keys (id) {
         id -> BigInt,
         workspace_id -> BigInt,
@@ -243,6 +253,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     providers,
     messages,
+    message_tallies,
     message_bodies,
     message_attachments,
     message_events,

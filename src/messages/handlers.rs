@@ -11,6 +11,7 @@ use actix_multipart::form::MultipartForm;
 
 use super::model::{ComposeForm, ComposeUpload, MessageId, Origin, Status};
 use super::views::*;
+use super::search::{self, Search};
 use super::{queries, service};
 use crate::error::AppError;
 use crate::providers::model::ProviderId;
@@ -138,6 +139,9 @@ pub async fn compose(
 pub struct HistoryQuery {
     #[serde(default)]
     pub tab: String,
+    /// What to search for (words, or a part of an address).
+    #[serde(default)]
+    pub q: String,
     #[serde(default)]
     pub status: String,
     #[serde(default)]
@@ -156,6 +160,7 @@ impl HistoryQuery {
     /// The filters as a query string (for the tabs, the pager and the polling).
     pub fn filters(&self) -> String {
         [
+            ("q", &self.q),
             ("status", &self.status),
             ("provider", &self.provider),
             ("sender", &self.sender),
@@ -232,7 +237,34 @@ impl HistoryQuery {
     }
 }
 
-/// `GET /w/{slug}/messages`: newest first; the table alone for htmx polling.
+/// Which tab a query names, and its origin.
+fn tab_of(query: &HistoryQuery) -> (&'static str, Option<Origin>) {
+    match query.tab.as_str() {
+        "web" => ("web", Some(Origin::Web)),
+        "sys" => ("sys", Some(Origin::Sys)),
+        _ => ("all", None),
+    }
+}
+
+/// The search of a query, or what is wrong with it (added to `errors`).
+fn search_of(query: &HistoryQuery, errors: &mut FieldErrors) -> Option<Search> {
+    Search::parse(&query.q).unwrap_or_else(|message| {
+        errors.add("q", message);
+        None
+    })
+}
+
+/// What the history reads for one request.
+struct Loaded {
+    messages: Vec<super::model::Message>,
+    names: HashMap<ProviderId, String>,
+    bodies: HashMap<i64, String>,
+    keys: HashMap<crate::api::model::ApiKeyId, String>,
+    counts: Option<TabCounts>,
+}
+
+/// `GET /w/{slug}/messages`: newest first, or the newest matches of a search; the table
+/// alone for htmx (polling, search-as-you-type).
 pub async fn index(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -240,22 +272,23 @@ pub async fn index(
     ctx: WorkspaceCtx,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let (tab, origin) = match query.tab.as_str() {
-        "web" => ("web", Some(Origin::Web)),
-        "sys" => ("sys", Some(Origin::Sys)),
-        _ => ("all", None),
-    };
+    let (tab, origin) = tab_of(&query);
     let mut errors = FieldErrors::new();
     let filter = query.parse(origin, &mut errors);
+    let search = search_of(&query, &mut errors);
     let valid = errors.is_empty();
     let (workspace, before) = (ctx.workspace.id, filter.before);
-    let (mut messages, (names, previews, keys)) = state
+    // Tab counts come from the tallies, which know status and day but not provider or
+    // sender: with those filters, no counts rather than wrong ones.
+    let countable = valid && filter.provider.is_none() && filter.sender.is_none();
+    let searched = search.clone();
+    let loaded = state
         .db
         .run(move |conn| {
-            let messages = if valid {
-                queries::page(conn, workspace, &filter, PAGE)?
-            } else {
-                Vec::new()
+            let messages = match (&searched, valid) {
+                (_, false) => Vec::new(),
+                (Some(search), true) => queries::search(conn, workspace, &filter, search)?,
+                (None, true) => queries::page(conn, workspace, &filter, PAGE)?,
             };
             let names: HashMap<ProviderId, String> =
                 providers::names(conn, workspace)?.into_iter().collect();
@@ -265,16 +298,47 @@ pub async fn index(
                     .map(|k| (k.id, k.name))
                     .collect();
             let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
-            let previews: HashMap<i64, String> =
+            let bodies: HashMap<i64, String> =
                 queries::find_bodies_in(conn, workspace, &body_ids)?
                     .into_iter()
-                    .map(|b| (b.id, preview(&b.text_body)))
+                    .map(|b| (b.id, b.text_body))
                     .collect();
-            Ok((messages, (names, previews, keys)))
+            let counts = if countable {
+                let rows = queries::tab_counts(
+                    conn,
+                    workspace,
+                    filter.status,
+                    filter.since.map(|t| t.date()),
+                    filter.until.map(|t| t.date()),
+                )?;
+                Some(TabCounts::from_rows(&rows))
+            } else {
+                None
+            };
+            Ok(Loaded {
+                messages,
+                names,
+                bodies,
+                keys,
+                counts,
+            })
         })
         .await?;
-    let more = messages.len() as i64 > PAGE;
-    messages.truncate(PAGE as usize);
+    let Loaded {
+        mut messages,
+        names,
+        bodies,
+        keys,
+        counts,
+    } = loaded;
+    let (more, capped) = if search.is_some() {
+        (false, messages.len() as i64 >= super::search::LIMIT)
+    } else {
+        (messages.len() as i64 > PAGE, false)
+    };
+    if search.is_none() {
+        messages.truncate(PAGE as usize);
+    }
     let filters = query.filters();
     let base = ctx.path(&format!("/messages?tab={tab}{filters}"));
     let older = more
@@ -286,21 +350,41 @@ pub async fn index(
     };
     let rows: Vec<Row> = messages
         .into_iter()
-        .map(|message| Row {
-            provider: message
-                .provider_id
-                .and_then(|id| names.get(&id).cloned())
-                .unwrap_or_else(|| "—".into()),
-            preview: previews.get(&message.body_id).cloned().unwrap_or_default(),
-            origin: match (message.origin.as_str(), message.api_key_id) {
-                ("web", _) => "Console".into(),
-                (_, Some(key)) => format!(
-                    "API · {}",
-                    keys.get(&key).map_or("a deleted key", String::as_str)
+        .map(|message| {
+            let text = bodies.get(&message.body_id).map_or("", String::as_str);
+            let (subject, preview, recipient, from) = match &search {
+                Some(s) => (
+                    s.mark(&message.subject),
+                    s.snippet(text, 120),
+                    s.mark_address(&message.recipient),
+                    s.mark_address(&message.from_address),
                 ),
-                _ => "Mailroom".into(),
-            },
-            message,
+                None => (
+                    search::plain(&message.subject),
+                    search::plain(&preview(text)),
+                    search::plain(&message.recipient),
+                    search::plain(&message.from_address),
+                ),
+            };
+            Row {
+                provider: message
+                    .provider_id
+                    .and_then(|id| names.get(&id).cloned())
+                    .unwrap_or_else(|| "—".into()),
+                subject,
+                preview,
+                recipient,
+                from,
+                origin: match (message.origin.as_str(), message.api_key_id) {
+                    ("web", _) => "Console".into(),
+                    (_, Some(key)) => format!(
+                        "API · {}",
+                        keys.get(&key).map_or("a deleted key", String::as_str)
+                    ),
+                    _ => "Mailroom".into(),
+                },
+                message,
+            }
         })
         .collect();
     let moving = rows.iter().any(|r| r.status().is_moving());
@@ -308,26 +392,31 @@ pub async fn index(
     let mut provider_choices: Vec<(i64, String)> =
         names.into_iter().map(|(id, name)| (id.0, name)).collect();
     provider_choices.sort_by_key(|(_, name)| name.to_lowercase());
-    if htmx::targets(&req, "history-table") && valid {
-        return render(&HistoryTable {
-            rows,
-            older,
-            here,
-            moving,
-            slug,
-        });
-    }
-    let page = HistoryPage {
-        frame: Frame::workspace(&session, &ctx, "history", "History"),
-        tab,
+    let table = HistoryTable {
         rows,
         older,
         here,
         moving,
         slug,
+        searching: search.is_some(),
+        capped,
+        problems: errors
+            .iter()
+            .map(|(field, message)| format!("{}: {message}", filter_label(field)))
+            .collect(),
+    };
+    // Search-as-you-type swaps the table, also to show what is wrong with the search.
+    if htmx::targets(&req, "history-table") {
+        return render(&table);
+    }
+    let page = HistoryPage {
+        frame: Frame::workspace(&session, &ctx, "history", "History"),
+        tab,
+        table,
         query: query.into_inner(),
         filters,
         errors,
+        counts,
         providers: provider_choices,
         statuses: Status::ALL,
     };
@@ -335,6 +424,19 @@ pub async fn index(
         render(&page)
     } else {
         render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+    }
+}
+
+/// How the history's form names a field.
+fn filter_label(field: &str) -> &'static str {
+    match field {
+        "q" => "Search",
+        "status" => "Status",
+        "provider" => "Provider",
+        "sender" => "Sender",
+        "from" => "From day",
+        "to" => "To day",
+        _ => "Filter",
     }
 }
 

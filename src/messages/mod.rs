@@ -4,6 +4,7 @@ pub mod handlers;
 pub mod ingest;
 pub mod model;
 pub mod queries;
+pub mod search;
 pub mod service;
 pub mod views;
 

@@ -878,3 +878,246 @@ pub fn purge_bodies(
         ))
         .execute(conn)
 }
+
+/// A value bound to a search statement.
+enum Bind {
+    Int(i64),
+    Text(String),
+    Time(NaiveDateTime),
+}
+
+/// A statement of raw SQL and its values, with the backend's placeholders.
+struct RawSql {
+    text: String,
+    binds: Vec<Bind>,
+    pg: bool,
+}
+
+impl RawSql {
+    /// Binds a value; returns its placeholder.
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        if self.pg {
+            format!("${}", self.binds.len())
+        } else {
+            "?".to_owned()
+        }
+    }
+
+    /// Appends ` AND m.{column} {op} {value}`.
+    fn and(&mut self, column: &str, op: &str, value: Bind) {
+        let placeholder = self.bind(value);
+        self.text
+            .push_str(&format!(" AND m.{column} {op} {placeholder}"));
+    }
+
+    /// The workspace and the log filter, on `messages m`.
+    fn narrow(&mut self, workspace: WorkspaceId, filter: &LogFilter) {
+        self.and("workspace_id", "=", Bind::Int(workspace.0));
+        if let Some(origin) = filter.origin {
+            self.and("origin", "=", Bind::Text(origin.as_str().into()));
+        }
+        if let Some(key) = filter.key {
+            self.and("api_key_id", "=", Bind::Int(key.0));
+        }
+        if let Some(status) = filter.status {
+            self.and("status", "=", Bind::Text(status.as_str().into()));
+        }
+        if let Some(provider) = filter.provider {
+            self.and("provider_id", "=", Bind::Int(provider.0));
+        }
+        if let Some(sender) = &filter.sender {
+            self.and("from_address", "=", Bind::Text(sender.clone()));
+        }
+        if let Some(since) = filter.since {
+            self.and("created_at", ">=", Bind::Time(since));
+        }
+        if let Some(until) = filter.until {
+            self.and("created_at", "<", Bind::Time(until));
+        }
+        if let Some(before) = filter.before {
+            self.and("id", "<", Bind::Int(before.0));
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Found {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// Ids from one index: `from` joins `messages m` and holds one placeholder `{q}` for the
+/// query; newest first, at most `search::LIMIT`.
+fn search_index(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &LogFilter,
+    from: &str,
+    order: &str,
+    query: String,
+) -> QueryResult<Vec<i64>> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    let mut sql = RawSql {
+        text: String::new(),
+        binds: Vec::new(),
+        pg: matches!(conn, DbConn::Pg(_)),
+    };
+    let placeholder = sql.bind(Bind::Text(query));
+    sql.text = format!("SELECT m.id AS id FROM {}", from.replace("{q}", &placeholder));
+    sql.narrow(workspace, filter);
+    sql.text.push_str(&format!(
+        " ORDER BY {order} DESC LIMIT {}",
+        super::search::LIMIT
+    ));
+    let RawSql { text, binds, .. } = sql;
+    let found: Vec<Found> = per_backend!(conn, |c| {
+        let mut query = diesel::sql_query(text).into_boxed();
+        for value in binds {
+            query = match value {
+                Bind::Int(v) => query.bind::<BigInt, _>(v),
+                Bind::Text(v) => query.bind::<Text, _>(v),
+                Bind::Time(v) => query.bind::<Timestamp, _>(v),
+            };
+        }
+        query.load(c)
+    })?;
+    Ok(found.into_iter().map(|f| f.id).collect())
+}
+
+/// Messages whose subject or text holds every searched word, or whose addresses hold the
+/// searched fragment, narrowed by the filter: at most `search::LIMIT`, newest first. Each
+/// index is read newest first and stops at the limit (no ranking of every match).
+pub fn search(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &LogFilter,
+    search: &super::search::Search,
+) -> QueryResult<Vec<Message>> {
+    let pg = matches!(conn, DbConn::Pg(_));
+    let (words, fragment) = if pg {
+        (search.tsquery(), search.like_fragment())
+    } else {
+        (search.fts5(), search.fts5_fragment())
+    };
+    let mut ids = Vec::new();
+    if let Some(words) = words {
+        ids.extend(if pg {
+            search_index(
+                conn,
+                workspace,
+                filter,
+                "message_search x JOIN messages m ON m.id = x.message_id \
+                 WHERE x.words @@ to_tsquery('simple'::regconfig, {q})",
+                "m.id",
+                words,
+            )?
+        } else {
+            search_index(
+                conn,
+                workspace,
+                filter,
+                "message_words x JOIN messages m ON m.id = x.rowid WHERE message_words MATCH {q}",
+                "x.rowid",
+                words,
+            )?
+        });
+    }
+    if let Some(fragment) = fragment {
+        ids.extend(if pg {
+            search_index(
+                conn,
+                workspace,
+                filter,
+                "message_search x JOIN messages m ON m.id = x.message_id \
+                 WHERE x.addresses ILIKE {q}",
+                "m.id",
+                fragment,
+            )?
+        } else {
+            search_index(
+                conn,
+                workspace,
+                filter,
+                "message_addresses x JOIN messages m ON m.id = x.rowid \
+                 WHERE message_addresses MATCH {q}",
+                "x.rowid",
+                fragment,
+            )?
+        });
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    ids.truncate(super::search::LIMIT as usize);
+    messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::id.eq_any(ids))
+        .select(Message::as_select())
+        .order(messages::id.desc())
+        .load(conn)
+}
+
+/// Messages per origin (`web`, `sys`), from the tallies, narrowed by status and by days
+/// (`since` included, `until` excluded).
+pub fn tab_counts(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    status: Option<Status>,
+    since: Option<chrono::NaiveDate>,
+    until: Option<chrono::NaiveDate>,
+) -> QueryResult<Vec<(String, i64)>> {
+    use crate::db::schema::message_tallies as t;
+    let mut query = t::table
+        .filter(t::workspace_id.eq(workspace))
+        .group_by(t::origin)
+        .select((
+            t::origin,
+            diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
+        ))
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(t::status.eq(status.as_str()));
+    }
+    if let Some(since) = since {
+        query = query.filter(t::day.ge(since));
+    }
+    if let Some(until) = until {
+        query = query.filter(t::day.lt(until));
+    }
+    query.load(conn)
+}
+
+/// Messages per creation day and status since a day (the overview's chart and totals).
+pub fn daily_counts(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    since: chrono::NaiveDate,
+) -> QueryResult<Vec<(chrono::NaiveDate, String, i64)>> {
+    use crate::db::schema::message_tallies as t;
+    t::table
+        .filter(t::workspace_id.eq(workspace))
+        .filter(t::day.ge(since))
+        .group_by((t::day, t::status))
+        .select((
+            t::day,
+            t::status,
+            diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
+        ))
+        .load(conn)
+}
+
+/// Messages per status over all days (the queue's depth).
+pub fn status_counts(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+) -> QueryResult<Vec<(String, i64)>> {
+    use crate::db::schema::message_tallies as t;
+    t::table
+        .filter(t::workspace_id.eq(workspace))
+        .group_by(t::status)
+        .select((
+            t::status,
+            diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
+        ))
+        .load(conn)
+}

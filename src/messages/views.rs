@@ -4,6 +4,7 @@
 use askama::Template;
 
 use super::model::{ComposeForm, Message, MessageBody, MessageEvent, Status};
+use super::search::Piece;
 use crate::providers::model::Provider;
 use crate::web::forms::FieldErrors;
 use crate::web::frame::Frame;
@@ -26,14 +27,20 @@ pub struct ComposePage {
     pub attachment_limit_mb: usize,
 }
 
-/// A row of the history.
+/// A row of the history; the shown texts in pieces, the matches of a search marked.
 pub struct Row {
     /// The message.
     pub message: Message,
     /// Its provider's name.
     pub provider: String,
-    /// The start of its text.
-    pub preview: String,
+    /// Its subject.
+    pub subject: Vec<Piece>,
+    /// The start of its text, or the part around the first match.
+    pub preview: Vec<Piece>,
+    /// Its recipient.
+    pub recipient: Vec<Piece>,
+    /// Its sender address.
+    pub from: Vec<Piece>,
     /// Where it came from: the console, an API key (by name), or Mailroom itself.
     pub origin: String,
 }
@@ -45,7 +52,43 @@ impl Row {
     }
 }
 
-/// `GET /w/{slug}/messages`.
+/// Messages per tab (from the tallies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TabCounts {
+    /// Every origin.
+    pub all: i64,
+    /// Sent in the console.
+    pub web: i64,
+    /// Sent by Mailroom and the API.
+    pub sys: i64,
+}
+
+impl TabCounts {
+    /// Sums `(origin, count)` rows.
+    pub fn from_rows(rows: &[(String, i64)]) -> Self {
+        let mut counts = Self::default();
+        for (origin, n) in rows {
+            match origin.as_str() {
+                "web" => counts.web += n,
+                _ => counts.sys += n,
+            }
+            counts.all += n;
+        }
+        counts
+    }
+
+    /// The count of a tab, with thousands separated.
+    pub fn of(&self, tab: &str) -> String {
+        crate::web::fmt::count(match tab {
+            "web" => self.web,
+            "sys" => self.sys,
+            _ => self.all,
+        })
+    }
+}
+
+/// `GET /w/{slug}/messages`. Its table is a block of the same template, rendered alone
+/// for htmx; the page reads the table's fields through `Deref`.
 #[derive(Template)]
 #[template(path = "messages/index.html")]
 pub struct HistoryPage {
@@ -53,26 +96,28 @@ pub struct HistoryPage {
     pub frame: Frame,
     /// `all`, `web` or `sys`.
     pub tab: &'static str,
-    /// Rows, newest first.
-    pub rows: Vec<Row>,
-    /// Link to older rows.
-    pub older: Option<String>,
-    /// The URL of this page (polled while rows move).
-    pub here: String,
-    /// Whether any row may still change (the table polls while so).
-    pub moving: bool,
-    /// The workspace slug.
-    pub slug: String,
+    /// The table.
+    pub table: HistoryTable,
     /// The filters as given (the form shows them).
     pub query: super::handlers::HistoryQuery,
     /// The filters as a query string (kept by the tabs).
     pub filters: String,
     /// Wrong filters.
     pub errors: FieldErrors,
+    /// Messages per tab, when the filters allow counting them.
+    pub counts: Option<TabCounts>,
     /// Providers to filter by: (id, name).
     pub providers: Vec<(i64, String)>,
     /// Statuses to filter by.
     pub statuses: [Status; 7],
+}
+
+impl std::ops::Deref for HistoryPage {
+    type Target = HistoryTable;
+
+    fn deref(&self) -> &HistoryTable {
+        &self.table
+    }
 }
 
 impl HistoryPage {
@@ -82,7 +127,7 @@ impl HistoryPage {
     }
 }
 
-/// The table of the history, for polling.
+/// The table of the history, for polling and search-as-you-type.
 #[derive(Template)]
 #[template(path = "messages/index.html", block = "table")]
 pub struct HistoryTable {
@@ -96,6 +141,12 @@ pub struct HistoryTable {
     pub moving: bool,
     /// The workspace slug.
     pub slug: String,
+    /// Whether these are the results of a search.
+    pub searching: bool,
+    /// Whether the search found more than it shows.
+    pub capped: bool,
+    /// What is wrong with the search or the filters, to show in place of results.
+    pub problems: Vec<String>,
 }
 
 /// `GET /w/{slug}/messages/{id}`.

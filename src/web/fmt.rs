@@ -17,3 +17,19 @@ pub fn ago(at: &NaiveDateTime) -> String {
         _ => at.format("%Y-%m-%d").to_string(),
     }
 }
+
+/// A count with thousands separated by commas: 1,234,567.
+pub fn count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

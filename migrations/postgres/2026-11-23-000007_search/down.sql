@@ -1,0 +1,12 @@
+DROP TRIGGER message_bodies_purged ON message_bodies;
+DROP TRIGGER messages_removed ON messages;
+DROP TRIGGER messages_restated ON messages;
+DROP TRIGGER messages_indexed ON messages;
+DROP FUNCTION message_bodies_purged();
+DROP FUNCTION messages_removed();
+DROP FUNCTION messages_restated();
+DROP FUNCTION messages_indexed();
+DROP FUNCTION message_words(TEXT, TEXT);
+DROP INDEX messages_body;
+DROP TABLE message_tallies;
+DROP TABLE message_search;

@@ -1,0 +1,81 @@
+-- Search over the log. Two contentless FTS5 indexes whose rowid is the message id (the
+-- text itself lives in messages and message_bodies), so a search reads them newest first
+-- and stops at 100:
+-- * words of the subject and the text (unicode61, prefixes of 2 and 3 characters indexed
+--   for search-as-you-type), the first 100,000 characters of a text;
+-- * trigrams of the addresses (recipient, Cc, Bcc, sender address and name), so a part of
+--   an address like `jo@exam` finds jo@example.com.
+-- Kept in step by triggers, in the transaction that writes the message.
+CREATE VIRTUAL TABLE message_words USING fts5 (
+    subject, body,
+    content = '', contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'
+);
+CREATE VIRTUAL TABLE message_addresses USING fts5 (
+    addresses,
+    content = '', contentless_delete = 1,
+    tokenize = 'trigram'
+);
+
+-- How many messages each workspace has per creation day (UTC), origin and status: the
+-- history's tab counts and the overview read these few rows instead of counting the log.
+CREATE TABLE message_tallies (
+    workspace_id BIGINT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    day DATE NOT NULL,
+    origin TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, day, origin, status)
+);
+
+-- Retention re-indexes the messages of a purged content: found by their content.
+CREATE INDEX messages_body ON messages (body_id);
+
+CREATE TRIGGER messages_indexed AFTER INSERT ON messages BEGIN
+    INSERT INTO message_words (rowid, subject, body)
+        SELECT NEW.id, NEW.subject, substr(text_body, 1, 100000)
+        FROM message_bodies WHERE id = NEW.body_id;
+    INSERT INTO message_addresses (rowid, addresses)
+        VALUES (NEW.id, NEW.recipient || ' ' || NEW.cc || ' ' || NEW.bcc || ' '
+                        || NEW.from_address || ' ' || NEW.from_name);
+    INSERT INTO message_tallies (workspace_id, day, origin, status, n)
+        VALUES (NEW.workspace_id, date(NEW.created_at), NEW.origin, NEW.status, 1)
+        ON CONFLICT (workspace_id, day, origin, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER messages_restated AFTER UPDATE OF status ON messages
+WHEN OLD.status <> NEW.status BEGIN
+    UPDATE message_tallies SET n = n - 1
+        WHERE workspace_id = OLD.workspace_id AND day = date(OLD.created_at)
+          AND origin = OLD.origin AND status = OLD.status;
+    INSERT INTO message_tallies (workspace_id, day, origin, status, n)
+        VALUES (NEW.workspace_id, date(NEW.created_at), NEW.origin, NEW.status, 1)
+        ON CONFLICT (workspace_id, day, origin, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER messages_removed AFTER DELETE ON messages BEGIN
+    DELETE FROM message_words WHERE rowid = OLD.id;
+    DELETE FROM message_addresses WHERE rowid = OLD.id;
+    UPDATE message_tallies SET n = n - 1
+        WHERE workspace_id = OLD.workspace_id AND day = date(OLD.created_at)
+          AND origin = OLD.origin AND status = OLD.status;
+END;
+
+-- A purged content's words leave the index; the subjects stay searchable.
+CREATE TRIGGER message_bodies_purged AFTER UPDATE OF purged_at ON message_bodies
+WHEN OLD.purged_at IS NULL AND NEW.purged_at IS NOT NULL BEGIN
+    DELETE FROM message_words WHERE rowid IN (SELECT id FROM messages WHERE body_id = NEW.id);
+    INSERT INTO message_words (rowid, subject, body)
+        SELECT id, subject, '' FROM messages WHERE body_id = NEW.id;
+END;
+
+-- What was there before.
+INSERT INTO message_words (rowid, subject, body)
+    SELECT m.id, m.subject, substr(b.text_body, 1, 100000)
+    FROM messages m JOIN message_bodies b ON b.id = m.body_id;
+INSERT INTO message_addresses (rowid, addresses)
+    SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name
+    FROM messages;
+INSERT INTO message_tallies (workspace_id, day, origin, status, n)
+    SELECT workspace_id, date(created_at), origin, status, count(*)
+    FROM messages GROUP BY 1, 2, 3, 4;
