@@ -10,8 +10,8 @@ use serde::Deserialize;
 use actix_multipart::form::MultipartForm;
 
 use super::model::{ComposeForm, ComposeUpload, MessageId, Origin, Status};
-use super::views::*;
 use super::search::{self, Search};
+use super::views::*;
 use super::{queries, service};
 use crate::error::AppError;
 use crate::providers::model::ProviderId;
@@ -298,11 +298,10 @@ pub async fn index(
                     .map(|k| (k.id, k.name))
                     .collect();
             let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
-            let bodies: HashMap<i64, String> =
-                queries::find_bodies_in(conn, workspace, &body_ids)?
-                    .into_iter()
-                    .map(|b| (b.id, b.text_body))
-                    .collect();
+            let bodies: HashMap<i64, String> = queries::find_bodies_in(conn, workspace, &body_ids)?
+                .into_iter()
+                .map(|b| (b.id, b.text_body))
+                .collect();
             let counts = if countable {
                 let rows = queries::tab_counts(
                     conn,

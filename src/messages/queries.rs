@@ -964,7 +964,10 @@ fn search_index(
         pg: matches!(conn, DbConn::Pg(_)),
     };
     let placeholder = sql.bind(Bind::Text(query));
-    sql.text = format!("SELECT m.id AS id FROM {}", from.replace("{q}", &placeholder));
+    sql.text = format!(
+        "SELECT m.id AS id FROM {}",
+        from.replace("{q}", &placeholder)
+    );
     sql.narrow(workspace, filter);
     sql.text.push_str(&format!(
         " ORDER BY {order} DESC LIMIT {}",
@@ -1107,10 +1110,7 @@ pub fn daily_counts(
 }
 
 /// Messages per status over all days (the queue's depth).
-pub fn status_counts(
-    conn: &mut DbConn,
-    workspace: WorkspaceId,
-) -> QueryResult<Vec<(String, i64)>> {
+pub fn status_counts(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<(String, i64)>> {
     use crate::db::schema::message_tallies as t;
     t::table
         .filter(t::workspace_id.eq(workspace))

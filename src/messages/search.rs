@@ -280,7 +280,11 @@ mod tests {
             s.tsquery().as_deref(),
             Some("'invoice' & 'q3' & 'report':*")
         );
-        assert_eq!(s.fts5_fragment(), None, "a search with spaces is no address");
+        assert_eq!(
+            s.fts5_fragment(),
+            None,
+            "a search with spaces is no address"
+        );
         let done = parse("invoice ");
         assert_eq!(done.fts5().as_deref(), Some("\"invoice\""));
     }
@@ -329,7 +333,10 @@ mod tests {
         assert_eq!(Search::parse("   "), Ok(None));
         assert!(Search::parse(&"x".repeat(MAX_LEN + 1)).is_err());
         assert!(Search::parse("!!").is_err());
-        assert!(Search::parse("!!!").is_ok(), "three characters of an address");
+        assert!(
+            Search::parse("!!!").is_ok(),
+            "three characters of an address"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider};
 use crate::smtp_server::SmtpServer;
 
 /// Undoes the HTML escaping of an attribute value (named and numeric references).
-fn unescape(value: &str) -> String {
+pub fn unescape(value: &str) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find('&') {
@@ -52,7 +52,7 @@ fn older_link(html: &str) -> Option<String> {
 }
 
 /// Recipients listed on a history page, in order.
-fn recipients(html: &str) -> Vec<String> {
+pub fn recipients(html: &str) -> Vec<String> {
     html.split("/messages/")
         .skip(1)
         .filter_map(|rest| {
@@ -359,6 +359,18 @@ async fn retention_deletes_old_contents_and_keeps_the_records(backend: Backend) 
     );
     let (_, record) = api.get(&format!("/messages/{sent}")).await?;
     assert_eq!(record["status"], "sent");
+    let (_, html) = admin.page("/w/acme/messages?q=secret").await?;
+    let found: Vec<String> = html
+        .match_indices("/w/acme/messages/")
+        .filter_map(|(at, _)| html[at + 17..].split('"').next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        found,
+        [held.to_string()],
+        "a deleted content's words leave the index"
+    );
+    let (_, html) = admin.page("/w/acme/messages?q=news").await?;
+    assert!(html.contains("2 matches"), "its subject stays searchable");
     let db3 = db.clone();
     let none = actix_web::web::block(move || mailroom::messages::service::apply_retention(&db3, 0))
         .await??;

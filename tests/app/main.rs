@@ -17,6 +17,7 @@ mod members;
 mod migrations;
 mod providers;
 mod roles;
+mod search;
 mod sessions;
 mod setup;
 mod web;

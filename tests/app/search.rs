@@ -1,0 +1,345 @@
+//! Searching the history: words of subjects and texts, parts of addresses, the 100-result
+//! cap, marks that escape, tabs and filters, workspaces kept apart, tab counts.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::api::{Api, create_key};
+use crate::both;
+use crate::helpers::*;
+use crate::history::{recipients, unescape};
+use crate::providers::{SMTP_PASSWORD, SMTP_USER, add_provider, provider_form};
+use crate::smtp_server::SmtpServer;
+
+/// Recipients listed by a history page, the marks taken out.
+fn found(html: &str) -> Vec<String> {
+    recipients(&html.replace("<mark>", "").replace("</mark>", ""))
+}
+
+/// The history of workspace `acme` for a search (and more of the query).
+async fn search(
+    admin: &Browser,
+    q: &str,
+    rest: &str,
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let q: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    let (status, html) = admin.page(&format!("/w/acme/messages?q={q}{rest}")).await?;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    Ok(found(&html))
+}
+
+/// Stores a held message (nothing is delivered) through the API.
+async fn held(api: &Api, to: &[&str], subject: &str, text: &str) -> TestResult {
+    let (status, answer) = api
+        .post(
+            "/messages",
+            &json!({"to": to, "subject": subject, "provider": "Ops SMTP", "text": text, "hold": true}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    Ok(())
+}
+
+/// A workspace `acme` with a provider and an API key.
+async fn workspace_with_key(
+    backend: Backend,
+) -> Result<(TestApp, Browser, Api, SmtpServer), Box<dyn std::error::Error>> {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let api = Api::new(
+        &app,
+        &create_key(&admin, "acme", "Desk", "send+read", "").await?,
+    );
+    Ok((app, admin, api, server))
+}
+
+async fn search_finds_words_of_subjects_and_texts_and_parts_of_addresses(
+    backend: Backend,
+) -> TestResult {
+    let (_app, admin, api, _server) = workspace_with_key(backend).await?;
+    held(
+        &api,
+        &["alice@example.com"],
+        "Quarterly Invoice",
+        "Please find the numbers attached.",
+    )
+    .await?;
+    held(
+        &api,
+        &["bob@another.org"],
+        "Lunch",
+        "The quarterly numbers look great; see the invoice.",
+    )
+    .await?;
+    held(
+        &api,
+        &["jo@example.com"],
+        "Crème brûlée",
+        "Nothing to report.",
+    )
+    .await?;
+
+    assert_eq!(
+        search(&admin, "invoice", "").await?,
+        ["bob@another.org", "alice@example.com"],
+        "subject and text, newest first"
+    );
+    assert_eq!(
+        search(&admin, "NUMBERS", "").await?,
+        ["bob@another.org", "alice@example.com"],
+        "any case"
+    );
+    assert_eq!(
+        search(&admin, "lunch", "").await?,
+        ["bob@another.org"],
+        "a subject word"
+    );
+    assert_eq!(
+        search(&admin, "attached", "").await?,
+        ["alice@example.com"],
+        "a text word"
+    );
+    assert_eq!(
+        search(&admin, "invoice lunch", "").await?,
+        ["bob@another.org"],
+        "every word must match"
+    );
+    assert_eq!(
+        search(&admin, "quart", "").await?,
+        ["bob@another.org", "alice@example.com"],
+        "the word being typed is a prefix"
+    );
+    assert_eq!(
+        search(&admin, "\"quarterly invoice\"", "").await?,
+        ["alice@example.com"],
+        "quotes keep words together"
+    );
+    assert_eq!(
+        search(&admin, "jo@exam", "").await?,
+        ["jo@example.com"],
+        "a part of a recipient address"
+    );
+    assert_eq!(search(&admin, "another.o", "").await?, ["bob@another.org"]);
+    assert_eq!(
+        search(&admin, "ops@exa", "").await?.len(),
+        3,
+        "a part of the sender address"
+    );
+    assert_eq!(
+        search(&admin, "Acme", "").await?.len(),
+        3,
+        "a part of the sender name"
+    );
+    assert!(search(&admin, "nowhere", "").await?.is_empty());
+    assert!(
+        search(&admin, "invoice OR lunch", "").await?.is_empty(),
+        "FTS syntax is only words"
+    );
+
+    // Tabs and filters still apply.
+    assert_eq!(search(&admin, "invoice", "&tab=sys").await?.len(), 2);
+    assert!(
+        search(&admin, "invoice", "&tab=web").await?.is_empty(),
+        "API sends are not under Web"
+    );
+    assert_eq!(search(&admin, "invoice", "&status=held").await?.len(), 2);
+    assert!(search(&admin, "invoice", "&status=sent").await?.is_empty());
+    assert!(
+        search(&admin, "invoice", "&sender=someone%40else.org")
+            .await?
+            .is_empty()
+    );
+    assert!(
+        search(&admin, "invoice", "&from=2999-01-01")
+            .await?
+            .is_empty()
+    );
+
+    // The matches are marked; the tabs and the pager keep the search.
+    let (_, html) = admin.page("/w/acme/messages?q=invoice").await?;
+    assert!(html.contains("<mark>invoice</mark>"), "{html}");
+    assert!(html.contains("<mark>Invoice</mark>"), "the text as written");
+    assert!(
+        unescape(&html).contains("tab=web&q=invoice"),
+        "the tabs keep the search"
+    );
+    assert!(html.contains("2 matches, newest first"));
+
+    // A wrong search says what is wrong, in the page and in the swapped table.
+    let long = "x".repeat(201);
+    let (status, html) = admin.page(&format!("/w/acme/messages?q={long}")).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("Search for at most 200 characters."));
+    let response = admin
+        .client
+        .get(format!("{}/w/acme/messages?q=%21%21", admin.base))
+        .header("HX-Request", "true")
+        .header("HX-Target", "history-table")
+        .send()
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "htmx swaps the explanation in"
+    );
+    let html = response.text().await?;
+    assert!(html.contains("Nothing to search for"), "{html}");
+    assert!(!html.contains("class=\"tabs\""), "the table alone");
+    Ok(())
+}
+both!(search_finds_words_of_subjects_and_texts_and_parts_of_addresses);
+
+async fn search_marks_escape_html_and_answer_the_table_alone_for_htmx(
+    backend: Backend,
+) -> TestResult {
+    let (_app, admin, api, _server) = workspace_with_key(backend).await?;
+    held(
+        &api,
+        &["x@example.com"],
+        "<script>alert(1)</script> news",
+        "<img src=x onerror=alert(2)> script",
+    )
+    .await?;
+    let (_, html) = admin.page("/w/acme/messages?q=script").await?;
+    assert!(!html.contains("<script>alert"), "never raw");
+    assert!(!html.contains("<img src=x"), "never raw");
+    assert!(
+        html.contains("&#60;<mark>script</mark>&#62;")
+            || html.contains("&lt;<mark>script</mark>&gt;"),
+        "{html}"
+    );
+    let response = admin
+        .client
+        .get(format!("{}/w/acme/messages?q=news", admin.base))
+        .header("HX-Request", "true")
+        .header("HX-Target", "history-table")
+        .send()
+        .await?;
+    let html = response.text().await?;
+    assert!(
+        html.trim_start().starts_with("<div id=\"history-table\""),
+        "{html}"
+    );
+    assert_eq!(found(&html), ["x@example.com"]);
+    Ok(())
+}
+both!(search_marks_escape_html_and_answer_the_table_alone_for_htmx);
+
+async fn search_stops_at_the_100_newest_matches(backend: Backend) -> TestResult {
+    let (_app, admin, api, _server) = workspace_with_key(backend).await?;
+    for batch in 0..3 {
+        let to: Vec<String> = (0..if batch < 2 { 50 } else { 5 })
+            .map(|i| format!("r{batch}-{i}@example.com"))
+            .collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        held(&api, &to, "Weekly digest", "Everything that happened.").await?;
+    }
+    let (_, html) = admin.page("/w/acme/messages?q=digest").await?;
+    let rows = found(&html);
+    assert_eq!(rows.len(), 100, "capped");
+    assert_eq!(rows[0], "r2-4@example.com", "newest first");
+    assert!(
+        !rows.contains(&"r0-0@example.com".to_owned()),
+        "the oldest are left out"
+    );
+    assert!(html.contains("The 100 newest matches"));
+    assert!(!html.contains("before="), "no pager on a search");
+    let (_, html) = admin.page("/w/acme/messages?tab=all").await?;
+    assert!(
+        html.contains(">105</span>"),
+        "the All tab counts every message"
+    );
+    Ok(())
+}
+both!(search_stops_at_the_100_newest_matches);
+
+async fn a_workspace_never_finds_another_s_messages(backend: Backend) -> TestResult {
+    let (app, admin, api, server) = workspace_with_key(backend).await?;
+    held(
+        &api,
+        &["alice@example.com"],
+        "Acme invoice",
+        "Acme's numbers.",
+    )
+    .await?;
+    let beta = app
+        .other_workspace("beta", "beta-admin@example.com")
+        .await?;
+    let port = server.port.to_string();
+    let response = beta
+        .post_form("/w/beta/providers", &provider_form(&port, SMTP_PASSWORD))
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let beta_api = Api::new(
+        &app,
+        &create_key(&beta, "beta", "Beta desk", "send+read", "").await?,
+    );
+    held(
+        &beta_api,
+        &["zed@beta.example"],
+        "Beta invoice",
+        "Beta's numbers.",
+    )
+    .await?;
+
+    for q in ["invoice", "numbers", "exam", "ops@example"] {
+        let (_, html) = beta.page(&format!("/w/beta/messages?q={q}")).await?;
+        assert_eq!(
+            found(&html),
+            ["zed@beta.example"],
+            "beta sees its own only for {q}"
+        );
+        assert_eq!(
+            search(&admin, q, "").await?,
+            ["alice@example.com"],
+            "acme sees its own only for {q}"
+        );
+    }
+    let (status, _) = beta.page("/w/acme/messages?q=invoice").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, html) = beta.page("/w/beta/messages").await?;
+    assert!(html.contains(">1</span>"), "beta's counts are its own");
+    Ok(())
+}
+both!(a_workspace_never_finds_another_s_messages);
+
+async fn tab_counts_follow_inserts_status_changes_and_filters(backend: Backend) -> TestResult {
+    let (_app, admin, api, _server) = workspace_with_key(backend).await?;
+    held(&api, &["a@example.com", "b@example.com"], "One", "x").await?;
+    let (_, sent) = api
+        .post("/messages?wait=10", &json!({"to": ["c@example.com"], "subject": "Two", "provider": "Ops SMTP", "text": "x"}))
+        .await?;
+    assert_eq!(sent["messages"][0]["status"], "sent", "{sent}");
+    let counts = |html: &str| -> Vec<String> {
+        html.split("<span class=\"count\"")
+            .skip(1)
+            .filter_map(|s| s.split('>').nth(1)?.split('<').next().map(str::to_owned))
+            .collect()
+    };
+    let (_, html) = admin.page("/w/acme/messages").await?;
+    assert_eq!(counts(&html), ["3", "0", "3"], "All, Web, Sys");
+    let (_, html) = admin.page("/w/acme/messages?status=held").await?;
+    assert_eq!(
+        counts(&html),
+        ["2", "0", "2"],
+        "the status filter narrows the counts"
+    );
+    let (_, html) = admin.page("/w/acme/messages?status=sent&tab=sys").await?;
+    assert_eq!(
+        counts(&html),
+        ["1", "0", "1"],
+        "a status change moved the count"
+    );
+    let (_, html) = admin.page("/w/acme/messages?status=queued").await?;
+    assert_eq!(counts(&html), ["0", "0", "0"]);
+    let (_, html) = admin.page("/w/acme/messages?from=2999-01-01").await?;
+    assert_eq!(counts(&html), ["0", "0", "0"], "days narrow the counts");
+    let (_, html) = admin
+        .page("/w/acme/messages?sender=ops%40example.com")
+        .await?;
+    assert!(counts(&html).is_empty(), "no counts rather than wrong ones");
+    Ok(())
+}
+both!(tab_counts_follow_inserts_status_changes_and_filters);
