@@ -60,6 +60,16 @@ enum BenchCommand {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Generate a log of N realistic messages, then time a fixed mix of 200 searches and
+    /// 200 history pages.
+    Search {
+        /// Messages to generate.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// A database URL (default: a fresh temporary SQLite file); give a fresh database.
+        #[arg(long)]
+        database: Option<String>,
+    },
     /// Enqueue N messages and deliver them through the real engine to an SMTP server.
     Delivery {
         /// Messages to deliver.
@@ -154,6 +164,18 @@ pub fn main() -> ExitCode {
                 database,
             };
             match actix_web::rt::System::new().block_on(crate::bench::api(bench)) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
+        Command::Bench {
+            command: BenchCommand::Search { messages, database },
+        } => {
+            let bench = crate::bench::search::SearchBench { messages, database };
+            match actix_web::rt::System::new().block_on(crate::bench::search::search(bench)) {
                 Ok(line) => {
                     println!("{line}");
                     ExitCode::SUCCESS

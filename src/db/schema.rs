@@ -157,6 +157,8 @@ diesel::table! {
         origin -> Text,
         status -> Text,
         n -> BigInt,
+        first_id -> BigInt,
+        last_id -> BigInt,
     }
 }
 

@@ -254,15 +254,6 @@ fn search_of(query: &HistoryQuery, errors: &mut FieldErrors) -> Option<Search> {
     })
 }
 
-/// What the history reads for one request.
-struct Loaded {
-    messages: Vec<super::model::Message>,
-    names: HashMap<ProviderId, String>,
-    bodies: HashMap<i64, String>,
-    keys: HashMap<crate::api::model::ApiKeyId, String>,
-    counts: Option<TabCounts>,
-}
-
 /// `GET /w/{slug}/messages`: newest first, or the newest matches of a search; the table
 /// alone for htmx (polling, search-as-you-type).
 pub async fn index(
@@ -285,51 +276,22 @@ pub async fn index(
     let loaded = state
         .db
         .run(move |conn| {
-            let messages = match (&searched, valid) {
-                (_, false) => Vec::new(),
-                (Some(search), true) => queries::search(conn, workspace, &filter, search)?,
-                (None, true) => queries::page(conn, workspace, &filter, PAGE)?,
+            let rows = match (&searched, valid) {
+                (_, false) => service::Rows::Nothing,
+                (Some(search), true) => service::Rows::Search(search),
+                (None, true) => service::Rows::Page(PAGE),
             };
-            let names: HashMap<ProviderId, String> =
-                providers::names(conn, workspace)?.into_iter().collect();
-            let keys: HashMap<crate::api::model::ApiKeyId, String> =
-                crate::api::queries::list(conn, workspace)?
-                    .into_iter()
-                    .map(|k| (k.id, k.name))
-                    .collect();
-            let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
-            let bodies: HashMap<i64, String> = queries::find_bodies_in(conn, workspace, &body_ids)?
-                .into_iter()
-                .map(|b| (b.id, b.text_body))
-                .collect();
-            let counts = if countable {
-                let rows = queries::tab_counts(
-                    conn,
-                    workspace,
-                    filter.status,
-                    filter.since.map(|t| t.date()),
-                    filter.until.map(|t| t.date()),
-                )?;
-                Some(TabCounts::from_rows(&rows))
-            } else {
-                None
-            };
-            Ok(Loaded {
-                messages,
-                names,
-                bodies,
-                keys,
-                counts,
-            })
+            service::history(conn, workspace, &filter, rows, countable)
         })
         .await?;
-    let Loaded {
+    let service::History {
         mut messages,
         names,
         bodies,
         keys,
         counts,
     } = loaded;
+    let counts = counts.map(|rows| TabCounts::from_rows(&rows));
     let (more, capped) = if search.is_some() {
         (false, messages.len() as i64 >= super::search::LIMIT)
     } else {

@@ -697,7 +697,42 @@ pub fn page(
     if let Some(before) = filter.before {
         query = query.filter(messages::id.lt(before));
     }
+    if filter.since.is_some() || filter.until.is_some() {
+        match id_bounds(conn, workspace, filter.since, filter.until)? {
+            Some((first, last)) => {
+                query = query
+                    .filter(messages::id.ge(first))
+                    .filter(messages::id.le(last));
+            }
+            None => return Ok(Vec::new()),
+        }
+    }
     query.load(conn)
+}
+
+/// The lowest and highest id of the messages created in the days a time range touches
+/// (from the tallies), so a day filter starts reading the log at the right place; `None`
+/// when those days have no messages.
+fn id_bounds(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    since: Option<NaiveDateTime>,
+    until: Option<NaiveDateTime>,
+) -> QueryResult<Option<(i64, i64)>> {
+    use crate::db::schema::message_tallies as t;
+    use diesel::dsl::{max, min};
+    let mut query = t::table
+        .filter(t::workspace_id.eq(workspace))
+        .select((min(t::first_id), max(t::last_id)))
+        .into_boxed();
+    if let Some(since) = since {
+        query = query.filter(t::day.ge(since.date()));
+    }
+    if let Some(until) = until {
+        query = query.filter(t::day.le(until.date()));
+    }
+    let (first, last): (Option<i64>, Option<i64>) = query.first(conn)?;
+    Ok(first.zip(last))
 }
 
 /// Releases a message stored held by the API: due now, or scheduled at its send-at if

@@ -7,9 +7,9 @@ use super::queries;
 use crate::accounts::model::UserId;
 use crate::db::{self, DbConn};
 use crate::error::AppError;
-use crate::providers::model::Provider;
+use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
-use crate::workspaces::model::Workspace;
+use crate::workspaces::model::{Workspace, WorkspaceId};
 
 /// Who composes, for the send record.
 pub struct Sender<'a> {
@@ -275,4 +275,76 @@ pub fn apply_retention(db: &crate::db::Db, days: u32) -> Result<usize, AppError>
             return Ok(total);
         }
     }
+}
+
+/// What one page of the history reads.
+pub struct History {
+    /// The page's messages (one more than the page when there are older ones), or a
+    /// search's matches.
+    pub messages: Vec<Message>,
+    /// The workspace's provider names.
+    pub names: std::collections::HashMap<ProviderId, String>,
+    /// The texts of the messages' contents, by content id.
+    pub bodies: std::collections::HashMap<i64, String>,
+    /// The workspace's API key names.
+    pub keys: std::collections::HashMap<crate::api::model::ApiKeyId, String>,
+    /// Messages per origin under the status and day filters, when `count`.
+    pub counts: Option<Vec<(String, i64)>>,
+}
+
+/// Which messages a history page shows.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// None (the filters were wrong).
+    Nothing,
+    /// A keyset page of this many.
+    Page(i64),
+    /// The newest matches of a search.
+    Search(&'a super::search::Search),
+}
+
+/// Reads one page of the history under the filter; with `count`, the tab counts from the
+/// tallies.
+pub fn history(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &queries::LogFilter,
+    rows: Rows<'_>,
+    count: bool,
+) -> Result<History, AppError> {
+    let messages = match rows {
+        Rows::Nothing => Vec::new(),
+        Rows::Page(limit) => queries::page(conn, workspace, filter, limit)?,
+        Rows::Search(search) => queries::search(conn, workspace, filter, search)?,
+    };
+    let names = crate::providers::queries::names(conn, workspace)?
+        .into_iter()
+        .collect();
+    let keys = crate::api::queries::list(conn, workspace)?
+        .into_iter()
+        .map(|k| (k.id, k.name))
+        .collect();
+    let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
+    let bodies = queries::find_bodies_in(conn, workspace, &body_ids)?
+        .into_iter()
+        .map(|b| (b.id, b.text_body))
+        .collect();
+    let counts = if count {
+        Some(queries::tab_counts(
+            conn,
+            workspace,
+            filter.status,
+            filter.since.map(|t| t.date()),
+            filter.until.map(|t| t.date()),
+        )?)
+    } else {
+        None
+    };
+    Ok(History {
+        messages,
+        names,
+        bodies,
+        keys,
+        counts,
+    })
 }

@@ -8,5 +8,7 @@ DROP FUNCTION messages_restated();
 DROP FUNCTION messages_indexed();
 DROP FUNCTION message_words(TEXT, TEXT);
 DROP INDEX messages_body;
+DROP INDEX messages_log;
+CREATE INDEX messages_log ON messages (workspace_id, origin, id);
 DROP TABLE message_tallies;
 DROP TABLE message_search;

@@ -3,6 +3,8 @@ DROP TRIGGER messages_removed;
 DROP TRIGGER messages_restated;
 DROP TRIGGER messages_indexed;
 DROP INDEX messages_body;
+DROP INDEX messages_log;
+CREATE INDEX messages_log ON messages (workspace_id, origin, id);
 DROP TABLE message_tallies;
 DROP TABLE message_addresses;
 DROP TABLE message_words;

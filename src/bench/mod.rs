@@ -1,6 +1,8 @@
 //! `mailroom bench …`: measurements operators can run too. Each prints one final line of
 //! figures.
 
+pub mod search;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -71,17 +73,9 @@ pub async fn seed(
     Ok(workspace)
 }
 
-/// A workspace with one green provider named `bench` for `smtp_addr`.
-async fn seed_provider(
-    database: &Db,
-    smtp_addr: SocketAddr,
-    connections: u32,
-) -> anyhow::Result<(
-    crate::workspaces::model::WorkspaceId,
-    crate::providers::model::ProviderId,
-)> {
-    let slug = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
-    let settings = ProviderSettings {
+/// Settings of a benchmark's SMTP provider for `smtp_addr`.
+fn bench_settings(smtp_addr: SocketAddr, connections: u32) -> ProviderSettings {
+    ProviderSettings {
         name: "bench".into(),
         kind: Kind::Smtp,
         host: smtp_addr.ip().to_string(),
@@ -98,7 +92,20 @@ async fn seed_provider(
         receive_enabled: false,
         imap_host: None,
         imap_port: None,
-    };
+    }
+}
+
+/// A workspace with one green provider named `bench` for `smtp_addr`.
+async fn seed_provider(
+    database: &Db,
+    smtp_addr: SocketAddr,
+    connections: u32,
+) -> anyhow::Result<(
+    crate::workspaces::model::WorkspaceId,
+    crate::providers::model::ProviderId,
+)> {
+    let slug = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let settings = bench_settings(smtp_addr, connections);
     let (workspace, provider) = database
         .write(move |conn| {
             let now = db::now();
@@ -129,6 +136,37 @@ async fn seed_provider(
         })
         .await?;
     Ok((workspace, provider))
+}
+
+/// Another green provider named `name` in `workspace` (its address is never dialled).
+async fn another_provider(
+    database: &Db,
+    workspace: crate::workspaces::model::WorkspaceId,
+    name: &str,
+) -> anyhow::Result<crate::providers::model::ProviderId> {
+    let mut settings = bench_settings("127.0.0.1:25".parse()?, 1);
+    settings.name = name.to_owned();
+    let provider = database
+        .write(move |conn| {
+            let now = db::now();
+            let provider = providers::insert(
+                conn,
+                &ProviderRow::from_settings(workspace, &settings, now),
+                None,
+                now,
+            )?;
+            providers::update_status(
+                conn,
+                workspace,
+                provider,
+                ProviderStatus::Active,
+                "bench",
+                now,
+            )?;
+            Ok(provider)
+        })
+        .await?;
+    Ok(provider)
 }
 
 /// `messages` queued messages through `provider`, each with its own content of `size`.

@@ -1,0 +1,574 @@
+//! `mailroom bench search`: a log of N realistic messages, then a fixed mix of searches
+//! and history pages, timed as the console runs them (the same service call on the
+//! blocking pool).
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::NaiveDateTime;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::db::{self, Db, DbConn};
+use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status};
+use crate::messages::queries::{self as messages, LogFilter};
+use crate::messages::search::Search;
+use crate::messages::service::{self, Rows};
+use crate::providers::model::ProviderId;
+use crate::workspaces::model::WorkspaceId;
+
+/// What `mailroom bench search` measures.
+#[derive(Debug, Clone)]
+pub struct SearchBench {
+    /// Messages to generate.
+    pub messages: usize,
+    /// A database URL; a fresh temporary SQLite file when absent.
+    pub database: Option<String>,
+}
+
+/// Messages written per transaction while loading.
+const CHUNK: usize = 5_000;
+/// Days the generated log spans (ending now).
+const DAYS: i64 = 90;
+
+/// Words frequent in mail, at the top of the ranking.
+const COMMON: &[&str] = &[
+    "the", "to", "and", "of", "a", "you", "your", "in", "for", "is", "we", "on", "this", "with",
+    "our", "be", "it", "please", "order", "account", "that", "are", "will", "can", "invoice",
+    "payment", "team", "thanks", "update", "today", "new", "from", "at", "have", "as", "if",
+    "not", "by", "all", "more", "report", "meeting", "delivery", "week", "customer",
+];
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "bri", "cha", "dor", "fen", "gla", "hu",
+    "jin", "kre", "lum", "mor", "nis", "pra", "quo", "sel", "tam", "ul", "ven", "wex", "yor",
+    "zan", "ast", "ber", "cor", "dil", "eph", "for", "gri", "hol", "ist", "jun", "kel",
+];
+const FIRST: &[&str] = &[
+    "ann", "ben", "carla", "dan", "eve", "frank", "gina", "hugo", "ines", "jo", "karl", "lena",
+    "max", "nora", "omar", "pia", "quinn", "rosa", "sam", "tara", "uma", "victor", "wendy",
+    "xavier", "yara", "zoe", "alex", "bea", "chris", "dora",
+];
+const LAST: &[&str] = &[
+    "smith", "jones", "miller", "garcia", "brown", "davis", "martin", "lopez", "wilson", "moore",
+    "taylor", "thomas", "white", "harris", "clark", "lewis", "walker", "hall", "young", "king",
+    "wright", "scott", "green", "baker", "adams", "nelson", "hill", "campbell", "mitchell", "roberts",
+];
+
+/// A vocabulary ranked by frequency with a Zipf-like distribution (s = 1.07).
+struct Corpus {
+    words: Vec<String>,
+    cumulative: Vec<f64>,
+    domains: Vec<String>,
+}
+
+impl Corpus {
+    fn new(rng: &mut StdRng, size: usize) -> Self {
+        let mut seen: HashSet<String> = COMMON.iter().map(|w| (*w).to_owned()).collect();
+        let mut words: Vec<String> = COMMON.iter().map(|w| (*w).to_owned()).collect();
+        while words.len() < size {
+            let syllables = rng.random_range(2..=4);
+            let word: String = (0..syllables)
+                .map(|_| SYLLABLES[rng.random_range(0..SYLLABLES.len())])
+                .collect();
+            if seen.insert(word.clone()) {
+                words.push(word);
+            }
+        }
+        let mut total = 0.0;
+        let mut cumulative: Vec<f64> = (1..=words.len())
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(1.07);
+                total
+            })
+            .collect();
+        for c in &mut cumulative {
+            *c /= total;
+        }
+        let domains = (0..200)
+            .map(|i| format!("{}{}.example", words[200 + i * 7], words[300 + i * 11]))
+            .collect();
+        Self {
+            words,
+            cumulative,
+            domains,
+        }
+    }
+
+    fn word(&self, rng: &mut StdRng) -> &str {
+        let u: f64 = rng.random();
+        let rank = self.cumulative.partition_point(|c| *c < u);
+        &self.words[rank.min(self.words.len() - 1)]
+    }
+
+    fn address(&self, rng: &mut StdRng) -> String {
+        format!(
+            "{}.{}{}@{}",
+            FIRST[rng.random_range(0..FIRST.len())],
+            LAST[rng.random_range(0..LAST.len())],
+            rng.random_range(0..100),
+            self.domains[rng.random_range(0..self.domains.len())]
+        )
+    }
+
+    fn subject(&self, rng: &mut StdRng) -> String {
+        let n = rng.random_range(3..=8);
+        let mut subject = String::new();
+        for i in 0..n {
+            let word = self.word(rng);
+            if i == 0 {
+                let mut chars = word.chars();
+                if let Some(c) = chars.next() {
+                    subject.extend(c.to_uppercase());
+                    subject.push_str(chars.as_str());
+                }
+            } else {
+                subject.push(' ');
+                subject.push_str(word);
+            }
+        }
+        subject
+    }
+
+    /// A text of 200–2,000 bytes: sentences of Zipf-distributed words, in paragraphs.
+    fn body(&self, rng: &mut StdRng) -> String {
+        let size = rng.random_range(200..=2_000);
+        let mut text = String::with_capacity(size + 32);
+        let mut in_sentence = 0;
+        while text.len() < size {
+            let word = self.word(rng);
+            if in_sentence == 0 {
+                let mut chars = word.chars();
+                if let Some(c) = chars.next() {
+                    text.extend(c.to_uppercase());
+                    text.push_str(chars.as_str());
+                }
+            } else {
+                text.push(' ');
+                text.push_str(word);
+            }
+            in_sentence += 1;
+            if in_sentence >= rng.random_range(8..=16) {
+                text.push_str(if rng.random_range(0..5) == 0 {
+                    ".\n\n"
+                } else {
+                    ". "
+                });
+                in_sentence = 0;
+            }
+        }
+        text
+    }
+}
+
+/// One chunk of generated messages, ready to insert.
+struct Chunk {
+    bodies: Vec<NewMessageBody>,
+    messages: Vec<NewMessage>,
+}
+
+/// Status of a generated message: mostly sent, some failed, a few still moving.
+fn status(rng: &mut StdRng) -> Status {
+    match rng.random_range(0..1_000) {
+        0..850 => Status::Sent,
+        850..900 => Status::Failed,
+        900..930 => Status::Queued,
+        930..950 => Status::Held,
+        950..970 => Status::Scheduled,
+        970..990 => Status::Cancelled,
+        _ => Status::Sending,
+    }
+}
+
+/// The senders of the generated workspace.
+const SENDERS: &[(&str, &str)] = &[
+    ("news@acme.example", "Acme News"),
+    ("billing@acme.example", "Acme Billing"),
+    ("support@acme.example", "Acme Support"),
+    ("ops@acme.example", "Acme Ops"),
+    ("hr@acme.example", "Acme People"),
+];
+
+fn generate(
+    corpus: &Corpus,
+    workspace: WorkspaceId,
+    providers: &[ProviderId],
+    total: usize,
+    sender: &mpsc::SyncSender<Chunk>,
+) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let start = db::now() - chrono::Duration::days(DAYS);
+    let span = (DAYS * 86_400_000) as f64;
+    for first in (0..total).step_by(CHUNK) {
+        let last = (first + CHUNK).min(total);
+        let mut bodies = Vec::with_capacity(last - first);
+        let mut rows = Vec::with_capacity(last - first);
+        for i in first..last {
+            let at: NaiveDateTime =
+                start + chrono::Duration::milliseconds((span * i as f64 / total as f64) as i64);
+            bodies.push(NewMessageBody {
+                workspace_id: workspace,
+                text_body: corpus.body(&mut rng),
+                html_body: None,
+                attachments: 0,
+                created_at: at,
+            });
+            let (from_address, from_name) = SENDERS[rng.random_range(0..SENDERS.len())];
+            let status = status(&mut rng);
+            let final_ = matches!(status, Status::Sent | Status::Failed);
+            rows.push(NewMessage {
+                workspace_id: workspace,
+                origin: if rng.random_range(0..10) < 3 {
+                    Origin::Web
+                } else {
+                    Origin::Sys
+                }
+                .as_str()
+                .into(),
+                user_id: None,
+                session_public_id: None,
+                provider_id: Some(providers[rng.random_range(0..providers.len())]),
+                from_address: from_address.into(),
+                from_name: from_name.into(),
+                recipient: corpus.address(&mut rng),
+                cc: String::new(),
+                bcc: String::new(),
+                subject: corpus.subject(&mut rng),
+                body_id: 0,
+                message_id: format!("<bench.{i}@acme.example>"),
+                status: status.as_str().into(),
+                hold_reason: (status == Status::Held).then(|| "paused".into()),
+                attempts: i32::from(final_),
+                max_attempts: 4,
+                due_at: at,
+                send_at: None,
+                possible_duplicate: false,
+                result: if status == Status::Failed {
+                    "550 5.1.1 mailbox unavailable".into()
+                } else {
+                    String::new()
+                },
+                created_at: at,
+                updated_at: at,
+                api_key_id: None,
+                references_header: None,
+                contact_ids: None,
+            });
+        }
+        if sender
+            .send(Chunk {
+                bodies,
+                messages: rows,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Loads the generated log: one thread generates, this one writes.
+fn load(
+    database: &Db,
+    corpus: std::sync::Arc<Corpus>,
+    workspace: WorkspaceId,
+    providers: Vec<ProviderId>,
+    total: usize,
+) -> anyhow::Result<()> {
+    let (sender, receiver) = mpsc::sync_channel::<Chunk>(2);
+    let generator =
+        std::thread::spawn(move || generate(&corpus, workspace, &providers, total, &sender));
+    let mut conn = database.get().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for Chunk {
+        bodies,
+        mut messages,
+    } in receiver
+    {
+        db::write(&mut conn, |conn: &mut DbConn| {
+            let ids = messages::insert_bodies(conn, &bodies)?;
+            for (message, id) in messages.iter_mut().zip(ids) {
+                message.body_id = id;
+            }
+            messages::insert_batch(conn, &messages).map(|_| ())
+        })?;
+    }
+    generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator failed"))?;
+    Ok(())
+}
+
+/// One timed request of the mix.
+struct Probe {
+    kind: &'static str,
+    filter: LogFilter,
+    search: Option<String>,
+}
+
+fn filter(origin: Option<Origin>, status: Option<Status>) -> LogFilter {
+    LogFilter {
+        origin,
+        status,
+        ..LogFilter::default()
+    }
+}
+
+/// The fixed mix: 200 searches (common and rare words, words being typed, parts of
+/// addresses, two-word phrases, some under a tab or status) and 200 history pages (tabs,
+/// older pages, statuses, day ranges, providers and senders).
+fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut probes = Vec::new();
+    let search = |kind, q: String, filter: LogFilter| Probe {
+        kind,
+        filter,
+        search: Some(q),
+    };
+    let common = |rng: &mut StdRng| corpus.words[rng.random_range(0..150)].clone();
+    let rare = |rng: &mut StdRng| corpus.words[rng.random_range(8_000..corpus.words.len())].clone();
+    for _ in 0..40 {
+        probes.push(search("common", format!("{} ", common(&mut rng)), filter(None, None)));
+    }
+    for _ in 0..20 {
+        let word = corpus.words[rng.random_range(40..2_000)].clone();
+        let typed: String = word.chars().take(rng.random_range(2..=4)).collect();
+        probes.push(search("typing", typed, filter(None, None)));
+    }
+    for _ in 0..40 {
+        probes.push(search("rare", format!("{} ", rare(&mut rng)), filter(None, None)));
+    }
+    for _ in 0..30 {
+        let address = corpus.address(&mut rng);
+        let start = rng.random_range(0..address.len() / 2);
+        let len = rng.random_range(4..=9).min(address.len() - start);
+        let part = address[start..start + len].trim().to_owned();
+        probes.push(search("address", part, filter(None, None)));
+    }
+    for _ in 0..30 {
+        let body = corpus.body(&mut rng);
+        let words: Vec<&str> = body
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let at = rng.random_range(0..words.len().saturating_sub(1).max(1));
+        let phrase = format!(
+            "\"{} {}\"",
+            words[at],
+            words.get(at + 1).copied().unwrap_or("the")
+        );
+        probes.push(search("phrase", phrase, filter(None, None)));
+    }
+    for i in 0..40 {
+        let (q, f) = match i % 4 {
+            0 => (format!("{} ", common(&mut rng)), filter(Some(Origin::Web), None)),
+            1 => (format!("{} ", rare(&mut rng)), filter(Some(Origin::Sys), None)),
+            2 => (
+                format!("{} ", common(&mut rng)),
+                filter(None, Some(Status::Failed)),
+            ),
+            _ => (
+                corpus.address(&mut rng)[..5].to_owned(),
+                filter(None, Some(Status::Sent)),
+            ),
+        };
+        probes.push(search("filtered", q, f));
+    }
+    let page = |kind, filter: LogFilter| Probe {
+        kind,
+        filter,
+        search: None,
+    };
+    let tabs = [None, Some(Origin::Web), Some(Origin::Sys)];
+    for i in 0..50 {
+        probes.push(page("first page", filter(tabs[i % 3], None)));
+    }
+    for i in 0..50 {
+        probes.push(page(
+            "older page",
+            LogFilter {
+                before: Some(MessageId(rng.random_range(1..=max_id.max(1)))),
+                ..filter(tabs[i % 3], None)
+            },
+        ));
+    }
+    let statuses = [
+        Status::Failed,
+        Status::Held,
+        Status::Cancelled,
+        Status::Queued,
+    ];
+    for i in 0..40 {
+        probes.push(page("status", filter(tabs[i % 2], Some(statuses[i % 4]))));
+    }
+    let today = db::now().date();
+    for i in 0..30 {
+        let since = today - chrono::Duration::days(rng.random_range(1..DAYS));
+        let days = if i % 2 == 0 { 1 } else { 7 };
+        probes.push(page(
+            "days",
+            LogFilter {
+                since: since.and_hms_opt(0, 0, 0),
+                until: (since + chrono::Duration::days(days)).and_hms_opt(0, 0, 0),
+                ..filter(tabs[i % 3], None)
+            },
+        ));
+    }
+    for i in 0..30 {
+        probes.push(page(
+            "provider/sender",
+            LogFilter {
+                provider: (i % 2 == 0).then(|| providers[i % providers.len()]),
+                sender: (i % 2 == 1).then(|| SENDERS[i % SENDERS.len()].0.to_owned()),
+                ..LogFilter::default()
+            },
+        ));
+    }
+    probes
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Size of the database in MB.
+fn size_mb(database: &Db, url: &str) -> anyhow::Result<f64> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let bytes: u64 = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| std::fs::metadata(format!("{path}{suffix}")).ok())
+            .map(|m| m.len())
+            .sum();
+        return Ok(bytes as f64 / 1_048_576.0);
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Size {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        bytes: i64,
+    }
+    let mut conn = database.get().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let DbConn::Pg(pg) = &mut *conn else {
+        anyhow::bail!("not PostgreSQL");
+    };
+    use diesel::RunQueryDsl;
+    let size: Size =
+        diesel::sql_query("SELECT pg_database_size(current_database()) AS bytes").get_result(pg)?;
+    Ok(size.bytes as f64 / 1_048_576.0)
+}
+
+/// Generates the log, runs the mix, returns the final line.
+pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let url = bench
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let database = Db::open(&url, 8)?;
+    let addr: std::net::SocketAddr = "127.0.0.1:25".parse()?;
+    let (workspace, first) = super::seed_provider(&database, addr, 1).await?;
+    let mut providers = vec![first];
+    for name in ["backup", "bulk"] {
+        let other = super::another_provider(&database, workspace, name).await?;
+        providers.push(other);
+    }
+    let mut rng = StdRng::seed_from_u64(3);
+    let corpus = std::sync::Arc::new(Corpus::new(&mut rng, 24_000));
+
+    let started = Instant::now();
+    {
+        let (database, corpus, providers) = (database.clone(), corpus.clone(), providers.clone());
+        let total = bench.messages;
+        db::blocking(move || {
+            load(&database, corpus, workspace, providers, total)
+                .map_err(crate::error::AppError::Unexpected)
+        })
+        .await
+        .context("loading the messages")?;
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "loaded {} messages in {load_seconds:.1} s ({:.0}/s)",
+        bench.messages,
+        bench.messages as f64 / load_seconds
+    );
+    if url.starts_with("postgres") {
+        // What autovacuum would do soon after a load this size: the planner's statistics.
+        database
+            .run(|conn| {
+                use diesel::connection::SimpleConnection;
+                Ok(conn.batch_execute("ANALYZE")?)
+            })
+            .await?;
+    }
+
+    let max_id = bench.messages as i64;
+    let probes = mix(&corpus, &providers, max_id);
+    let mut searches = Vec::new();
+    let mut pages = Vec::new();
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for probe in probes {
+        let parsed = match &probe.search {
+            Some(q) => match Search::parse(q) {
+                Ok(Some(s)) => Some(s),
+                _ => continue,
+            },
+            None => None,
+        };
+        let filter = probe.filter.clone();
+        let started = Instant::now();
+        let shown = database
+            .run(move |conn| {
+                let rows = match &parsed {
+                    Some(search) => Rows::Search(search),
+                    None => Rows::Page(50),
+                };
+                let history = service::history(conn, workspace, &filter, rows, true)?;
+                // What the page shows of each row: the marked subject and text.
+                let shown: usize = history
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        let text = history.bodies.get(&m.body_id).map_or("", String::as_str);
+                        match &parsed {
+                            Some(s) => s.mark(&m.subject).len() + s.snippet(text, 120).len(),
+                            None => text.len().min(80),
+                        }
+                    })
+                    .sum();
+                Ok(shown)
+            })
+            .await?;
+        let ms = started.elapsed().as_secs_f64() * 1_000.0;
+        std::hint::black_box(shown);
+        by_kind.entry(probe.kind).or_default().push(ms);
+        if probe.search.is_some() {
+            searches.push(ms);
+        } else {
+            pages.push(ms);
+        }
+    }
+    for (kind, mut times) in by_kind {
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "  {kind:<16} n={:<3} p50={:>7.2} ms  p95={:>7.2} ms  max={:>7.2} ms",
+            times.len(),
+            percentile(&times, 50.0),
+            percentile(&times, 95.0),
+            times.last().copied().unwrap_or_default()
+        );
+    }
+    searches.sort_by(f64::total_cmp);
+    pages.sort_by(f64::total_cmp);
+    let db_mb = size_mb(&database, &url)?;
+    Ok(format!(
+        "bench search: messages={} load_seconds={load_seconds:.1} search_p50_ms={:.2} search_p95_ms={:.2} page_p95_ms={:.2} db_mb={db_mb:.0}",
+        bench.messages,
+        percentile(&searches, 50.0),
+        percentile(&searches, 95.0),
+        percentile(&pages, 95.0),
+    ))
+}
