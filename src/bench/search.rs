@@ -29,7 +29,7 @@ pub struct SearchBench {
 }
 
 /// Messages written per transaction while loading.
-const CHUNK: usize = 5_000;
+const CHUNK: usize = 10_000;
 /// Days the generated log spans (ending now).
 const DAYS: i64 = 90;
 
@@ -37,8 +37,8 @@ const DAYS: i64 = 90;
 const COMMON: &[&str] = &[
     "the", "to", "and", "of", "a", "you", "your", "in", "for", "is", "we", "on", "this", "with",
     "our", "be", "it", "please", "order", "account", "that", "are", "will", "can", "invoice",
-    "payment", "team", "thanks", "update", "today", "new", "from", "at", "have", "as", "if",
-    "not", "by", "all", "more", "report", "meeting", "delivery", "week", "customer",
+    "payment", "team", "thanks", "update", "today", "new", "from", "at", "have", "as", "if", "not",
+    "by", "all", "more", "report", "meeting", "delivery", "week", "customer",
 ];
 const SYLLABLES: &[&str] = &[
     "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "bri", "cha", "dor", "fen", "gla", "hu",
@@ -53,7 +53,8 @@ const FIRST: &[&str] = &[
 const LAST: &[&str] = &[
     "smith", "jones", "miller", "garcia", "brown", "davis", "martin", "lopez", "wilson", "moore",
     "taylor", "thomas", "white", "harris", "clark", "lewis", "walker", "hall", "young", "king",
-    "wright", "scott", "green", "baker", "adams", "nelson", "hill", "campbell", "mitchell", "roberts",
+    "wright", "scott", "green", "baker", "adams", "nelson", "hill", "campbell", "mitchell",
+    "roberts",
 ];
 
 /// A vocabulary ranked by frequency with a Zipf-like distribution (s = 1.07).
@@ -328,7 +329,11 @@ fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
     let common = |rng: &mut StdRng| corpus.words[rng.random_range(0..150)].clone();
     let rare = |rng: &mut StdRng| corpus.words[rng.random_range(8_000..corpus.words.len())].clone();
     for _ in 0..40 {
-        probes.push(search("common", format!("{} ", common(&mut rng)), filter(None, None)));
+        probes.push(search(
+            "common",
+            format!("{} ", common(&mut rng)),
+            filter(None, None),
+        ));
     }
     for _ in 0..20 {
         let word = corpus.words[rng.random_range(40..2_000)].clone();
@@ -336,7 +341,11 @@ fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
         probes.push(search("typing", typed, filter(None, None)));
     }
     for _ in 0..40 {
-        probes.push(search("rare", format!("{} ", rare(&mut rng)), filter(None, None)));
+        probes.push(search(
+            "rare",
+            format!("{} ", rare(&mut rng)),
+            filter(None, None),
+        ));
     }
     for _ in 0..30 {
         let address = corpus.address(&mut rng);
@@ -361,8 +370,14 @@ fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
     }
     for i in 0..40 {
         let (q, f) = match i % 4 {
-            0 => (format!("{} ", common(&mut rng)), filter(Some(Origin::Web), None)),
-            1 => (format!("{} ", rare(&mut rng)), filter(Some(Origin::Sys), None)),
+            0 => (
+                format!("{} ", common(&mut rng)),
+                filter(Some(Origin::Web), None),
+            ),
+            1 => (
+                format!("{} ", rare(&mut rng)),
+                filter(Some(Origin::Sys), None),
+            ),
             2 => (
                 format!("{} ", common(&mut rng)),
                 filter(None, Some(Status::Failed)),

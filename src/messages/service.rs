@@ -348,3 +348,93 @@ pub fn history(
         counts,
     })
 }
+
+/// Messages of one day of the overview's chart, by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayCounts {
+    /// The day (UTC).
+    pub day: chrono::NaiveDate,
+    /// Sent.
+    pub sent: i64,
+    /// Failed.
+    pub failed: i64,
+    /// Scheduled, queued, sending or held.
+    pub waiting: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+}
+
+impl DayCounts {
+    /// Every message of the day.
+    pub fn total(&self) -> i64 {
+        self.sent + self.failed + self.waiting + self.cancelled
+    }
+
+    fn add(&mut self, status: &str, n: i64) {
+        match Status::parse(status) {
+            Some(Status::Sent) => self.sent += n,
+            Some(Status::Failed) => self.failed += n,
+            Some(Status::Cancelled) => self.cancelled += n,
+            _ => self.waiting += n,
+        }
+    }
+}
+
+/// What the overview shows of the log: the last 30 days by day and outcome, and the
+/// queue right now.
+#[derive(Debug, Clone, Default)]
+pub struct LogOverview {
+    /// 30 days, oldest first, ending today.
+    pub days: Vec<DayCounts>,
+    /// Messages per status over all time (`status`, count).
+    pub statuses: Vec<(String, i64)>,
+}
+
+impl LogOverview {
+    /// Sums the last `days` days (1 = today).
+    pub fn last(&self, days: usize) -> DayCounts {
+        let mut sum = DayCounts::default();
+        for day in self.days.iter().rev().take(days) {
+            sum.sent += day.sent;
+            sum.failed += day.failed;
+            sum.waiting += day.waiting;
+            sum.cancelled += day.cancelled;
+        }
+        sum
+    }
+
+    /// Messages of one status right now.
+    pub fn now(&self, status: Status) -> i64 {
+        self.statuses
+            .iter()
+            .filter(|(s, _)| s == status.as_str())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Reads the overview's counts from the tallies (a few hundred rows, whatever the size of
+/// the log).
+pub fn log_overview(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    today: chrono::NaiveDate,
+) -> Result<LogOverview, AppError> {
+    let first = today - chrono::Duration::days(29);
+    let mut days: Vec<DayCounts> = (0..30)
+        .map(|i| DayCounts {
+            day: first + chrono::Duration::days(i),
+            ..DayCounts::default()
+        })
+        .collect();
+    for (day, status, n) in queries::daily_counts(conn, workspace, first)? {
+        let index = (day - first).num_days();
+        if let Some(counts) = usize::try_from(index).ok().and_then(|i| days.get_mut(i)) {
+            counts.add(&status, n);
+        }
+    }
+    Ok(LogOverview {
+        days,
+        statuses: queries::status_counts(conn, workspace)?,
+    })
+}

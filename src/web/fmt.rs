@@ -19,7 +19,8 @@ pub fn ago(at: &NaiveDateTime) -> String {
 }
 
 /// A count with thousands separated by commas: 1,234,567.
-pub fn count(n: i64) -> String {
+pub fn count(n: impl std::borrow::Borrow<i64>) -> String {
+    let n = *n.borrow();
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if n < 0 {

@@ -23,11 +23,21 @@ pub async fn overview(
     ctx: WorkspaceCtx,
 ) -> Result<HttpResponse, AppError> {
     let workspace_id = ctx.workspace.id;
-    let members = state
+    let today = crate::db::now().date();
+    let (members, log, providers) = state
         .db
-        .run(move |conn| Ok(queries::list_members(conn, workspace_id)?))
+        .run(move |conn| {
+            Ok((
+                queries::list_members(conn, workspace_id)?,
+                crate::messages::service::log_overview(conn, workspace_id, today)?,
+                crate::providers::queries::list_by_workspace(conn, workspace_id)?,
+            ))
+        })
         .await?;
     render(&OverviewPage {
+        chart: Chart::new(&log.days),
+        log,
+        providers,
         frame: Frame::workspace(&session, &ctx, "overview", "Overview"),
         member_count: members.len(),
         admin_count: members.iter().filter(|(_, m)| m.role().is_admin()).count(),
