@@ -269,30 +269,53 @@ fn generate(
     }
 }
 
-/// Loads the generated log: one thread generates, this one writes.
+/// Loads the generated log: one thread generates; `writers` threads store chunks, each
+/// in its own transaction (two on PostgreSQL, as concurrent API traffic would; one on
+/// SQLite, which has one writer anyway).
 fn load(
     database: &Db,
     corpus: std::sync::Arc<Corpus>,
     workspace: WorkspaceId,
     providers: Vec<ProviderId>,
     total: usize,
+    writers: usize,
 ) -> anyhow::Result<()> {
-    let (sender, receiver) = mpsc::sync_channel::<Chunk>(2);
+    let (sender, receiver) = mpsc::sync_channel::<Chunk>(writers + 1);
+    let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
     let generator =
         std::thread::spawn(move || generate(&corpus, workspace, &providers, total, &sender));
-    let mut conn = database.get().map_err(|e| anyhow::anyhow!("{e}"))?;
-    for Chunk {
-        bodies,
-        mut messages,
-    } in receiver
-    {
-        db::write(&mut conn, |conn: &mut DbConn| {
-            let ids = messages::insert_bodies(conn, &bodies)?;
-            for (message, id) in messages.iter_mut().zip(ids) {
-                message.body_id = id;
-            }
-            messages::insert_batch(conn, &messages).map(|_| ())
-        })?;
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let (database, receiver) = (database.clone(), receiver.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = database.get().map_err(|e| anyhow::anyhow!("{e}"))?;
+                loop {
+                    let next = receiver
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .recv();
+                    let Ok(Chunk {
+                        bodies,
+                        mut messages,
+                    }) = next
+                    else {
+                        return Ok(());
+                    };
+                    db::write(&mut conn, |conn: &mut DbConn| {
+                        let ids = messages::insert_bodies(conn, &bodies)?;
+                        for (message, id) in messages.iter_mut().zip(ids) {
+                            message.body_id = id;
+                        }
+                        messages::insert_batch(conn, &messages).map(|_| ())
+                    })?;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a writer failed"))??;
     }
     generator
         .join()
@@ -497,8 +520,9 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
     {
         let (database, corpus, providers) = (database.clone(), corpus.clone(), providers.clone());
         let total = bench.messages;
+        let writers = if url.starts_with("postgres") { 2 } else { 1 };
         db::blocking(move || {
-            load(&database, corpus, workspace, providers, total)
+            load(&database, corpus, workspace, providers, total, writers)
                 .map_err(crate::error::AppError::Unexpected)
         })
         .await

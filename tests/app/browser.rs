@@ -282,3 +282,119 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
     assert!(mail.data.contains("Subject: [Acme] Hello from the browser"));
     Ok(())
 }
+
+/// Waits until the element's text holds `present` and not `absent`.
+async fn wait_for_swap(
+    client: &Client,
+    css: &str,
+    present: &str,
+    absent: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            let text = element.text().await.unwrap_or_default();
+            if text.contains(present) && !text.contains(absent) {
+                return Ok(text);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{css} never showed {present:?} without {absent:?}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[actix_web::test]
+async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> TestResult {
+    let Some((driver, chromium)) =
+        chromedriver("typing_in_the_search_box_updates_the_history_in_a_real_browser").await?
+    else {
+        return Ok(());
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    let admin = app.setup().await?;
+    let server = crate::smtp_server::SmtpServer::start().await?;
+    server.require_credentials(crate::providers::SMTP_USER, crate::providers::SMTP_PASSWORD);
+    crate::providers::add_provider(&admin, &server, crate::providers::SMTP_PASSWORD).await?;
+    let key = crate::api::create_key(&admin, "acme", "Desk", "send+read", "").await?;
+    let api = crate::api::Api::new(&app, &key);
+    for (to, subject, text) in [
+        (
+            "alice@example.com",
+            "Quarterly invoice",
+            "The numbers are attached.",
+        ),
+        ("bob@another.org", "Lunch plans", "Shall we meet at noon?"),
+    ] {
+        let (status, _) = api
+            .post(
+                "/messages",
+                &serde_json::json!({"to": [to], "subject": subject, "provider": "Ops SMTP",
+                                    "text": text, "hold": true}),
+            )
+            .await?;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    }
+    let profile = tempfile::tempdir()?;
+    let client = connect(&driver, &chromium, profile.path()).await?;
+    let result = async {
+        client.goto(&format!("{}/login", app.base)).await?;
+        fill(&client, "f-email", ADMIN).await?;
+        fill(&client, "f-password", PASSWORD).await?;
+        client
+            .find(Locator::Css("form[action='/login'] button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_path(&client, "/w/acme/").await?;
+        screenshot(&client, "overview-1440.png").await?;
+
+        client
+            .goto(&format!("{}/w/acme/messages", app.base))
+            .await?;
+        wait_for_swap(
+            &client,
+            "#history-table",
+            "alice@example.com",
+            "no such text",
+        )
+        .await?;
+        // Typing (no Enter): htmx asks 300 ms after the last key and swaps the table.
+        fill(&client, "f-q", "lunc").await?;
+        let text = wait_for_swap(&client, "#history-table", "bob@another.org", "alice@").await?;
+        assert!(text.contains("1 match"), "{text}");
+        let marked = client.find(Locator::Css("#history-table mark")).await?;
+        assert_eq!(
+            marked.text().await?,
+            "Lunch",
+            "the word being typed is marked"
+        );
+        let url = client.current_url().await?;
+        assert_eq!(
+            url.query_pairs()
+                .find(|(k, _)| k == "q")
+                .map(|(_, v)| v.into_owned()),
+            Some("lunc".to_owned()),
+            "the URL follows the search"
+        );
+        screenshot(&client, "history-search-1440.png").await?;
+
+        // A part of an address.
+        client.find(Locator::Id("f-q")).await?.clear().await?;
+        fill(&client, "f-q", "alice@exa").await?;
+        wait_for_swap(&client, "#history-table", "alice@example.com", "bob@").await?;
+        // Nothing matches: the table says so.
+        fill(&client, "f-q", "zzz").await?;
+        wait_for_swap(&client, "#history-table", "No message matches", "alice@").await?;
+
+        client.set_window_size(390, 844).await?;
+        client.goto(&format!("{}/w/acme/", app.base)).await?;
+        screenshot(&client, "overview-390.png").await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }
+    .await;
+    client.close().await?;
+    drop(admin);
+    result
+}

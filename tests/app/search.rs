@@ -343,3 +343,57 @@ async fn tab_counts_follow_inserts_status_changes_and_filters(backend: Backend) 
     Ok(())
 }
 both!(tab_counts_follow_inserts_status_changes_and_filters);
+
+async fn the_overview_counts_charts_and_lists_the_queue_and_providers(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, api, _server) = workspace_with_key(backend).await?;
+    let (_, html) = admin.page("/w/acme").await?;
+    assert!(html.contains("No messages yet"), "an empty state first");
+    held(&api, &["a@example.com", "b@example.com"], "One", "x").await?;
+    let (_, sent) = api
+        .post(
+            "/messages?wait=10",
+            &json!({"to": ["c@example.com"], "subject": "Two", "provider": "Ops SMTP", "text": "x"}),
+        )
+        .await?;
+    assert_eq!(sent["messages"][0]["status"], "sent", "{sent}");
+    let (status, html) = admin.page("/w/acme").await?;
+    assert_eq!(status, StatusCode::OK);
+    let today = mailroom::db::now().date().format("%Y-%m-%d").to_string();
+    assert!(
+        html.contains("<svg class=\"chart\""),
+        "a chart drawn on the server"
+    );
+    assert!(
+        html.contains(&format!(
+            "<title>{today}: 3 messages — 1 sent, 0 failed, 2 waiting, 0 cancelled</title>"
+        )),
+        "today's bar says its numbers on hover: {html}"
+    );
+    assert!(
+        html.contains(&format!("<time datetime=\"{today}\">{today}</time></td><td class=\"num\">1</td><td class=\"num\">0</td><td class=\"num\">2</td><td class=\"num\">0</td><td class=\"num\">3</td>")),
+        "and in the table under it"
+    );
+    assert_eq!(html.matches("<g class=\"bar\">").count(), 30, "30 days");
+    assert!(html.contains(">1 sent</span>"), "today's totals");
+    assert!(
+        html.contains("<dt>Held</dt><dd><span class=\"badge amber\">2</span>"),
+        "the queue"
+    );
+    assert!(
+        html.contains(">Ops SMTP</a> <span class=\"badge green\">active</span>"),
+        "the providers"
+    );
+    let beta = app
+        .other_workspace("beta", "beta-admin@example.com")
+        .await?;
+    let (_, html) = beta.page("/w/beta").await?;
+    assert!(
+        html.contains("No messages yet"),
+        "another workspace counts its own"
+    );
+    assert!(html.contains("<dt>Held</dt><dd><span class=\"badge amber\">0</span>"));
+    Ok(())
+}
+both!(the_overview_counts_charts_and_lists_the_queue_and_providers);
