@@ -348,7 +348,7 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
             .click()
             .await?;
         wait_for_path(&client, "/w/acme/").await?;
-        screenshot(&client, "overview-1440.png").await?;
+        screenshot(&client, "overview-messages-1440.png").await?;
 
         client
             .goto(&format!("{}/w/acme/messages", app.base))
@@ -390,7 +390,7 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
 
         client.set_window_size(390, 844).await?;
         client.goto(&format!("{}/w/acme/", app.base)).await?;
-        screenshot(&client, "overview-390.png").await?;
+        screenshot(&client, "overview-messages-390.png").await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }
     .await;
