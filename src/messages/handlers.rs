@@ -644,9 +644,11 @@ pub async fn export(
     };
     let mut errors = FieldErrors::new();
     let filter = query.parse(origin, &mut errors);
+    let search = search_of(&query, &mut errors);
     if let Some((field, message)) = errors.iter().next() {
         return Err(AppError::Validation(format!(
-            "The {field} filter: {message}"
+            "{}: {message}",
+            filter_label(field)
         )));
     }
     let workspace = ctx.workspace.id;
@@ -656,6 +658,20 @@ pub async fn export(
         .await?
         .into_iter()
         .collect();
+    let attachment = (
+        actix_web::http::header::CONTENT_DISPOSITION,
+        "attachment; filename=\"messages.csv\"",
+    );
+    // A search exports what it shows: its newest matches, at most 100.
+    if let Some(search) = search {
+        let rows = db
+            .run(move |conn| Ok(queries::search(conn, workspace, &filter, &search)?))
+            .await?;
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header(attachment)
+            .body(csv_chunk(&rows, &providers, true)?));
+    }
     let providers = std::sync::Arc::new(providers);
     // (the keyset cursor, whether the header went out, whether the end was reached)
     let start = (filter, false, false);
@@ -684,9 +700,6 @@ pub async fn export(
     });
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
-        .insert_header((
-            actix_web::http::header::CONTENT_DISPOSITION,
-            "attachment; filename=\"messages.csv\"",
-        ))
+        .insert_header(attachment)
         .streaming(body))
 }

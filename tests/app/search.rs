@@ -166,6 +166,19 @@ async fn search_finds_words_of_subjects_and_texts_and_parts_of_addresses(
         "the tabs keep the search"
     );
     assert!(html.contains("2 matches, newest first"));
+    let csv = admin.get("/w/acme/messages.csv?q=invoice").await?;
+    assert_eq!(csv.status(), StatusCode::OK);
+    let csv = csv.text().await?;
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "the header and the two matches: {csv}"
+    );
+    assert!(csv.contains("alice@example.com") && csv.contains("bob@another.org"));
+    assert!(
+        !csv.contains("jo@example.com"),
+        "only what the search shows"
+    );
 
     // A wrong search says what is wrong, in the page and in the swapped table.
     let long = "x".repeat(201);
