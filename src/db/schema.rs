@@ -163,6 +163,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// A view: the tallies and the changes not folded into them yet.
+    message_counts (workspace_id, day, origin, status) {
+        workspace_id -> BigInt,
+        day -> Date,
+        origin -> Text,
+        status -> Text,
+        n -> BigInt,
+        first_id -> BigInt,
+        last_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    message_tally_deltas (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        day -> Date,
+        origin -> Text,
+        status -> Text,
+        n -> BigInt,
+        first_id -> BigInt,
+        last_id -> BigInt,
+    }
+}
+
+diesel::table! {
     api_keys (id) {
         id -> BigInt,
         workspace_id -> BigInt,

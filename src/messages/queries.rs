@@ -753,7 +753,7 @@ fn id_bounds(
     since: Option<NaiveDateTime>,
     until: Option<NaiveDateTime>,
 ) -> QueryResult<Option<(i64, i64)>> {
-    use crate::db::schema::message_tallies as t;
+    use crate::db::schema::message_counts as t;
     use diesel::dsl::{max, min};
     let mut query = t::table
         .filter(t::workspace_id.eq(workspace))
@@ -1182,7 +1182,7 @@ pub fn tab_counts(
     since: Option<chrono::NaiveDate>,
     until: Option<chrono::NaiveDate>,
 ) -> QueryResult<Vec<(String, i64)>> {
-    use crate::db::schema::message_tallies as t;
+    use crate::db::schema::message_counts as t;
     let mut query = t::table
         .filter(t::workspace_id.eq(workspace))
         .group_by(t::origin)
@@ -1209,7 +1209,7 @@ pub fn daily_counts(
     workspace: WorkspaceId,
     since: chrono::NaiveDate,
 ) -> QueryResult<Vec<(chrono::NaiveDate, String, i64)>> {
-    use crate::db::schema::message_tallies as t;
+    use crate::db::schema::message_counts as t;
     t::table
         .filter(t::workspace_id.eq(workspace))
         .filter(t::day.ge(since))
@@ -1224,7 +1224,7 @@ pub fn daily_counts(
 
 /// Messages per status over all days (the queue's depth).
 pub fn status_counts(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<(String, i64)>> {
-    use crate::db::schema::message_tallies as t;
+    use crate::db::schema::message_counts as t;
     t::table
         .filter(t::workspace_id.eq(workspace))
         .group_by(t::status)
@@ -1233,4 +1233,12 @@ pub fn status_counts(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<V
             diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
         ))
         .load(conn)
+}
+
+/// Folds the tallies' pending changes into them (PostgreSQL; nothing to do on SQLite).
+pub fn fold_tallies(conn: &mut DbConn) -> QueryResult<()> {
+    if let DbConn::Pg(c) = conn {
+        diesel::sql_query("SELECT message_tallies_fold()").execute(c)?;
+    }
+    Ok(())
 }

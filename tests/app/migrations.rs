@@ -62,7 +62,7 @@ fn schema(conn: &mut DbConn) -> (BTreeSet<String>, BTreeSet<String>) {
                 "SELECT m.name AS table_name, p.name AS column_name, \
                  CASE WHEN p.\"notnull\" = 1 OR p.pk > 0 THEN 'NO' ELSE 'YES' END AS nullable \
                  FROM sqlite_master m JOIN pragma_table_info(m.name) p \
-                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+                 WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' \
                  AND m.name NOT LIKE '\\_\\_diesel%' ESCAPE '\\'",
             )
             .load(c)

@@ -2,6 +2,8 @@ DROP TRIGGER message_bodies_purged;
 DROP TRIGGER messages_removed;
 DROP TRIGGER messages_restated;
 DROP TRIGGER messages_indexed;
+DROP VIEW message_counts;
+DROP TABLE message_tally_deltas;
 DROP INDEX messages_body;
 DROP INDEX messages_log;
 CREATE INDEX messages_log ON messages (workspace_id, origin, id);

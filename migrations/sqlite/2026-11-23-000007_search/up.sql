@@ -47,6 +47,24 @@ CREATE TABLE message_tallies (
 DROP INDEX messages_log;
 CREATE INDEX messages_log ON messages (workspace_id, id);
 
+-- PostgreSQL appends changes here and folds them into the tallies (its writers must not
+-- wait on each other's counter rows); SQLite has one writer and adds to the tallies at
+-- once, so this stays empty. Counts read the view on both.
+CREATE TABLE message_tally_deltas (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace_id BIGINT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    day DATE NOT NULL,
+    origin TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    first_id BIGINT NOT NULL,
+    last_id BIGINT NOT NULL
+);
+CREATE VIEW message_counts AS
+    SELECT workspace_id, day, origin, status, n, first_id, last_id FROM message_tallies
+    UNION ALL
+    SELECT workspace_id, day, origin, status, n, first_id, last_id FROM message_tally_deltas;
+
 -- Retention re-indexes the messages of a purged content: found by their content.
 CREATE INDEX messages_body ON messages (body_id);
 
