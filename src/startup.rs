@@ -71,7 +71,12 @@ impl Application {
                 smtp_timeout: Duration::from_secs(settings.smtp_timeout_secs),
             },
         );
-        let ingest = crate::messages::ingest::Ingest::start(db.clone(), engine.clone());
+        let writers = if settings.database_url().starts_with("postgres") {
+            2
+        } else {
+            1
+        };
+        let ingest = crate::messages::ingest::Ingest::start(db.clone(), engine.clone(), writers);
         let state = web::Data::new(AppState {
             db,
             settings: Arc::new(settings.clone()),

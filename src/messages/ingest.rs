@@ -49,10 +49,16 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts the writer on the current actix system; it wakes `engine` after each commit.
-    pub fn start(db: Db, engine: EngineHandle) -> Self {
+    /// Starts `writers` writers on the current actix system; each wakes `engine` after
+    /// its commits. One suits SQLite (one writer at a time anyway); on PostgreSQL a second
+    /// one gathers and stores the next batch while the first commits (the search index
+    /// makes each batch's work in the server larger than its round trips).
+    pub fn start(db: Db, engine: EngineHandle, writers: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        actix_web::rt::spawn(writer(db, engine, rx));
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            actix_web::rt::spawn(writer(db.clone(), engine.clone(), rx.clone()));
+        }
         Self { tx }
     }
 
@@ -67,16 +73,27 @@ impl Ingest {
     }
 }
 
-async fn writer(db: Db, engine: EngineHandle, mut rx: mpsc::UnboundedReceiver<Request>) {
-    while let Some(first) = rx.recv().await {
+async fn writer(
+    db: Db,
+    engine: EngineHandle,
+    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
+) {
+    loop {
         // Everything that queued up while the previous batch committed goes together.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
         let (prepared, replies): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|r| (r.prepared, r.reply)).unzip();
         let answers = db

@@ -985,7 +985,7 @@ async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) -> TestRe
                 .ok_or(mailroom::error::AppError::NotFound)
         })
         .await?;
-    let ingest = Ingest::start(db.clone(), app.engine.clone());
+    let ingest = Ingest::start(db.clone(), app.engine.clone(), 1);
     let request = |provider: Option<i64>, to: &str| {
         let now = mailroom::db::now();
         Prepared {
