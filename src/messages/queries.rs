@@ -149,8 +149,8 @@ pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<M
     Ok(ids)
 }
 
-/// Adds messages just stored in this transaction to SQLite's search indexes, with one
-/// statement per index for the whole batch: FTS5 writes its pending terms out as a new
+/// Adds messages just stored in this transaction to SQLite's search indexes and tallies,
+/// with one statement each for the whole batch: FTS5 writes its pending terms out as a new
 /// segment at every statement that touches it, so a trigger per row (a segment per
 /// INSERT of 1,000 rows) made loading a large log mostly segment merging (measured).
 /// Ids between the batch's first and last are all this transaction's: SQLite has one
@@ -173,6 +173,19 @@ fn index_words(conn: &mut DbConn, first: MessageId, last: MessageId) -> QueryRes
         "INSERT INTO message_addresses (rowid, addresses) \
          SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name \
          FROM messages WHERE id BETWEEN ? AND ?",
+    )
+    .bind::<BigInt, _>(first.0)
+    .bind::<BigInt, _>(last.0)
+    .execute(c)?;
+    // The tallies too, a row per day, origin and status of the batch (a row trigger
+    // made the INSERT's statement larger to prepare and wrote a tally row per message).
+    diesel::sql_query(
+        "INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id) \
+         SELECT workspace_id, date(created_at), origin, status, count(*), min(id), max(id) \
+         FROM messages WHERE id BETWEEN ? AND ? GROUP BY 1, 2, 3, 4 \
+         ON CONFLICT (workspace_id, day, origin, status) DO UPDATE \
+         SET n = n + excluded.n, first_id = min(first_id, excluded.first_id), \
+             last_id = max(last_id, excluded.last_id)",
     )
     .bind::<BigInt, _>(first.0)
     .bind::<BigInt, _>(last.0)

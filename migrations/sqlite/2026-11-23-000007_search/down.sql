@@ -1,7 +1,6 @@
 DROP TRIGGER message_bodies_purged;
 DROP TRIGGER messages_removed;
 DROP TRIGGER messages_restated;
-DROP TRIGGER messages_indexed;
 DROP VIEW message_counts;
 DROP TABLE message_tally_deltas;
 DROP INDEX messages_body;

@@ -28,6 +28,8 @@ INSERT INTO message_addresses (message_addresses, rank) VALUES ('automerge', 16)
 
 -- How many messages each workspace has per creation day (UTC), origin and status: the
 -- history's tab counts and the overview read these few rows instead of counting the log.
+-- New messages are added once per stored batch with the search indexes
+-- (`messages::queries::index_words`); status changes and deletes by triggers.
 -- `first_id`..`last_id` bound the ids of the day's messages, so a day filter reads the
 -- log from the right place instead of scanning everything newer.
 CREATE TABLE message_tallies (
@@ -67,14 +69,6 @@ CREATE VIEW message_counts AS
 
 -- Retention re-indexes the messages of a purged content: found by their content.
 CREATE INDEX messages_body ON messages (body_id);
-
-CREATE TRIGGER messages_indexed AFTER INSERT ON messages BEGIN
-    INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id)
-        VALUES (NEW.workspace_id, date(NEW.created_at), NEW.origin, NEW.status, 1, NEW.id, NEW.id)
-        ON CONFLICT (workspace_id, day, origin, status) DO UPDATE
-        SET n = n + 1, first_id = min(first_id, excluded.first_id),
-            last_id = max(last_id, excluded.last_id);
-END;
 
 CREATE TRIGGER messages_restated AFTER UPDATE OF status ON messages
 WHEN OLD.status <> NEW.status BEGIN
