@@ -118,24 +118,35 @@ async fn seed_provider(
                     created_at: now,
                 },
             )?;
-            let provider = providers::insert(
-                conn,
-                &ProviderRow::from_settings(workspace, &settings, now),
-                None,
-                now,
-            )?;
-            providers::update_status(
-                conn,
-                workspace,
-                provider,
-                ProviderStatus::Active,
-                "bench",
-                now,
-            )?;
+            let provider = green_provider(conn, workspace, &settings)?;
             Ok((workspace, provider))
         })
         .await?;
     Ok((workspace, provider))
+}
+
+/// Stores a provider already checked green (benchmarks skip the check).
+fn green_provider(
+    conn: &mut crate::db::DbConn,
+    workspace: crate::workspaces::model::WorkspaceId,
+    settings: &ProviderSettings,
+) -> Result<crate::providers::model::ProviderId, crate::error::AppError> {
+    let now = db::now();
+    let provider = providers::insert(
+        conn,
+        &ProviderRow::from_settings(workspace, settings, now),
+        None,
+        now,
+    )?;
+    providers::update_status(
+        conn,
+        workspace,
+        provider,
+        ProviderStatus::Active,
+        "bench",
+        now,
+    )?;
+    Ok(provider)
 }
 
 /// Another green provider named `name` in `workspace` (its address is never dialled).
@@ -146,27 +157,9 @@ async fn another_provider(
 ) -> anyhow::Result<crate::providers::model::ProviderId> {
     let mut settings = bench_settings("127.0.0.1:25".parse()?, 1);
     settings.name = name.to_owned();
-    let provider = database
-        .write(move |conn| {
-            let now = db::now();
-            let provider = providers::insert(
-                conn,
-                &ProviderRow::from_settings(workspace, &settings, now),
-                None,
-                now,
-            )?;
-            providers::update_status(
-                conn,
-                workspace,
-                provider,
-                ProviderStatus::Active,
-                "bench",
-                now,
-            )?;
-            Ok(provider)
-        })
-        .await?;
-    Ok(provider)
+    Ok(database
+        .write(move |conn| green_provider(conn, workspace, &settings))
+        .await?)
 }
 
 /// `messages` queued messages through `provider`, each with its own content of `size`.

@@ -219,16 +219,7 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
     let profile = tempfile::tempdir()?;
     let client = connect(&driver, &chromium, profile.path()).await?;
     let result = async {
-        // Sign in through the page (the harness's session is not the browser's).
-        client.goto(&format!("{}/login", app.base)).await?;
-        fill(&client, "f-email", ADMIN).await?;
-        fill(&client, "f-password", PASSWORD).await?;
-        client
-            .find(Locator::Css("form[action='/login'] button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        wait_for_path(&client, "/w/acme/").await?;
+        sign_in_as_admin(&client, &app.base).await?;
 
         client
             .goto(&format!("{}/w/acme/providers/new?kind=smtp", app.base))
@@ -281,6 +272,20 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
         .ok_or("the server got the message")?;
     assert!(mail.data.contains("Subject: [Acme] Hello from the browser"));
     Ok(())
+}
+
+/// Signs the harness's admin in through the page (the harness's session is not the
+/// browser's) and waits for the overview.
+async fn sign_in_as_admin(client: &Client, base: &str) -> Result<(), Box<dyn std::error::Error>> {
+    client.goto(&format!("{base}/login")).await?;
+    fill(client, "f-email", ADMIN).await?;
+    fill(client, "f-password", PASSWORD).await?;
+    client
+        .find(Locator::Css("form[action='/login'] button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    wait_for_path(client, "/w/acme/").await
 }
 
 /// Waits until the element's text holds `present` and not `absent`.
@@ -339,15 +344,7 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
     let profile = tempfile::tempdir()?;
     let client = connect(&driver, &chromium, profile.path()).await?;
     let result = async {
-        client.goto(&format!("{}/login", app.base)).await?;
-        fill(&client, "f-email", ADMIN).await?;
-        fill(&client, "f-password", PASSWORD).await?;
-        client
-            .find(Locator::Css("form[action='/login'] button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        wait_for_path(&client, "/w/acme/").await?;
+        sign_in_as_admin(&client, &app.base).await?;
         screenshot(&client, "overview-messages-1440.png").await?;
 
         client
