@@ -41,6 +41,14 @@ fn body(size: usize) -> String {
     line.repeat(size.div_ceil(line.len()).max(1))
 }
 
+/// The `q` quantile (0–1) of sorted values; 0 when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
 /// Peak resident memory of this process in MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -443,12 +451,12 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
         failures += failed;
     }
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
-    };
+    let mut millis: Vec<f64> = latencies
+        .iter()
+        .map(|d| d.as_secs_f64() * 1_000.0)
+        .collect();
+    millis.sort_by(f64::total_cmp);
+    let quantile = |q: f64| percentile(&millis, q);
     let accepted = latencies.len();
     let stored: i64 = database
         .run(move |conn| {

@@ -11,6 +11,7 @@ use chrono::NaiveDateTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::percentile;
 use crate::db::{self, Db, DbConn};
 use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status};
 use crate::messages::queries::{self as messages, LogFilter};
@@ -465,14 +466,6 @@ fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
     probes
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Size of the database in MB.
 fn size_mb(database: &Db, url: &str) -> anyhow::Result<f64> {
     if let Some(path) = url.strip_prefix("sqlite://") {
@@ -597,8 +590,8 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         eprintln!(
             "  {kind:<16} n={:<3} p50={:>7.2} ms  p95={:>7.2} ms  max={:>7.2} ms",
             times.len(),
-            percentile(&times, 50.0),
-            percentile(&times, 95.0),
+            percentile(&times, 0.50),
+            percentile(&times, 0.95),
             times.last().copied().unwrap_or_default()
         );
     }
@@ -608,8 +601,8 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
     Ok(format!(
         "bench search: messages={} load_seconds={load_seconds:.1} search_p50_ms={:.2} search_p95_ms={:.2} page_p95_ms={:.2} db_mb={db_mb:.0}",
         bench.messages,
-        percentile(&searches, 50.0),
-        percentile(&searches, 95.0),
-        percentile(&pages, 95.0),
+        percentile(&searches, 0.50),
+        percentile(&searches, 0.95),
+        percentile(&pages, 0.95),
     ))
 }

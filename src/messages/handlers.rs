@@ -637,11 +637,7 @@ pub async fn export(
     ctx: WorkspaceCtx,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let origin = match query.tab.as_str() {
-        "web" => Some(Origin::Web),
-        "sys" => Some(Origin::Sys),
-        _ => None,
-    };
+    let (_, origin) = tab_of(&query);
     let mut errors = FieldErrors::new();
     let filter = query.parse(origin, &mut errors);
     let search = search_of(&query, &mut errors);

@@ -144,7 +144,7 @@ pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<M
         ids.append(&mut chunk_ids);
     }
     if let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) {
-        index_words(conn, *first, *last)?;
+        index_batch(conn, *first, *last)?;
     }
     Ok(ids)
 }
@@ -154,44 +154,39 @@ pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<M
 /// segment at every statement that touches it, so a trigger per row (a segment per
 /// INSERT of 1,000 rows) made loading a large log mostly segment merging (measured).
 /// Ids between the batch's first and last are all this transaction's: SQLite has one
-/// writer and AUTOINCREMENT ids only grow. PostgreSQL indexes in a statement trigger.
-fn index_words(conn: &mut DbConn, first: MessageId, last: MessageId) -> QueryResult<()> {
+/// writer and AUTOINCREMENT ids only grow. PostgreSQL does this in a statement trigger.
+fn index_batch(conn: &mut DbConn, first: MessageId, last: MessageId) -> QueryResult<()> {
     let DbConn::Sqlite(c) = conn else {
         return Ok(());
     };
-    use diesel::sql_types::BigInt;
-    diesel::sql_query(
-        "INSERT INTO message_words (rowid, subject, body) \
-         SELECT m.id, m.subject, substr(b.text_body, 1, 100000) \
-         FROM messages m JOIN message_bodies b ON b.id = m.body_id \
-         WHERE m.id BETWEEN ? AND ?",
-    )
-    .bind::<BigInt, _>(first.0)
-    .bind::<BigInt, _>(last.0)
-    .execute(c)?;
-    diesel::sql_query(
-        "INSERT INTO message_addresses (rowid, addresses) \
-         SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name \
-         FROM messages WHERE id BETWEEN ? AND ?",
-    )
-    .bind::<BigInt, _>(first.0)
-    .bind::<BigInt, _>(last.0)
-    .execute(c)?;
-    // The tallies too, a row per day, origin and status of the batch (a row trigger
-    // made the INSERT's statement larger to prepare and wrote a tally row per message).
-    diesel::sql_query(
-        "INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id) \
-         SELECT workspace_id, date(created_at), origin, status, count(*), min(id), max(id) \
-         FROM messages WHERE id BETWEEN ? AND ? GROUP BY 1, 2, 3, 4 \
-         ON CONFLICT (workspace_id, day, origin, status) DO UPDATE \
-         SET n = n + excluded.n, first_id = min(first_id, excluded.first_id), \
-             last_id = max(last_id, excluded.last_id)",
-    )
-    .bind::<BigInt, _>(first.0)
-    .bind::<BigInt, _>(last.0)
-    .execute(c)?;
+    for statement in INDEX_BATCH_SQLITE {
+        diesel::sql_query(statement)
+            .bind::<diesel::sql_types::BigInt, _>(first.0)
+            .bind::<diesel::sql_types::BigInt, _>(last.0)
+            .execute(c)?;
+    }
     Ok(())
 }
+
+/// What `index_batch` runs for the messages with ids between its two values: the word
+/// index, the address index, and the tallies (a row per day, origin and status of the
+/// batch; a row trigger made the INSERT larger to prepare and wrote a tally row per
+/// message).
+const INDEX_BATCH_SQLITE: [&str; 3] = [
+    "INSERT INTO message_words (rowid, subject, body) \
+     SELECT m.id, m.subject, substr(b.text_body, 1, 100000) \
+     FROM messages m JOIN message_bodies b ON b.id = m.body_id \
+     WHERE m.id BETWEEN ? AND ?",
+    "INSERT INTO message_addresses (rowid, addresses) \
+     SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name \
+     FROM messages WHERE id BETWEEN ? AND ?",
+    "INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id) \
+     SELECT workspace_id, date(created_at), origin, status, count(*), min(id), max(id) \
+     FROM messages WHERE id BETWEEN ? AND ? GROUP BY 1, 2, 3, 4 \
+     ON CONFLICT (workspace_id, day, origin, status) DO UPDATE \
+     SET n = n + excluded.n, first_id = min(first_id, excluded.first_id), \
+         last_id = max(last_id, excluded.last_id)",
+];
 
 /// Stores contents; returns their ids in order.
 pub fn insert_bodies(conn: &mut DbConn, rows: &[NewMessageBody]) -> QueryResult<Vec<i64>> {
@@ -714,38 +709,50 @@ pub fn page(
     filter: &LogFilter,
     limit: i64,
 ) -> QueryResult<Vec<Message>> {
+    // Every field named, so a new one cannot be forgotten here (or in `RawSql::narrow`,
+    // which writes the same filter for search).
+    let LogFilter {
+        origin,
+        key,
+        status,
+        provider,
+        sender,
+        since,
+        until,
+        before,
+    } = filter;
     let mut query = messages::table
         .filter(messages::workspace_id.eq(workspace))
         .select(Message::as_select())
         .order(messages::id.desc())
         .limit(limit + 1)
         .into_boxed();
-    if let Some(origin) = filter.origin {
+    if let Some(origin) = origin {
         query = query.filter(messages::origin.eq(origin.as_str()));
     }
-    if let Some(key) = filter.key {
-        query = query.filter(messages::api_key_id.eq(key));
+    if let Some(key) = key {
+        query = query.filter(messages::api_key_id.eq(*key));
     }
-    if let Some(status) = filter.status {
+    if let Some(status) = status {
         query = query.filter(messages::status.eq(status.as_str()));
     }
-    if let Some(provider) = filter.provider {
-        query = query.filter(messages::provider_id.eq(provider));
+    if let Some(provider) = provider {
+        query = query.filter(messages::provider_id.eq(*provider));
     }
-    if let Some(sender) = &filter.sender {
+    if let Some(sender) = sender {
         query = query.filter(messages::from_address.eq(sender.clone()));
     }
-    if let Some(since) = filter.since {
-        query = query.filter(messages::created_at.ge(since));
+    if let Some(since) = since {
+        query = query.filter(messages::created_at.ge(*since));
     }
-    if let Some(until) = filter.until {
-        query = query.filter(messages::created_at.lt(until));
+    if let Some(until) = until {
+        query = query.filter(messages::created_at.lt(*until));
     }
-    if let Some(before) = filter.before {
-        query = query.filter(messages::id.lt(before));
+    if let Some(before) = before {
+        query = query.filter(messages::id.lt(*before));
     }
-    if filter.since.is_some() || filter.until.is_some() {
-        match id_bounds(conn, workspace, filter.since, filter.until)? {
+    if since.is_some() || until.is_some() {
+        match id_bounds(conn, workspace, *since, *until)? {
             Some((first, last)) => {
                 query = query
                     .filter(messages::id.ge(first))
@@ -998,31 +1005,42 @@ impl RawSql {
             .push_str(&format!(" AND m.{column} {op} {placeholder}"));
     }
 
-    /// The workspace and the log filter, on `messages m`.
+    /// The workspace and the log filter, on `messages m` (the filter `page` applies,
+    /// written for the search's raw SQL; every field named, as there).
     fn narrow(&mut self, workspace: WorkspaceId, filter: &LogFilter) {
+        let LogFilter {
+            origin,
+            key,
+            status,
+            provider,
+            sender,
+            since,
+            until,
+            before,
+        } = filter;
         self.and("workspace_id", "=", Bind::Int(workspace.0));
-        if let Some(origin) = filter.origin {
+        if let Some(origin) = origin {
             self.and("origin", "=", Bind::Text(origin.as_str().into()));
         }
-        if let Some(key) = filter.key {
+        if let Some(key) = key {
             self.and("api_key_id", "=", Bind::Int(key.0));
         }
-        if let Some(status) = filter.status {
+        if let Some(status) = status {
             self.and("status", "=", Bind::Text(status.as_str().into()));
         }
-        if let Some(provider) = filter.provider {
+        if let Some(provider) = provider {
             self.and("provider_id", "=", Bind::Int(provider.0));
         }
-        if let Some(sender) = &filter.sender {
+        if let Some(sender) = sender {
             self.and("from_address", "=", Bind::Text(sender.clone()));
         }
-        if let Some(since) = filter.since {
-            self.and("created_at", ">=", Bind::Time(since));
+        if let Some(since) = since {
+            self.and("created_at", ">=", Bind::Time(*since));
         }
-        if let Some(until) = filter.until {
-            self.and("created_at", "<", Bind::Time(until));
+        if let Some(until) = until {
+            self.and("created_at", "<", Bind::Time(*until));
         }
-        if let Some(before) = filter.before {
+        if let Some(before) = before {
             self.and("id", "<", Bind::Int(before.0));
         }
     }
@@ -1150,12 +1168,12 @@ fn search_pg(
             .map(|q| ("words @@ to_tsquery('simple'::regconfig, {q})", q)),
         search.like_fragment().map(|q| ("addresses ILIKE {q}", q)),
     ];
+    let recent = match floor {
+        Some(floor) => format!(" AND m.id > {floor}"),
+        None => String::new(),
+    };
     let mut ids = Vec::new();
     for (condition, query) in conditions.into_iter().flatten() {
-        let recent = match floor {
-            Some(floor) => format!(" AND m.id > {floor}"),
-            None => String::new(),
-        };
         let found = search_index(
             conn,
             workspace,
@@ -1186,6 +1204,12 @@ fn search_pg(
     Ok(ids)
 }
 
+/// `SUM(n)` of the counts as a BIGINT on both backends (PostgreSQL's SUM of a bigint is a
+/// numeric).
+fn summed() -> diesel::expression::SqlLiteral<diesel::sql_types::BigInt> {
+    diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)")
+}
+
 /// Messages per origin (`web`, `sys`), from the tallies, narrowed by status and by days
 /// (`since` included, `until` excluded).
 pub fn tab_counts(
@@ -1199,10 +1223,7 @@ pub fn tab_counts(
     let mut query = t::table
         .filter(t::workspace_id.eq(workspace))
         .group_by(t::origin)
-        .select((
-            t::origin,
-            diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
-        ))
+        .select((t::origin, summed()))
         .into_boxed();
     if let Some(status) = status {
         query = query.filter(t::status.eq(status.as_str()));
@@ -1227,11 +1248,7 @@ pub fn daily_counts(
         .filter(t::workspace_id.eq(workspace))
         .filter(t::day.ge(since))
         .group_by((t::day, t::status))
-        .select((
-            t::day,
-            t::status,
-            diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
-        ))
+        .select((t::day, t::status, summed()))
         .load(conn)
 }
 
@@ -1241,10 +1258,7 @@ pub fn status_counts(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<V
     t::table
         .filter(t::workspace_id.eq(workspace))
         .group_by(t::status)
-        .select((
-            t::status,
-            diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(SUM(n) AS BIGINT)"),
-        ))
+        .select((t::status, summed()))
         .load(conn)
 }
 

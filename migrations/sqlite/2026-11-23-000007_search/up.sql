@@ -6,7 +6,7 @@
 -- * trigrams of the addresses (recipient, Cc, Bcc, sender address and name), so a part of
 --   an address like `jo@exam` finds jo@example.com.
 -- Filled in the transaction that stores the messages, one statement per batch
--- (`messages::queries::index_words`; FTS5 writes a segment per statement, so a trigger per
+-- (`messages::queries::index_batch`; FTS5 writes a segment per statement, so a trigger per
 -- row would make many small ones); emptied by a trigger.
 CREATE VIRTUAL TABLE message_words USING fts5 (
     subject, body,
@@ -29,7 +29,7 @@ INSERT INTO message_addresses (message_addresses, rank) VALUES ('automerge', 16)
 -- How many messages each workspace has per creation day (UTC), origin and status: the
 -- history's tab counts and the overview read these few rows instead of counting the log.
 -- New messages are added once per stored batch with the search indexes
--- (`messages::queries::index_words`); status changes and deletes by triggers.
+-- (`messages::queries::index_batch`); status changes and deletes by triggers.
 -- `first_id`..`last_id` bound the ids of the day's messages, so a day filter reads the
 -- log from the right place instead of scanning everything newer.
 CREATE TABLE message_tallies (
