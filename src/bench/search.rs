@@ -529,14 +529,22 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
     );
     if url.starts_with("postgres") {
         // What the server does every 2 s (fold the tallies' changes) and autovacuum soon
-        // after a load this size (the planner's statistics).
+        // after a load this size: the planner's statistics, the visibility map, the
+        // hint bits on every new row and the GIN indexes' pending lists, which the first
+        // searches after a load would otherwise pay for (measured: a search's heap reads
+        // 25 µs a row before, 2 µs after). Timed apart from the load.
+        let started = std::time::Instant::now();
         database
             .run(|conn| {
                 use diesel::connection::SimpleConnection;
                 messages::fold_tallies(conn)?;
-                Ok(conn.batch_execute("ANALYZE")?)
+                Ok(conn.batch_execute("VACUUM ANALYZE")?)
             })
             .await?;
+        eprintln!(
+            "vacuumed and analyzed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
 
     let max_id = bench.messages as i64;

@@ -1052,15 +1052,16 @@ struct Found {
     id: i64,
 }
 
-/// Ids from one index: `from` joins `messages m` and holds one placeholder `{q}` for the
-/// query; newest first, at most `search::LIMIT`.
+/// Ids of messages `m` matching a search: `from` names `messages m` and holds a
+/// `{name}` for each value (in the order the values come: SQLite's placeholders are
+/// positional); the workspace and the filter are appended. Newest first, at most
+/// `search::LIMIT`.
 fn search_index(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     filter: &LogFilter,
     from: &str,
-    order: &str,
-    query: String,
+    values: Vec<(&str, Bind)>,
 ) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Text, Timestamp};
     let mut sql = RawSql {
@@ -1068,14 +1069,15 @@ fn search_index(
         binds: Vec::new(),
         pg: matches!(conn, DbConn::Pg(_)),
     };
-    let placeholder = sql.bind(Bind::Text(query));
-    sql.text = format!(
-        "SELECT m.id AS id FROM {}",
-        from.replace("{q}", &placeholder)
-    );
+    let mut from = from.to_owned();
+    for (name, value) in values {
+        let placeholder = sql.bind(value);
+        from = from.replace(&format!("{{{name}}}"), &placeholder);
+    }
+    sql.text = format!("SELECT m.id AS id FROM {from}");
     sql.narrow(workspace, filter);
     sql.text.push_str(&format!(
-        " ORDER BY {order} DESC LIMIT {}",
+        " ORDER BY m.id DESC LIMIT {}",
         super::search::LIMIT
     ));
     let RawSql { text, binds, .. } = sql;
@@ -1106,26 +1108,22 @@ pub fn search(
         search_pg(conn, workspace, filter, search)?
     } else {
         let mut ids = Vec::new();
-        if let Some(words) = search.fts5() {
-            ids.extend(search_index(
-                conn,
-                workspace,
-                filter,
-                "message_words x JOIN messages m ON m.id = x.rowid WHERE message_words MATCH {q}",
-                "x.rowid",
-                words,
-            )?);
-        }
-        if let Some(fragment) = search.fts5_fragment() {
-            ids.extend(search_index(
-                conn,
-                workspace,
-                filter,
-                "message_addresses x JOIN messages m ON m.id = x.rowid \
-                 WHERE message_addresses MATCH {q}",
-                "x.rowid",
-                fragment,
-            )?);
+        let indexes = [
+            (search.fts5(), "message_words"),
+            (search.fts5_fragment(), "message_addresses"),
+        ];
+        for (query, index) in indexes {
+            if let Some(query) = query {
+                ids.extend(search_index(
+                    conn,
+                    workspace,
+                    filter,
+                    &format!(
+                        "{index} x JOIN messages m ON m.id = x.rowid WHERE {index} MATCH {{q}}"
+                    ),
+                    vec![("q", Bind::Text(query))],
+                )?);
+            }
         }
         ids
     };
@@ -1140,15 +1138,77 @@ pub fn search(
         .load(conn)
 }
 
-/// How many of a workspace's newest messages PostgreSQL searches by reading backwards.
-const RECENT: i64 = 20_000;
+/// How many of a workspace's newest messages PostgreSQL checks one by one before it turns
+/// to the indexes (a word in one message of 10 finds its 100 there).
+pub const WINDOW: i64 = 1_000;
 
-/// PostgreSQL, in two steps, so neither plan PostgreSQL may choose goes wrong (read with
-/// EXPLAIN ANALYZE): the workspace's 20,000 newest messages read backwards with the
-/// condition checked on each (a common word finds 100 there at once; a GIN bitmap would
-/// collect every match first); then, only if fewer than 100 matched, the older ones
-/// through the GIN index alone (fenced with `OFFSET 0`, so the planner cannot turn it into
-/// a backward scan of the whole log, which a rare word would read to the end).
+/// How many matches a group of days is chosen to hold, at the rate seen so far.
+const GROUP_MATCHES: f64 = 300.0;
+
+/// Up to how many matches expected in all the older days are read in one query.
+const EVERYTHING_MATCHES: f64 = 2_000.0;
+
+/// The search bucket of a workspace's day, as SQL's `message_bucket` computes it.
+fn bucket(workspace: WorkspaceId, day: chrono::NaiveDate) -> i64 {
+    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+    workspace.0 * 100_000 + (day - epoch).num_days()
+}
+
+/// A day of a workspace's log older than the window: its search bucket, how many messages
+/// it holds and the newest id among them.
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    bucket: i64,
+    messages: i64,
+    last_id: i64,
+}
+
+/// The workspace's days (within the filter's dates) holding messages at or below `floor`,
+/// newest first, from the tallies.
+fn days_below(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &LogFilter,
+    floor: i64,
+) -> QueryResult<Vec<Day>> {
+    use crate::db::schema::message_counts as t;
+    let mut query = t::table
+        .filter(t::workspace_id.eq(workspace))
+        .group_by(t::day)
+        .select((
+            t::day,
+            summed(),
+            diesel::dsl::min(t::first_id),
+            diesel::dsl::max(t::last_id),
+        ))
+        .order(t::day.desc())
+        .into_boxed();
+    if let Some(since) = filter.since {
+        query = query.filter(t::day.ge(since.date()));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(t::day.le(until.date()));
+    }
+    let rows: Vec<(chrono::NaiveDate, i64, Option<i64>, Option<i64>)> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(day, messages, first, last)| {
+            let (first, last_id) = (first?, last?);
+            (messages > 0 && first <= floor).then(|| Day {
+                bucket: bucket(workspace, day),
+                messages,
+                last_id,
+            })
+        })
+        .collect())
+}
+
+/// PostgreSQL, in steps, each with a plan that cannot go wrong (read with EXPLAIN
+/// ANALYZE): first the workspace's `WINDOW` newest messages read backwards, the condition
+/// checked on each (a common word or a short prefix finds 100 at once; a GIN bitmap would
+/// collect every match of the log before sorting them); then, if fewer than 100 matched,
+/// the older days through the GIN indexes, newest first, a group of days at a time sized
+/// by the rate of matches seen so far, until 100 are found or the days run out.
 fn search_pg(
     conn: &mut DbConn,
     workspace: WorkspaceId,
@@ -1159,49 +1219,130 @@ fn search_pg(
         .filter(messages::workspace_id.eq(workspace))
         .select(messages::id)
         .order(messages::id.desc())
-        .offset(RECENT)
+        .offset(WINDOW)
         .first(conn)
         .optional()?;
     let conditions = [
-        search
-            .tsquery()
-            .map(|q| ("words @@ to_tsquery('simple'::regconfig, {q})", q)),
-        search.like_fragment().map(|q| ("addresses ILIKE {q}", q)),
+        search.tsquery().map(|query| Condition {
+            table: "message_search",
+            test: "words @@ to_tsquery('simple'::regconfig, {q})",
+            query,
+        }),
+        search.like_fragment().map(|query| Condition {
+            table: "message_search_addresses",
+            test: "addresses ILIKE {q}",
+            query,
+        }),
     ];
-    let recent = match floor {
+    let days = match floor {
+        Some(floor) => days_below(conn, workspace, filter, floor)?,
+        None => Vec::new(),
+    };
+    let mut ids = Vec::new();
+    for condition in conditions.into_iter().flatten() {
+        ids.extend(search_days(
+            conn, workspace, filter, &condition, floor, &days,
+        )?);
+    }
+    Ok(ids)
+}
+
+/// What a search looks for in one of PostgreSQL's search tables (each row a message's
+/// `message_id` and `bucket`): `test` holds `{q}` for `query`.
+struct Condition {
+    table: &'static str,
+    test: &'static str,
+    query: String,
+}
+
+/// One condition of `search_pg`: the window, then the days below `floor`.
+fn search_days(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &LogFilter,
+    condition: &Condition,
+    floor: Option<i64>,
+    days: &[Day],
+) -> QueryResult<Vec<i64>> {
+    let limit = super::search::LIMIT as usize;
+    // The window: the log read backwards, each message's row looked up (the `OFFSET 0`
+    // keeps the subquery a lookup per message rather than a join the planner may turn
+    // into a scan of the whole index).
+    let window = match floor {
         Some(floor) => format!(" AND m.id > {floor}"),
         None => String::new(),
     };
-    let mut ids = Vec::new();
-    for (condition, query) in conditions.into_iter().flatten() {
-        let found = search_index(
+    let mut found = search_index(
+        conn,
+        workspace,
+        filter,
+        &format!(
+            "messages m WHERE EXISTS (SELECT 1 FROM {table} x \
+             WHERE x.message_id = m.id AND x.{test} OFFSET 0){window}",
+            table = condition.table,
+            test = condition.test,
+        ),
+        vec![("q", Bind::Text(condition.query.clone()))],
+    )?;
+    let Some(floor) = floor else {
+        return Ok(found);
+    };
+    // The rate of matches so far sizes the next group of days.
+    let (mut hits, mut seen) = (found.len() as f64, WINDOW as f64);
+    let mut days = days.iter().peekable();
+    loop {
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found.truncate(limit);
+        // Done with 100 unless an older day still holds newer ids (ids and creation
+        // times of concurrent writers may cross at midnight).
+        let complete = found.len() >= limit;
+        let Some(next) = days.peek() else { break };
+        if complete && found.last().is_some_and(|oldest| next.last_id < *oldest) {
+            break;
+        }
+        let rate = (hits + 0.5) / seen;
+        // Few matches expected in all the older days: one query for them all, by the
+        // words alone (a rare word's posting list read once rather than once per day:
+        // 91 days of a word in 0.6 % of a log, 25 ms against 2 ms, measured); a date
+        // filter keeps to its days.
+        let left: i64 = days.clone().map(|day| day.messages).sum();
+        let everything = rate * left as f64 <= EVERYTHING_MATCHES
+            && filter.since.is_none()
+            && filter.until.is_none();
+        let mut buckets = Vec::new();
+        let mut expected = 0.0;
+        while let Some(day) = days.next_if(|_| everything || expected < GROUP_MATCHES) {
+            buckets.push(day.bucket.to_string());
+            expected += rate * day.messages as f64;
+            seen += day.messages as f64;
+        }
+        // The matches of these days through GIN (bucket first), then their messages
+        // looked up by id, the filter checked on each.
+        let (days_condition, mut values) = if everything {
+            (String::new(), Vec::new())
+        } else {
+            (
+                "bucket = ANY(CAST({b} AS BIGINT[])) AND ".to_owned(),
+                vec![("b", Bind::Text(format!("{{{}}}", buckets.join(","))))],
+            )
+        };
+        values.push(("q", Bind::Text(condition.query.clone())));
+        let group = search_index(
             conn,
             workspace,
             filter,
             &format!(
-                "message_search x JOIN messages m ON m.id = x.message_id WHERE x.{condition}{recent}"
+                "messages m WHERE m.id = ANY(ARRAY(SELECT message_id FROM {table} \
+                 WHERE {days_condition}{test} AND message_id <= {floor})) AND m.id <= {floor}",
+                table = condition.table,
+                test = condition.test,
             ),
-            "m.id",
-            query.clone(),
+            values,
         )?;
-        let complete = (found.len() as i64) >= super::search::LIMIT;
-        ids.extend(found);
-        if let (Some(floor), false) = (floor, complete) {
-            ids.extend(search_index(
-                conn,
-                workspace,
-                filter,
-                &format!(
-                    "(SELECT message_id FROM message_search WHERE {condition} \
-                     AND message_id <= {floor} OFFSET 0) x \
-                     JOIN messages m ON m.id = x.message_id WHERE true"
-                ),
-                "m.id",
-                query,
-            )?);
-        }
+        hits += group.len() as f64;
+        found.extend(group);
     }
-    Ok(ids)
+    Ok(found)
 }
 
 /// `SUM(n)` of the counts as a BIGINT on both backends (PostgreSQL's SUM of a bigint is a

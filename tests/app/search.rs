@@ -427,3 +427,198 @@ async fn the_overview_counts_charts_and_lists_the_queue_and_providers(
     Ok(())
 }
 both!(the_overview_counts_charts_and_lists_the_queue_and_providers);
+
+/// Stores messages straight into a workspace's log, as the API would, `days_ago` days old;
+/// `text(i)` gives the i-th message's recipient, text and status. Returns their ids.
+async fn log_of(
+    app: &TestApp,
+    slug: &str,
+    days_ago: i64,
+    count: usize,
+    text: impl Fn(usize) -> (String, String, &'static str) + Send + 'static,
+) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+    use mailroom::messages::model::{NewMessage, NewMessageBody};
+    use mailroom::messages::queries as q;
+    let slug = slug.to_owned();
+    let ids = app
+        .db()
+        .write(move |conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::workspaces;
+            let workspace = workspaces::table
+                .filter(workspaces::slug.eq(&slug))
+                .select(workspaces::id)
+                .first::<mailroom::workspaces::model::WorkspaceId>(conn)?;
+            let at = mailroom::db::now() - chrono::Duration::days(days_ago);
+            let rows: Vec<(String, String, &str)> = (0..count).map(&text).collect();
+            let bodies: Vec<NewMessageBody> = rows
+                .iter()
+                .map(|(_, text, _)| NewMessageBody {
+                    workspace_id: workspace,
+                    text_body: text.clone(),
+                    html_body: None,
+                    attachments: 0,
+                    created_at: at,
+                })
+                .collect();
+            let body_ids = q::insert_bodies(conn, &bodies)?;
+            let messages: Vec<NewMessage> = rows
+                .into_iter()
+                .zip(body_ids)
+                .enumerate()
+                .map(|(i, ((to, _, status), body_id))| NewMessage {
+                    workspace_id: workspace,
+                    origin: "sys".into(),
+                    user_id: None,
+                    session_public_id: None,
+                    provider_id: None,
+                    from_address: "news@acme.example".into(),
+                    from_name: "Acme News".into(),
+                    recipient: to,
+                    cc: String::new(),
+                    bcc: String::new(),
+                    subject: "Weekly letter".into(),
+                    body_id,
+                    message_id: format!("<{slug}.{days_ago}.{i}@acme.example>"),
+                    status: status.into(),
+                    hold_reason: None,
+                    attempts: 1,
+                    max_attempts: 4,
+                    due_at: at,
+                    send_at: None,
+                    possible_duplicate: false,
+                    result: String::new(),
+                    created_at: at,
+                    updated_at: at,
+                    api_key_id: None,
+                    references_header: None,
+                    contact_ids: None,
+                })
+                .collect();
+            Ok(q::insert_batch(conn, &messages)?
+                .into_iter()
+                .map(|id| id.0)
+                .collect::<Vec<i64>>())
+        })
+        .await?;
+    Ok(ids)
+}
+
+/// PostgreSQL checks the newest `WINDOW` messages one by one, then reads older days
+/// through the GIN indexes a group at a time: matches there come back, newest first,
+/// only the workspace's, filters applying; the same answers from SQLite.
+async fn search_reaches_older_days_newest_first_and_keeps_to_the_workspace(
+    backend: Backend,
+) -> TestResult {
+    use mailroom::messages::queries::{LogFilter, WINDOW};
+    use mailroom::messages::search::Search;
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    let _beta = app
+        .other_workspace("beta", "beta-admin@example.com")
+        .await?;
+    // Six days of 250 messages each (more than the window), the oldest first. Every
+    // tenth says "tenth" (a fifth of those failed), days 5 and 4 hold a rare "zephyr",
+    // day 5's recipients are kiwi.N@fruit.example; beta says "zephyr" every day.
+    let per_day = 250;
+    let mut ids: Vec<(i64, i64, usize)> = Vec::new();
+    for days_ago in (0..6).rev() {
+        let stored = log_of(&app, "acme", days_ago, per_day, move |i| {
+            let to = if days_ago == 5 {
+                format!("kiwi.{i}@fruit.example")
+            } else {
+                format!("r{days_ago}.{i}@example.com")
+            };
+            let mut text = String::from("Our common news.");
+            if i % 10 == 0 {
+                text.push_str(" The tenth one.");
+            }
+            if days_ago >= 4 && i % 50 == 7 {
+                text.push_str(" A zephyr passed.");
+            }
+            let status = if i % 50 == 0 { "failed" } else { "sent" };
+            (to, text, status)
+        })
+        .await?;
+        ids.extend(
+            stored
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| (id, days_ago, i)),
+        );
+        log_of(&app, "beta", days_ago, 20, |i| {
+            (
+                format!("kiwi.{i}@beta.example"),
+                "A zephyr in beta, the tenth.".into(),
+                "sent",
+            )
+        })
+        .await?;
+    }
+    assert!(
+        ids.len() as i64 > WINDOW,
+        "older days lie beyond the window"
+    );
+    let newest = |keep: &dyn Fn(i64, usize) -> bool| -> Vec<i64> {
+        let mut wanted: Vec<i64> = ids
+            .iter()
+            .filter(|(_, days_ago, i)| keep(*days_ago, *i))
+            .map(|(id, _, _)| *id)
+            .collect();
+        wanted.sort_unstable_by(|a, b| b.cmp(a));
+        wanted.truncate(100);
+        wanted
+    };
+    let search = |q: &'static str, filter: LogFilter| {
+        let db = app.db();
+        async move {
+            let search = Search::parse(q)?.ok_or("a search")?;
+            let found = db
+                .run(move |conn| {
+                    use diesel::prelude::*;
+                    use mailroom::db::schema::workspaces;
+                    let acme = workspaces::table
+                        .filter(workspaces::slug.eq("acme"))
+                        .select(workspaces::id)
+                        .first(conn)?;
+                    Ok(mailroom::messages::queries::search(
+                        conn, acme, &filter, &search,
+                    )?)
+                })
+                .await?;
+            Ok::<Vec<i64>, Box<dyn std::error::Error>>(found.into_iter().map(|m| m.id.0).collect())
+        }
+    };
+    // A rare word only in days beyond the window: all six, newest first, no beta.
+    let zephyr = newest(&|days_ago, i| days_ago >= 4 && i % 50 == 7);
+    assert_eq!(zephyr.len(), 10);
+    assert_eq!(search("zephyr", LogFilter::default()).await?, zephyr);
+    // A part of the oldest day's addresses.
+    let kiwi = newest(&|days_ago, _| days_ago == 5);
+    assert_eq!(search("kiwi.", LogFilter::default()).await?, kiwi);
+    // A word in one message of ten: the window holds fewer than 100, the days the rest.
+    let tenth = newest(&|_, i| i % 10 == 0);
+    assert_eq!(search("tenth", LogFilter::default()).await?, tenth);
+    // Under a status: one in fifty, over all six days.
+    let failed = LogFilter {
+        status: Some(mailroom::messages::model::Status::Failed),
+        ..LogFilter::default()
+    };
+    assert_eq!(search("tenth", failed).await?, newest(&|_, i| i % 50 == 0));
+    // A phrase, and a date range reaching back to the oldest days only.
+    assert_eq!(
+        search("\"zephyr passed\"", LogFilter::default()).await?,
+        zephyr
+    );
+    let today = mailroom::db::now().date();
+    let oldest = LogFilter {
+        since: (today - chrono::Duration::days(5)).and_hms_opt(0, 0, 0),
+        until: (today - chrono::Duration::days(4)).and_hms_opt(0, 0, 0),
+        ..LogFilter::default()
+    };
+    assert_eq!(
+        search("tenth", oldest).await?,
+        newest(&|days_ago, i| days_ago == 5 && i % 10 == 0)
+    );
+    Ok(())
+}
+both!(search_reaches_older_days_newest_first_and_keeps_to_the_workspace);
