@@ -1054,13 +1054,15 @@ struct Found {
 
 /// Ids of messages `m` matching a search: `from` names `messages m` and holds a
 /// `{name}` for each value (in the order the values come: SQLite's placeholders are
-/// positional); the workspace and the filter are appended. Newest first, at most
-/// `search::LIMIT`.
+/// positional); the workspace and the filter are appended. Newest first by `order` (an
+/// FTS5 index must be ordered by its own rowid to stop at the limit instead of sorting
+/// every match), at most `search::LIMIT`.
 fn search_index(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     filter: &LogFilter,
     from: &str,
+    order: &str,
     values: Vec<(&str, Bind)>,
 ) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Text, Timestamp};
@@ -1077,7 +1079,7 @@ fn search_index(
     sql.text = format!("SELECT m.id AS id FROM {from}");
     sql.narrow(workspace, filter);
     sql.text.push_str(&format!(
-        " ORDER BY m.id DESC LIMIT {}",
+        " ORDER BY {order} DESC LIMIT {}",
         super::search::LIMIT
     ));
     let RawSql { text, binds, .. } = sql;
@@ -1121,6 +1123,7 @@ pub fn search(
                     &format!(
                         "{index} x JOIN messages m ON m.id = x.rowid WHERE {index} MATCH {{q}}"
                     ),
+                    "x.rowid",
                     vec![("q", Bind::Text(query))],
                 )?);
             }
@@ -1282,6 +1285,7 @@ fn search_days(
             table = condition.table,
             test = condition.test,
         ),
+        "m.id",
         vec![("q", Bind::Text(condition.query.clone()))],
     )?;
     let Some(floor) = floor else {
@@ -1337,6 +1341,7 @@ fn search_days(
                 table = condition.table,
                 test = condition.test,
             ),
+            "m.id",
             values,
         )?;
         hits += group.len() as f64;
