@@ -1313,18 +1313,19 @@ fn search_days(
         let everything = rate * left as f64 <= EVERYTHING_MATCHES
             && filter.since.is_none()
             && filter.until.is_none();
-        let mut buckets = Vec::new();
-        let mut expected = 0.0;
-        while let Some(day) = days.next_if(|_| everything || expected < GROUP_MATCHES) {
-            buckets.push(day.bucket.to_string());
-            expected += rate * day.messages as f64;
-            seen += day.messages as f64;
-        }
         // The matches of these days through GIN (bucket first), then their messages
         // looked up by id, the filter checked on each.
         let (days_condition, mut values) = if everything {
+            days.by_ref().for_each(drop);
             (String::new(), Vec::new())
         } else {
+            let mut buckets = Vec::new();
+            let mut expected = 0.0;
+            while let Some(day) = days.next_if(|_| expected < GROUP_MATCHES) {
+                buckets.push(day.bucket.to_string());
+                expected += rate * day.messages as f64;
+                seen += day.messages as f64;
+            }
             (
                 "bucket = ANY(CAST({b} AS BIGINT[])) AND ".to_owned(),
                 vec![("b", Bind::Text(format!("{{{}}}", buckets.join(","))))],
