@@ -69,6 +69,10 @@ enum BenchCommand {
         /// A database URL (default: a fresh temporary SQLite file); give a fresh database.
         #[arg(long)]
         database: Option<String>,
+        /// Time the mix on the log an earlier run loaded into `--database` instead of
+        /// loading a new one (for trying query changes on a large log).
+        #[arg(long, requires = "database")]
+        reuse: bool,
     },
     /// Enqueue N messages and deliver them through the real engine to an SMTP server.
     Delivery {
@@ -172,9 +176,18 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Bench {
-            command: BenchCommand::Search { messages, database },
+            command:
+                BenchCommand::Search {
+                    messages,
+                    database,
+                    reuse,
+                },
         } => {
-            let bench = crate::bench::search::SearchBench { messages, database };
+            let bench = crate::bench::search::SearchBench {
+                messages,
+                database,
+                reuse,
+            };
             match actix_web::rt::System::new().block_on(crate::bench::search::search(bench)) {
                 Ok(line) => {
                     println!("{line}");

@@ -27,6 +27,30 @@ pub struct SearchBench {
     pub messages: usize,
     /// A database URL; a fresh temporary SQLite file when absent.
     pub database: Option<String>,
+    /// Time the mix on the log an earlier run loaded into `database` (no load).
+    pub reuse: bool,
+}
+
+/// The workspace, providers and newest message id of a log an earlier run loaded (the
+/// bench workspace holding the most messages).
+fn loaded_log(conn: &mut DbConn) -> anyhow::Result<(WorkspaceId, Vec<ProviderId>, i64)> {
+    use crate::db::schema::{messages, providers, workspaces};
+    use diesel::prelude::*;
+    let (workspace, max_id): (WorkspaceId, Option<i64>) = workspaces::table
+        .inner_join(messages::table.on(messages::workspace_id.eq(workspaces::id)))
+        .filter(workspaces::slug.like("bench-%"))
+        .group_by(workspaces::id)
+        .select((workspaces::id, diesel::dsl::max(messages::id)))
+        .order(diesel::dsl::count(messages::id).desc())
+        .first(conn)
+        .optional()?
+        .context("no log to reuse: run once without --reuse first")?;
+    let providers = providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .order(providers::id)
+        .select(providers::id)
+        .load(conn)?;
+    Ok((workspace, providers, max_id.unwrap_or(0)))
 }
 
 /// Messages written per transaction while loading.
@@ -499,6 +523,21 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     let database = Db::open(&url, 8)?;
+    let mut rng = StdRng::seed_from_u64(3);
+    let corpus = std::sync::Arc::new(Corpus::new(&mut rng, 24_000));
+    if bench.reuse {
+        let (workspace, providers, max_id) = database
+            .run(|conn| loaded_log(conn).map_err(crate::error::AppError::Unexpected))
+            .await?;
+        eprintln!(
+            "reusing the log of workspace {} (newest id {max_id})",
+            workspace.0
+        );
+        return run_mix(
+            &bench, &database, &url, &corpus, workspace, &providers, max_id, 0.0,
+        )
+        .await;
+    }
     let addr: std::net::SocketAddr = "127.0.0.1:25".parse()?;
     let (workspace, first) = super::seed_provider(&database, addr, 1).await?;
     let mut providers = vec![first];
@@ -506,8 +545,6 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         let other = super::another_provider(&database, workspace, name).await?;
         providers.push(other);
     }
-    let mut rng = StdRng::seed_from_u64(3);
-    let corpus = std::sync::Arc::new(Corpus::new(&mut rng, 24_000));
 
     let started = Instant::now();
     {
@@ -547,11 +584,39 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         );
     }
 
-    let max_id = bench.messages as i64;
-    let probes = mix(&corpus, &providers, max_id);
+    run_mix(
+        &bench,
+        &database,
+        &url,
+        &corpus,
+        workspace,
+        &providers,
+        bench.messages as i64,
+        load_seconds,
+    )
+    .await
+}
+
+/// Times the mix on a loaded log; returns the final line.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the figures of one run, passed once"
+)]
+async fn run_mix(
+    bench: &SearchBench,
+    database: &Db,
+    url: &str,
+    corpus: &Corpus,
+    workspace: WorkspaceId,
+    providers: &[ProviderId],
+    max_id: i64,
+    load_seconds: f64,
+) -> anyhow::Result<String> {
+    let probes = mix(corpus, providers, max_id);
     let mut searches = Vec::new();
     let mut pages = Vec::new();
     let mut by_kind: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut slowest = Vec::new();
     for probe in probes {
         let parsed = match &probe.search {
             Some(q) => match Search::parse(q) {
@@ -587,11 +652,16 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         let ms = started.elapsed().as_secs_f64() * 1_000.0;
         std::hint::black_box(shown);
         by_kind.entry(probe.kind).or_default().push(ms);
-        if probe.search.is_some() {
+        if let Some(q) = probe.search {
+            slowest.push((ms, probe.kind, q));
             searches.push(ms);
         } else {
             pages.push(ms);
         }
+    }
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (ms, kind, q) in slowest.iter().take(12) {
+        eprintln!("  slow: {ms:>7.2} ms  {kind:<9} {q:?}");
     }
     for (kind, mut times) in by_kind {
         times.sort_by(f64::total_cmp);
@@ -605,7 +675,7 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
     }
     searches.sort_by(f64::total_cmp);
     pages.sort_by(f64::total_cmp);
-    let db_mb = size_mb(&database, &url)?;
+    let db_mb = size_mb(database, url)?;
     Ok(format!(
         "bench search: messages={} load_seconds={load_seconds:.1} search_p50_ms={:.2} search_p95_ms={:.2} page_p95_ms={:.2} db_mb={db_mb:.0}",
         bench.messages,

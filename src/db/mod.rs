@@ -94,9 +94,16 @@ impl DbTarget {
                 .map_err(|e| e.to_string())?;
                 Ok(DbConn::Sqlite(conn))
             }
-            Self::Postgres(url) => PgConnection::establish(url)
-                .map(DbConn::Pg)
-                .map_err(|e| e.to_string().trim().replace('\n', " ")),
+            Self::Postgres(url) => {
+                let mut conn = PgConnection::establish(url)
+                    .map_err(|e| e.to_string().trim().replace('\n', " "))?;
+                // No JIT compilation: our statements are short lookups whose estimated
+                // cost can still cross `jit_above_cost`, and compiling one then costs
+                // more than running it.
+                conn.batch_execute("SET jit = off")
+                    .map_err(|e| e.to_string())?;
+                Ok(DbConn::Pg(conn))
+            }
         }
     }
 }

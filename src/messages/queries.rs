@@ -974,6 +974,7 @@ pub fn purge_bodies(
 }
 
 /// A value bound to a search statement.
+#[derive(Clone)]
 enum Bind {
     Int(i64),
     Text(String),
@@ -1050,40 +1051,60 @@ impl RawSql {
 struct Found {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     id: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    hit: bool,
 }
 
-/// Ids of messages `m` matching a search: `from` names `messages m` and holds a
-/// `{name}` for each value (in the order the values come: SQLite's placeholders are
-/// positional); the workspace and the filter are appended. Newest first by `order` (an
-/// FTS5 index must be ordered by its own rowid to stop at the limit instead of sorting
-/// every match), at most `search::LIMIT`.
+/// A statement of `search_index`: what it reads and how it answers.
+struct IndexQuery<'a> {
+    /// Names `messages m` and holds a `{name}` for each value (in the order the values
+    /// come: SQLite's placeholders are positional).
+    from: String,
+    /// Whether a row is a match (`TRUE`, or a test a candidate must pass).
+    hit: &'a str,
+    /// Newest first by this (an FTS5 index must be ordered by its own rowid to stop at
+    /// the limit instead of sorting every match).
+    order: &'a str,
+    /// At most `search::LIMIT` rows, or every one (candidates counted by the caller).
+    limited: bool,
+    values: Vec<(&'a str, Bind)>,
+}
+
+/// Ids of messages `m` matching a search, each with whether it is a match or only a
+/// candidate; the workspace and the filter are appended to `query.from`.
 fn search_index(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     filter: &LogFilter,
-    from: &str,
-    order: &str,
-    values: Vec<(&str, Bind)>,
-) -> QueryResult<Vec<i64>> {
+    query: IndexQuery,
+) -> QueryResult<Vec<Found>> {
     use diesel::sql_types::{BigInt, Text, Timestamp};
     let mut sql = RawSql {
         text: String::new(),
         binds: Vec::new(),
         pg: matches!(conn, DbConn::Pg(_)),
     };
-    let mut from = from.to_owned();
+    let IndexQuery {
+        from,
+        hit,
+        order,
+        limited,
+        values,
+    } = query;
+    let mut text = format!("SELECT m.id AS id, {hit} AS hit FROM {from}");
     for (name, value) in values {
         let placeholder = sql.bind(value);
-        from = from.replace(&format!("{{{name}}}"), &placeholder);
+        text = text.replace(&format!("{{{name}}}"), &placeholder);
     }
-    sql.text = format!("SELECT m.id AS id FROM {from}");
+    sql.text = text;
     sql.narrow(workspace, filter);
-    sql.text.push_str(&format!(
-        " ORDER BY {order} DESC LIMIT {}",
-        super::search::LIMIT
-    ));
+    sql.text.push_str(&format!(" ORDER BY {order} DESC"));
+    if limited {
+        sql.text
+            .push_str(&format!(" LIMIT {}", super::search::LIMIT));
+    }
     let RawSql { text, binds, .. } = sql;
-    let found: Vec<Found> = per_backend!(conn, |c| {
+    per_backend!(conn, |c| {
         let mut query = diesel::sql_query(text).into_boxed();
         for value in binds {
             query = match value {
@@ -1093,8 +1114,7 @@ fn search_index(
             };
         }
         query.load(c)
-    })?;
-    Ok(found.into_iter().map(|f| f.id).collect())
+    })
 }
 
 /// Messages whose subject or text holds every searched word, or whose addresses hold the
@@ -1106,8 +1126,16 @@ pub fn search(
     filter: &LogFilter,
     search: &super::search::Search,
 ) -> QueryResult<Vec<Message>> {
-    let mut ids = if matches!(conn, DbConn::Pg(_)) {
-        search_pg(conn, workspace, filter, search)?
+    let mut ids = if let DbConn::Pg(_) = conn {
+        // Every step has one good plan (GIN, or a lookup per message); a sequential
+        // scan or parallel workers are never it, whatever the estimates say (a
+        // common word made the planner scan the whole search table in parallel).
+        conn.transaction(|conn| {
+            conn.batch_execute(
+                "SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0",
+            )?;
+            search_pg(conn, workspace, filter, search)
+        })?
     } else {
         let mut ids = Vec::new();
         let indexes = [
@@ -1116,16 +1144,21 @@ pub fn search(
         ];
         for (query, index) in indexes {
             if let Some(query) = query {
-                ids.extend(search_index(
+                let found = search_index(
                     conn,
                     workspace,
                     filter,
-                    &format!(
-                        "{index} x JOIN messages m ON m.id = x.rowid WHERE {index} MATCH {{q}}"
-                    ),
-                    "x.rowid",
-                    vec![("q", Bind::Text(query))],
-                )?);
+                    IndexQuery {
+                        from: format!(
+                            "{index} x JOIN messages m ON m.id = x.rowid WHERE {index} MATCH {{q}}"
+                        ),
+                        hit: "1 = 1",
+                        order: "x.rowid",
+                        limited: true,
+                        values: vec![("q", Bind::Text(query))],
+                    },
+                )?;
+                ids.extend(found.into_iter().map(|f| f.id));
             }
         }
         ids
@@ -1148,8 +1181,18 @@ pub const WINDOW: i64 = 1_000;
 /// How many matches a group of days is chosen to hold, at the rate seen so far.
 const GROUP_MATCHES: f64 = 300.0;
 
+/// How many candidates the first group of days is chosen to hold (doubling with each
+/// group): rows GIN finds that are read to be checked (a phrase's word order), a few µs
+/// each.
+const GROUP_CANDIDATES: f64 = 4_000.0;
+
 /// Up to how many matches expected in all the older days are read in one query.
 const EVERYTHING_MATCHES: f64 = 2_000.0;
+
+/// Up to how many candidates expected in all the older days are read in one query (a
+/// rare phrase of common words: its rows all read in one pass, ~3 µs each, rather than
+/// group after group).
+const EVERYTHING_CANDIDATES: f64 = 20_000.0;
 
 /// The search bucket of a workspace's day, as SQL's `message_bucket` computes it.
 fn bucket(workspace: WorkspaceId, day: chrono::NaiveDate) -> i64 {
@@ -1167,7 +1210,7 @@ struct Day {
 }
 
 /// The workspace's days (within the filter's dates) holding messages at or below `floor`,
-/// newest first, from the tallies.
+/// newest first, from the tallies; the newest id of each is counted at most `floor`.
 fn days_below(
     conn: &mut DbConn,
     workspace: WorkspaceId,
@@ -1200,7 +1243,7 @@ fn days_below(
             (messages > 0 && first <= floor).then(|| Day {
                 bucket: bucket(workspace, day),
                 messages,
-                last_id,
+                last_id: last_id.min(floor),
             })
         })
         .collect())
@@ -1211,7 +1254,8 @@ fn days_below(
 /// checked on each (a common word or a short prefix finds 100 at once; a GIN bitmap would
 /// collect every match of the log before sorting them); then, if fewer than 100 matched,
 /// the older days through the GIN indexes, newest first, a group of days at a time sized
-/// by the rate of matches seen so far, until 100 are found or the days run out.
+/// by the rate of matches seen so far, until 100 are found or the days run out. The
+/// address condition only looks for messages newer than the 100th the words found.
 fn search_pg(
     conn: &mut DbConn,
     workspace: WorkspaceId,
@@ -1225,40 +1269,81 @@ fn search_pg(
         .offset(WINDOW)
         .first(conn)
         .optional()?;
+    let words = |query: &str| format!("to_tsquery('simple'::regconfig, {query})");
     let conditions = [
-        search.tsquery().map(|query| Condition {
-            table: "message_search",
-            test: "words @@ to_tsquery('simple'::regconfig, {q})",
-            query,
+        search.tsquery().map(|query| {
+            let mut values = vec![("q", Bind::Text(query))];
+            match search.tsquery_candidates() {
+                Some(candidates) => {
+                    values.push(("c", Bind::Text(candidates)));
+                    Condition {
+                        table: "message_search",
+                        gin: format!("words @@ {}", words("{c}")),
+                        // The function behind `@@`: a check on each candidate that the
+                        // planner cannot hand to GIN as well.
+                        check: Some(format!("ts_match_vq(words, {})", words("{q}"))),
+                        values,
+                    }
+                }
+                None => Condition {
+                    table: "message_search",
+                    gin: format!("words @@ {}", words("{q}")),
+                    check: None,
+                    values,
+                },
+            }
         }),
-        search.like_fragment().map(|query| Condition {
-            table: "message_search_addresses",
-            test: "addresses ILIKE {q}",
-            query,
+        search.like_fragment().map(|query| {
+            let mut values = vec![("q", Bind::Text(query))];
+            let gin = match search.like_squashed() {
+                Some(squashed) => {
+                    values.push(("s", Bind::Text(squashed)));
+                    "squashed LIKE lower({s}) AND addresses ILIKE {q}"
+                }
+                None => "addresses ILIKE {q}",
+            };
+            Condition {
+                table: "message_search_addresses",
+                gin: gin.to_owned(),
+                check: None,
+                values,
+            }
         }),
     ];
     let days = match floor {
         Some(floor) => days_below(conn, workspace, filter, floor)?,
         None => Vec::new(),
     };
-    let mut ids = Vec::new();
+    let limit = super::search::LIMIT as usize;
+    let mut ids: Vec<i64> = Vec::new();
     for condition in conditions.into_iter().flatten() {
+        // Only what is newer than the 100th match so far can still be shown.
+        let above = (ids.len() >= limit).then(|| ids[limit - 1]);
         ids.extend(search_days(
-            conn, workspace, filter, &condition, floor, &days,
+            conn, workspace, filter, &condition, floor, &days, above,
         )?);
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        ids.truncate(limit);
     }
     Ok(ids)
 }
 
 /// What a search looks for in one of PostgreSQL's search tables (each row a message's
-/// `message_id` and `bucket`): `test` holds `{q}` for `query`.
+/// `message_id` and `bucket`).
 struct Condition {
     table: &'static str,
-    test: &'static str,
-    query: String,
+    /// The test GIN answers: its rows are the candidates.
+    gin: String,
+    /// What a candidate must also pass to match (read from its row), when GIN's rows
+    /// are not all matches (a phrase's word order, words being typed).
+    check: Option<String>,
+    /// The values `gin` and `check` name (`{q}`, …).
+    values: Vec<(&'static str, Bind)>,
 }
 
-/// One condition of `search_pg`: the window, then the days below `floor`.
+/// One condition of `search_pg`: the window, then the days below `floor`; only messages
+/// newer than `above` when given.
 fn search_days(
     conn: &mut DbConn,
     workspace: WorkspaceId,
@@ -1266,34 +1351,56 @@ fn search_days(
     condition: &Condition,
     floor: Option<i64>,
     days: &[Day],
+    above: Option<i64>,
 ) -> QueryResult<Vec<i64>> {
     let limit = super::search::LIMIT as usize;
+    let Condition {
+        table,
+        gin,
+        check,
+        values,
+    } = condition;
+    let newer = above.map_or(String::new(), |above| format!(" AND m.id > {above}"));
+    let window = floor.map_or(String::new(), |floor| format!(" AND m.id > {floor}"));
     // The window: the log read backwards, each message's row looked up (the `OFFSET 0`
     // keeps the subquery a lookup per message rather than a join the planner may turn
-    // into a scan of the whole index).
-    let window = match floor {
-        Some(floor) => format!(" AND m.id > {floor}"),
-        None => String::new(),
-    };
-    let mut found = search_index(
+    // into a scan of the whole index). Candidates that need a check come back with
+    // whether they pass it: their rate sizes the groups of days below, where each one
+    // is read.
+    let found = search_index(
         conn,
         workspace,
         filter,
-        &format!(
-            "messages m WHERE EXISTS (SELECT 1 FROM {table} x \
-             WHERE x.message_id = m.id AND x.{test} OFFSET 0){window}",
-            table = condition.table,
-            test = condition.test,
-        ),
-        "m.id",
-        vec![("q", Bind::Text(condition.query.clone()))],
+        IndexQuery {
+            from: format!(
+                "messages m JOIN LATERAL (SELECT {hit} AS hit FROM {table} x \
+                 WHERE x.message_id = m.id AND {gin} OFFSET 0) c ON TRUE \
+                 WHERE TRUE{window}{newer}",
+                hit = check.as_deref().unwrap_or("TRUE"),
+            ),
+            hit: "c.hit",
+            order: "m.id",
+            limited: check.is_none(),
+            values: values.clone(),
+        },
     )?;
+    let candidates = found.len() as f64;
+    let mut found: Vec<i64> = found.into_iter().filter(|f| f.hit).map(|f| f.id).collect();
     let Some(floor) = floor else {
         return Ok(found);
     };
-    // The rate of matches so far sizes the next group of days.
+    // The rates of matches so far, and of candidates in the window, size the next
+    // group of days; groups of candidates grow, so a rare match costs a few groups.
     let (mut hits, mut seen) = (found.len() as f64, WINDOW as f64);
-    let mut days = days.iter().peekable();
+    let candidate_rate = (candidates + 0.5) / WINDOW as f64;
+    let mut group_candidates = GROUP_CANDIDATES;
+    let mut days = days
+        .iter()
+        .filter(|day| above.is_none_or(|above| day.last_id > above))
+        .peekable();
+    let check = check
+        .as_ref()
+        .map_or(String::new(), |check| format!(" AND {check}"));
     loop {
         found.sort_unstable_by(|a, b| b.cmp(a));
         found.truncate(limit);
@@ -1305,48 +1412,56 @@ fn search_days(
             break;
         }
         let rate = (hits + 0.5) / seen;
-        // Few matches expected in all the older days: one query for them all, by the
-        // words alone (a rare word's posting list read once rather than once per day:
-        // 91 days of a word in 0.6 % of a log, 25 ms against 2 ms, measured); a date
-        // filter keeps to its days.
-        let left: i64 = days.clone().map(|day| day.messages).sum();
-        let everything = rate * left as f64 <= EVERYTHING_MATCHES
+        // Few matches and candidates expected in all the older days: one query for them
+        // all, by the words alone (a rare word's posting list read once rather than once
+        // per day: 91 days of a word in 0.6 % of a log, 25 ms against 2 ms, measured); a
+        // date filter keeps to its days, and only newer messages than `above` are wanted
+        // from the few days that hold them.
+        let left: f64 = days.clone().map(|day| day.messages as f64).sum();
+        let everything = rate * left <= EVERYTHING_MATCHES
+            && candidate_rate * left <= EVERYTHING_CANDIDATES
+            && above.is_none()
             && filter.since.is_none()
             && filter.until.is_none();
-        // The matches of these days through GIN (bucket first), then their messages
-        // looked up by id, the filter checked on each.
-        let (days_condition, mut values) = if everything {
+        // The candidates of these days through GIN (bucket first), checked, then their
+        // messages looked up by id, the filter checked on each.
+        let mut values = values.clone();
+        let days_condition = if everything {
             days.by_ref().for_each(drop);
-            (String::new(), Vec::new())
+            String::new()
         } else {
             let mut buckets = Vec::new();
-            let mut expected = 0.0;
-            while let Some(day) = days.next_if(|_| expected < GROUP_MATCHES) {
+            let (mut expected, mut expected_candidates) = (0.0, 0.0);
+            while let Some(day) =
+                days.next_if(|_| expected < GROUP_MATCHES && expected_candidates < group_candidates)
+            {
                 buckets.push(day.bucket.to_string());
                 expected += rate * day.messages as f64;
+                expected_candidates += candidate_rate * day.messages as f64;
                 seen += day.messages as f64;
             }
-            (
-                "bucket = ANY(CAST({b} AS BIGINT[])) AND ".to_owned(),
-                vec![("b", Bind::Text(format!("{{{}}}", buckets.join(","))))],
-            )
+            group_candidates *= 2.0;
+            values.push(("b", Bind::Text(format!("{{{}}}", buckets.join(",")))));
+            "bucket = ANY(CAST({b} AS BIGINT[])) AND ".to_owned()
         };
-        values.push(("q", Bind::Text(condition.query.clone())));
         let group = search_index(
             conn,
             workspace,
             filter,
-            &format!(
-                "messages m WHERE m.id = ANY(ARRAY(SELECT message_id FROM {table} \
-                 WHERE {days_condition}{test} AND message_id <= {floor})) AND m.id <= {floor}",
-                table = condition.table,
-                test = condition.test,
-            ),
-            "m.id",
-            values,
+            IndexQuery {
+                from: format!(
+                    "messages m WHERE m.id = ANY(ARRAY(SELECT message_id FROM {table} \
+                     WHERE {days_condition}{gin}{check} AND message_id <= {floor})) \
+                     AND m.id <= {floor}{newer}"
+                ),
+                hit: "TRUE",
+                order: "m.id",
+                limited: true,
+                values,
+            },
         )?;
         hits += group.len() as f64;
-        found.extend(group);
+        found.extend(group.into_iter().map(|f| f.id));
     }
     Ok(found)
 }

@@ -198,3 +198,27 @@ fn the_bundled_sqlite_has_fts5_trigram_and_returning() -> TestResult {
     assert_eq!(sync.synchronous, 2, "FULL");
     Ok(())
 }
+
+#[actix_web::test]
+async fn postgres_connections_run_without_jit() -> TestResult {
+    if !postgres_or_skip("postgres_connections_run_without_jit") {
+        return Ok(());
+    }
+    let app = TestApp::spawn(Backend::Postgres).await?;
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        jit: String,
+    }
+    let setting = app
+        .db()
+        .run(|conn| {
+            let DbConn::Pg(pg) = conn else {
+                return Err(mailroom::error::AppError::NotFound);
+            };
+            Ok(diesel::sql_query("SHOW jit").get_result::<Setting>(pg)?)
+        })
+        .await?;
+    assert_eq!(setting.jit, "off", "a short lookup must not pay for JIT");
+    Ok(())
+}

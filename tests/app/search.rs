@@ -517,14 +517,18 @@ async fn search_reaches_older_days_newest_first_and_keeps_to_the_workspace(
         .other_workspace("beta", "beta-admin@example.com")
         .await?;
     // Six days of 250 messages each (more than the window), the oldest first. Every
-    // tenth says "tenth" (a fifth of those failed), days 5 and 4 hold a rare "zephyr",
-    // day 5's recipients are kiwi.N@fruit.example; beta says "zephyr" every day.
+    // tenth says "tenth" (a fifth of those failed), days 5 and 4 hold a rare "zephyr"
+    // and "comet trail" (while every day has "trail of a comet" and "comet" alone), day
+    // 5's recipients are kiwi.N@fruit.example, the others rD.N@example.com but for
+    // tenth.fanN@example.com on day 0; beta says "zephyr" every day.
     let per_day = 250;
     let mut ids: Vec<(i64, i64, usize)> = Vec::new();
     for days_ago in (0..6).rev() {
         let stored = log_of(&app, "acme", days_ago, per_day, move |i| {
             let to = if days_ago == 5 {
                 format!("kiwi.{i}@fruit.example")
+            } else if days_ago == 0 && i % 10 == 5 {
+                format!("tenth.fan{i}@example.com")
             } else {
                 format!("r{days_ago}.{i}@example.com")
             };
@@ -534,6 +538,14 @@ async fn search_reaches_older_days_newest_first_and_keeps_to_the_workspace(
             }
             if days_ago >= 4 && i % 50 == 7 {
                 text.push_str(" A zephyr passed.");
+            }
+            if days_ago >= 4 && i % 50 == 9 {
+                text.push_str(" A comet trail.");
+            }
+            match i % 50 {
+                19 => text.push_str(" The trail of a comet."),
+                29 => text.push_str(" Comet only."),
+                _ => {}
             }
             let status = if i % 50 == 0 { "failed" } else { "sent" };
             (to, text, status)
@@ -595,9 +607,27 @@ async fn search_reaches_older_days_newest_first_and_keeps_to_the_workspace(
     // A part of the oldest day's addresses.
     let kiwi = newest(&|days_ago, _| days_ago == 5);
     assert_eq!(search("kiwi.", LogFilter::default()).await?, kiwi);
-    // A word in one message of ten: the window holds fewer than 100, the days the rest.
-    let tenth = newest(&|_, i| i % 10 == 0);
+    // A part of an address with punctuation (PostgreSQL looks up the trigrams of the
+    // addresses without it, then checks the address as written: r4.31@… holds "431exa"
+    // too, not "4.1@exa").
+    let r4_1 = newest(&|days_ago, i| days_ago == 4 && i == 1);
+    assert_eq!(search("4.1@exa", LogFilter::default()).await?, r4_1);
+    // A word in one message of ten, or in the newest day's fans' addresses: the window
+    // holds 100 of the words, so the addresses are read only as far back as those.
+    let tenth = newest(&|days_ago, i| i % 10 == 0 || (days_ago == 0 && i % 10 == 5));
     assert_eq!(search("tenth", LogFilter::default()).await?, tenth);
+    // A phrase whose words are in every day, in order only in the oldest two; a word
+    // and a short prefix of another (PostgreSQL reads the word's messages and checks
+    // the prefix on each).
+    let comet_trail = newest(&|days_ago, i| days_ago >= 4 && i % 50 == 9);
+    assert_eq!(
+        search("\"comet trail\"", LogFilter::default()).await?,
+        comet_trail
+    );
+    assert_eq!(
+        search("comet tr", LogFilter::default()).await?,
+        newest(&|days_ago, i| i % 50 == 19 || (days_ago >= 4 && i % 50 == 9))
+    );
     // Under a status: one in fifty, over all six days.
     let failed = LogFilter {
         status: Some(mailroom::messages::model::Status::Failed),
