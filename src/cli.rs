@@ -74,6 +74,33 @@ enum BenchCommand {
         #[arg(long, requires = "database")]
         reuse: bool,
     },
+    /// Generate a log of N messages (as `bench search` does), start the console with the
+    /// engine sending to an SMTP server, and load the history page from C signed-in clients.
+    Console {
+        /// Messages in the log.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// The SMTP server the engine sends to meanwhile, e.g. Postfix's
+        /// `smtp-sink -c -u nobody 127.0.0.1:2526 1024`.
+        #[arg(long)]
+        smtp_addr: std::net::SocketAddr,
+        /// A database URL (default: a fresh temporary SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+        /// Use the log an earlier `bench search` or `bench console` loaded into
+        /// `--database`.
+        #[arg(long, requires = "database")]
+        reuse: bool,
+        /// Concurrent clients, each asking again as soon as it is answered.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// How long the load lasts.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Messages per second the engine sends meanwhile.
+        #[arg(long, default_value_t = 1_000)]
+        send_rate: u32,
+    },
     /// Enqueue N messages and deliver them through the real engine to an SMTP server.
     Delivery {
         /// Messages to deliver.
@@ -154,6 +181,35 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(2, e),
         },
+        Command::Bench {
+            command:
+                BenchCommand::Console {
+                    messages,
+                    smtp_addr,
+                    database,
+                    reuse,
+                    concurrency,
+                    seconds,
+                    send_rate,
+                },
+        } => {
+            let bench = crate::bench::console::ConsoleBench {
+                messages,
+                smtp_addr,
+                database,
+                reuse,
+                concurrency,
+                seconds,
+                send_rate,
+            };
+            match actix_web::rt::System::new().block_on(crate::bench::console::console(bench)) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
         Command::Bench {
             command:
                 BenchCommand::Api {

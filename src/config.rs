@@ -148,6 +148,16 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// Database connections for requests: two per CPU core, at least four. The database's
+/// work is CPU-bound, so more connections only queue there, and take CPU time from the
+/// delivery engine (measured on 2 cores, 32 clients on the history page: with 10
+/// connections the engine sent 111 messages a second of the 1,000 it was allowed; with 4,
+/// all of them, and the history's p99 stayed under 100 ms).
+fn default_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    u32::try_from(cores * 2).unwrap_or(u32::MAX).max(4)
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -158,7 +168,7 @@ impl Default for Settings {
             public_url: None,
             log: "info".into(),
             log_format: LogFormat::Text,
-            pool_size: 10,
+            pool_size: default_pool_size(),
             workers: 0,
             session_ttl_hours: 12,
             secure_cookies: None,

@@ -1,6 +1,7 @@
 //! `mailroom bench …`: measurements operators can run too. Each prints one final line of
 //! figures.
 
+pub mod console;
 pub mod search;
 
 use std::net::SocketAddr;

@@ -516,6 +516,94 @@ fn size_mb(database: &Db, url: &str) -> anyhow::Result<f64> {
 }
 
 /// Generates the log, runs the mix, returns the final line.
+/// A generated log in a database: its workspace, providers and vocabulary.
+pub(super) struct Log {
+    pub(super) workspace: WorkspaceId,
+    pub(super) providers: Vec<ProviderId>,
+    corpus: std::sync::Arc<Corpus>,
+    /// The newest message id.
+    pub(super) max_id: i64,
+    /// How long loading took (0 for a reused log).
+    pub(super) load_seconds: f64,
+}
+
+impl Log {
+    /// The log an earlier run loaded into `database`, or a new one of `messages`.
+    pub(super) async fn open(database: &Db, messages: usize, reuse: bool) -> anyhow::Result<Log> {
+        let mut rng = StdRng::seed_from_u64(3);
+        let corpus = std::sync::Arc::new(Corpus::new(&mut rng, 24_000));
+        if reuse {
+            let (workspace, providers, max_id) = database
+                .run(|conn| loaded_log(conn).map_err(crate::error::AppError::Unexpected))
+                .await?;
+            eprintln!(
+                "reusing the log of workspace {} (newest id {max_id})",
+                workspace.0
+            );
+            return Ok(Log {
+                workspace,
+                providers,
+                corpus,
+                max_id,
+                load_seconds: 0.0,
+            });
+        }
+        let addr: std::net::SocketAddr = "127.0.0.1:25".parse()?;
+        let (workspace, first) = super::seed_provider(database, addr, 1).await?;
+        let mut providers = vec![first];
+        for name in ["backup", "bulk"] {
+            let other = super::another_provider(database, workspace, name).await?;
+            providers.push(other);
+        }
+        let postgres = matches!(&*database.get()?, DbConn::Pg(_));
+        let started = Instant::now();
+        {
+            let (database, corpus, providers) =
+                (database.clone(), corpus.clone(), providers.clone());
+            let writers = if postgres { 2 } else { 1 };
+            db::blocking(move || {
+                load(&database, corpus, workspace, providers, messages, writers)
+                    .map_err(crate::error::AppError::Unexpected)
+            })
+            .await
+            .context("loading the messages")?;
+        }
+        let load_seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "loaded {messages} messages in {load_seconds:.1} s ({:.0}/s)",
+            messages as f64 / load_seconds
+        );
+        if postgres {
+            // What the server does every 2 s (fold the tallies' changes) and autovacuum
+            // soon after a load this size: the planner's statistics, the visibility map,
+            // the hint bits on every new row and the GIN indexes' pending lists, which
+            // the first searches after a load would otherwise pay for (measured: a
+            // search's heap reads 25 µs a row before, 2 µs after). Timed apart from the
+            // load.
+            let started = std::time::Instant::now();
+            database
+                .run(|conn| {
+                    use diesel::connection::SimpleConnection;
+                    messages::fold_tallies(conn)?;
+                    Ok(conn.batch_execute("VACUUM ANALYZE")?)
+                })
+                .await?;
+            eprintln!(
+                "vacuumed and analyzed in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(Log {
+            workspace,
+            providers,
+            corpus,
+            max_id: messages as i64,
+            load_seconds,
+        })
+    }
+}
+
+/// Generates the log (or reuses one), runs the mix, returns the final line.
 pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let url = bench
@@ -523,95 +611,25 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     let database = Db::open(&url, 8)?;
-    let mut rng = StdRng::seed_from_u64(3);
-    let corpus = std::sync::Arc::new(Corpus::new(&mut rng, 24_000));
-    if bench.reuse {
-        let (workspace, providers, max_id) = database
-            .run(|conn| loaded_log(conn).map_err(crate::error::AppError::Unexpected))
-            .await?;
-        eprintln!(
-            "reusing the log of workspace {} (newest id {max_id})",
-            workspace.0
-        );
-        return run_mix(
-            &bench, &database, &url, &corpus, workspace, &providers, max_id, 0.0,
-        )
-        .await;
-    }
-    let addr: std::net::SocketAddr = "127.0.0.1:25".parse()?;
-    let (workspace, first) = super::seed_provider(&database, addr, 1).await?;
-    let mut providers = vec![first];
-    for name in ["backup", "bulk"] {
-        let other = super::another_provider(&database, workspace, name).await?;
-        providers.push(other);
-    }
-
-    let started = Instant::now();
-    {
-        let (database, corpus, providers) = (database.clone(), corpus.clone(), providers.clone());
-        let total = bench.messages;
-        let writers = if url.starts_with("postgres") { 2 } else { 1 };
-        db::blocking(move || {
-            load(&database, corpus, workspace, providers, total, writers)
-                .map_err(crate::error::AppError::Unexpected)
-        })
-        .await
-        .context("loading the messages")?;
-    }
-    let load_seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "loaded {} messages in {load_seconds:.1} s ({:.0}/s)",
-        bench.messages,
-        bench.messages as f64 / load_seconds
-    );
-    if url.starts_with("postgres") {
-        // What the server does every 2 s (fold the tallies' changes) and autovacuum soon
-        // after a load this size: the planner's statistics, the visibility map, the
-        // hint bits on every new row and the GIN indexes' pending lists, which the first
-        // searches after a load would otherwise pay for (measured: a search's heap reads
-        // 25 µs a row before, 2 µs after). Timed apart from the load.
-        let started = std::time::Instant::now();
-        database
-            .run(|conn| {
-                use diesel::connection::SimpleConnection;
-                messages::fold_tallies(conn)?;
-                Ok(conn.batch_execute("VACUUM ANALYZE")?)
-            })
-            .await?;
-        eprintln!(
-            "vacuumed and analyzed in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-
-    run_mix(
-        &bench,
-        &database,
-        &url,
-        &corpus,
-        workspace,
-        &providers,
-        bench.messages as i64,
-        load_seconds,
-    )
-    .await
+    let log = Log::open(&database, bench.messages, bench.reuse).await?;
+    run_mix(&bench, &database, &url, &log).await
 }
 
 /// Times the mix on a loaded log; returns the final line.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the figures of one run, passed once"
-)]
 async fn run_mix(
     bench: &SearchBench,
     database: &Db,
     url: &str,
-    corpus: &Corpus,
-    workspace: WorkspaceId,
-    providers: &[ProviderId],
-    max_id: i64,
-    load_seconds: f64,
+    log: &Log,
 ) -> anyhow::Result<String> {
+    let Log {
+        workspace,
+        providers,
+        corpus,
+        max_id,
+        load_seconds,
+    } = log;
+    let (workspace, max_id, load_seconds) = (*workspace, *max_id, *load_seconds);
     let probes = mix(corpus, providers, max_id);
     let mut searches = Vec::new();
     let mut pages = Vec::new();

@@ -183,6 +183,7 @@ pub type DbPool = r2d2::Pool<DbManager>;
 #[derive(Clone)]
 pub struct Db {
     pool: DbPool,
+    target: DbTarget,
 }
 
 impl Db {
@@ -201,6 +202,16 @@ impl Db {
             url: target.masked(),
             why: format!("{e:#}"),
         })?;
+        Self::pool(target, pool_size)
+    }
+
+    /// Another pool of `pool_size` connections to the same database, for work that must
+    /// not wait behind the console's requests for a connection (the delivery engine).
+    pub fn another(&self, pool_size: u32) -> Result<Self, StartupDbError> {
+        Self::pool(self.target.clone(), pool_size)
+    }
+
+    fn pool(target: DbTarget, pool_size: u32) -> Result<Self, StartupDbError> {
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
@@ -214,7 +225,7 @@ impl Db {
                 url: target.masked(),
                 why: e.to_string(),
             })?;
-        Ok(Self { pool })
+        Ok(Self { pool, target })
     }
 
     /// Runs `f` with a pooled connection on actix's blocking thread pool.

@@ -284,7 +284,8 @@ pub struct History {
     pub messages: Vec<Message>,
     /// The workspace's provider names.
     pub names: std::collections::HashMap<ProviderId, String>,
-    /// The texts of the messages' contents, by content id.
+    /// The texts of the messages' contents, by content id (for a page, the first 400
+    /// characters of each).
     pub bodies: std::collections::HashMap<i64, String>,
     /// The workspace's API key names.
     pub keys: std::collections::HashMap<crate::api::model::ApiKeyId, String>,
@@ -302,6 +303,10 @@ pub enum Rows<'a> {
     /// The newest matches of a search.
     Search(&'a super::search::Search),
 }
+
+/// Characters of each text a history page reads for its preview (which shows 80 of them,
+/// whitespace flattened).
+const PREVIEW_SOURCE: u32 = 400;
 
 /// Reads one page of the history under the filter; with `count`, the tab counts from the
 /// tallies.
@@ -325,10 +330,17 @@ pub fn history(
         .map(|k| (k.id, k.name))
         .collect();
     let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
-    let bodies = queries::find_bodies_in(conn, workspace, &body_ids)?
-        .into_iter()
-        .map(|b| (b.id, b.text_body))
-        .collect();
+    // A search shows a snippet around the first match, anywhere in the text; a page
+    // previews the start of each text.
+    let bodies = match rows {
+        Rows::Search(_) => queries::find_bodies_in(conn, workspace, &body_ids)?
+            .into_iter()
+            .map(|b| (b.id, b.text_body))
+            .collect(),
+        _ => queries::find_text_starts_in(conn, workspace, &body_ids, PREVIEW_SOURCE)?
+            .into_iter()
+            .collect(),
+    };
     let counts = if count {
         Some(queries::tab_counts(
             conn,

@@ -227,10 +227,54 @@ pub struct MessageLive {
 
 /// A one-line preview of a text: whitespace folded, at most 80 characters.
 pub fn preview(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut preview: String = flat.chars().take(80).collect();
-    if flat.chars().count() > 80 {
+    let mut preview = String::new();
+    let (mut count, mut cut) = (0, false);
+    for word in text.split_whitespace() {
+        if count > 0 {
+            if count == 80 {
+                cut = true;
+                break;
+            }
+            preview.push(' ');
+            count += 1;
+        }
+        for c in word.chars() {
+            if count == 80 {
+                cut = true;
+                break;
+            }
+            preview.push(c);
+            count += 1;
+        }
+        if cut {
+            break;
+        }
+    }
+    if cut {
         preview.push('…');
     }
     preview
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview;
+
+    #[test]
+    fn a_preview_folds_whitespace_and_cuts_at_80_characters() {
+        assert_eq!(preview("  Hello\n\n  world  "), "Hello world");
+        let long = "word ".repeat(40);
+        let shown = preview(&long);
+        assert_eq!(shown.chars().count(), 81, "80 characters and the ellipsis");
+        assert!(shown.ends_with('…'));
+        assert_eq!(
+            preview(&"x".repeat(80)),
+            "x".repeat(80),
+            "no ellipsis at exactly 80"
+        );
+        assert_eq!(
+            preview(&format!("{} y", "x".repeat(79))),
+            format!("{} …", "x".repeat(79))
+        );
+    }
 }

@@ -378,3 +378,32 @@ async fn retention_deletes_old_contents_and_keeps_the_records(backend: Backend) 
     Ok(())
 }
 both!(retention_deletes_old_contents_and_keeps_the_records);
+
+/// `mailroom bench console` end to end on a small log: it signs in through the login
+/// form, loads the history from several clients and has the engine send meanwhile.
+#[actix_web::test]
+async fn the_console_benchmark_signs_in_and_loads_the_history_while_sending() -> TestResult {
+    let server = SmtpServer::start().await?;
+    let bench = mailroom::bench::console::ConsoleBench {
+        messages: 2_000,
+        smtp_addr: format!("127.0.0.1:{}", server.port).parse()?,
+        database: None,
+        reuse: false,
+        concurrency: 4,
+        seconds: 2,
+        send_rate: 100,
+    };
+    let line = mailroom::bench::console::console(bench).await?;
+    let figure = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(line.starts_with("bench console: messages=2000 "), "{line}");
+    assert!(figure("requests") > 0.0, "{line}");
+    assert_eq!(figure("errors"), 0.0, "{line}");
+    assert!(figure("sent_per_s") > 0.0, "{line}");
+    assert!(!server.messages().is_empty(), "the engine sent meanwhile");
+    Ok(())
+}
