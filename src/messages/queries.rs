@@ -1542,9 +1542,9 @@ fn search_days(
         // The candidates of these days through GIN (bucket first), checked, then their
         // messages looked up by id, the filter checked on each.
         let mut values = values.clone();
-        let days_condition = if everything {
+        let rows = if everything {
             days.by_ref().for_each(drop);
-            String::new()
+            format!("SELECT message_id FROM {table} WHERE {gin}{check} AND message_id <= {floor}")
         } else {
             let mut buckets = Vec::new();
             let (mut expected, mut expected_candidates) = (0.0, 0.0);
@@ -1558,7 +1558,14 @@ fn search_days(
             }
             group_candidates *= 2.0;
             values.push(("b", Bind::Text(format!("{{{}}}", buckets.join(",")))));
-            "bucket = ANY(CAST({b} AS BIGINT[])) AND ".to_owned()
+            // One GIN scan per day, each keyed by its bucket: with `bucket = ANY(…)` the
+            // planner may check the buckets after a scan of the whole log instead (seen
+            // once statistics were taken: 746 ms for a phrase, against 9 ms).
+            format!(
+                "SELECT x.message_id FROM unnest(CAST({{b}} AS BIGINT[])) AS d(bucket) \
+                 CROSS JOIN LATERAL (SELECT message_id FROM {table} s \
+                 WHERE s.bucket = d.bucket AND {gin}{check} AND message_id <= {floor}) x"
+            )
         };
         let group = search_index(
             conn,
@@ -1566,9 +1573,7 @@ fn search_days(
             filter,
             IndexQuery {
                 from: format!(
-                    "messages m WHERE m.id = ANY(ARRAY(SELECT message_id FROM {table} \
-                     WHERE {days_condition}{gin}{check} AND message_id <= {floor})) \
-                     AND m.id <= {floor}{newer}"
+                    "messages m WHERE m.id = ANY(ARRAY({rows})) AND m.id <= {floor}{newer}"
                 ),
                 hit: "TRUE",
                 order: "m.id",
