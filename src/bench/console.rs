@@ -164,6 +164,19 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
         db::blocking(move || {
             let mut conn = db.get()?;
             aim_provider(&mut conn, provider, smtp_addr, rate)?;
+            // The log's other providers point nowhere: their unfinished messages are held,
+            // so the engine does not spend the run retrying them.
+            {
+                use crate::db::schema::messages as m;
+                diesel::update(
+                    m::table
+                        .filter(m::workspace_id.eq(workspace))
+                        .filter(m::provider_id.ne(provider))
+                        .filter(m::status.eq_any(["scheduled", "queued"])),
+                )
+                .set((m::status.eq("held"), m::hold_reason.eq("bench")))
+                .execute(&mut conn)?;
+            }
             let slug = crate::workspaces::queries::find_by_id(&mut conn, workspace)?
                 .ok_or(crate::error::AppError::NotFound)?
                 .slug;
