@@ -202,13 +202,7 @@ pub fn main() -> ExitCode {
                 seconds,
                 send_rate,
             };
-            match actix_web::rt::System::new().block_on(crate::bench::console::console(bench)) {
-                Ok(line) => {
-                    println!("{line}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, format!("{e:#}")),
-            }
+            run_bench(crate::bench::console::console(bench))
         }
         Command::Bench {
             command:
@@ -223,13 +217,7 @@ pub fn main() -> ExitCode {
                 concurrency,
                 database,
             };
-            match actix_web::rt::System::new().block_on(crate::bench::api(bench)) {
-                Ok(line) => {
-                    println!("{line}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, format!("{e:#}")),
-            }
+            run_bench(crate::bench::api(bench))
         }
         Command::Bench {
             command:
@@ -244,13 +232,7 @@ pub fn main() -> ExitCode {
                 database,
                 reuse,
             };
-            match actix_web::rt::System::new().block_on(crate::bench::search::search(bench)) {
-                Ok(line) => {
-                    println!("{line}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, format!("{e:#}")),
-            }
+            run_bench(crate::bench::search::search(bench))
         }
         Command::Bench {
             command:
@@ -269,13 +251,7 @@ pub fn main() -> ExitCode {
                 size,
                 connections,
             };
-            match actix_web::rt::System::new().block_on(crate::bench::delivery(bench)) {
-                Ok(line) => {
-                    println!("{line}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, format!("{e:#}")),
-            }
+            run_bench(crate::bench::delivery(bench))
         }
         Command::ApiKey {
             command:
@@ -340,6 +316,17 @@ fn read_password() -> Result<String, String> {
         .read_line(&mut line)
         .map_err(|e| format!("reading the password from stdin: {e}"))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Runs a benchmark on its own actix system and prints its final line.
+fn run_bench(bench: impl std::future::Future<Output = anyhow::Result<String>>) -> ExitCode {
+    match actix_web::rt::System::new().block_on(bench) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, format!("{e:#}")),
+    }
 }
 
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {

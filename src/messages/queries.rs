@@ -788,6 +788,15 @@ pub fn page(
         }
     }
     let ids: Vec<MessageId> = query.load(conn)?;
+    newest_first(conn, workspace, &ids)
+}
+
+/// The workspace's messages with these ids, newest first.
+fn newest_first(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    ids: &[MessageId],
+) -> QueryResult<Vec<Message>> {
     messages::table
         .filter(messages::workspace_id.eq(workspace))
         .filter(messages::id.eq_any(ids))
@@ -1198,12 +1207,8 @@ pub fn search(
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids.dedup();
     ids.truncate(super::search::LIMIT as usize);
-    messages::table
-        .filter(messages::workspace_id.eq(workspace))
-        .filter(messages::id.eq_any(ids))
-        .select(Message::as_select())
-        .order(messages::id.desc())
-        .load(conn)
+    let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+    newest_first(conn, workspace, &ids)
 }
 
 /// How many of a workspace's newest messages PostgreSQL checks one by one before it turns
