@@ -195,6 +195,16 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
     };
     // Enough to keep the engine busy past the end of the load.
     let queued = rate as usize * (bench.seconds as usize + 10);
+    let (logged, newest) = database
+        .run(move |conn| {
+            use crate::db::schema::messages as m;
+            Ok(m::table
+                .filter(m::workspace_id.eq(workspace))
+                .select((diesel::dsl::count_star(), diesel::dsl::max(m::id)))
+                .first::<(i64, Option<i64>)>(conn)?)
+        })
+        .await?;
+    let newest = newest.unwrap_or(0);
     seed_messages(&database, workspace, provider, queued, 2_048).await?;
 
     let settings = crate::config::Settings {
@@ -260,7 +270,6 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
     engine.stop(Duration::from_secs(5)).await;
     // What the engine had no time to send is cancelled: a log used again starts with an
     // empty queue.
-    let newest = log.max_id;
     database
         .write(move |conn| {
             use crate::db::schema::messages as m;
@@ -278,7 +287,7 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
     millis.sort_by(f64::total_cmp);
     Ok(format!(
         "bench console: messages={} concurrency={} seconds={seconds:.0} requests={} per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} errors={failures} sent_per_s={:.0}",
-        log.max_id,
+        logged,
         bench.concurrency,
         millis.len(),
         millis.len() as f64 / seconds,

@@ -1286,9 +1286,13 @@ fn estimated_rate(
         .and_then(|first| plan_rows(&first.line))
         .unwrap_or(0.0);
     let total: TableRows = diesel::sql_query(format!(
-        "SELECT GREATEST(reltuples, 1)::float8 AS rows FROM pg_class WHERE oid = '{table}'::regclass"
+        "SELECT reltuples::float8 AS rows FROM pg_class WHERE oid = '{table}'::regclass"
     ))
     .get_result(c)?;
+    // A table never analyzed has no statistics to go by (`reltuples` is -1).
+    if total.rows < 1.0 {
+        return Ok(0.0);
+    }
     Ok((expected / total.rows).clamp(0.0, 1.0))
 }
 
@@ -1519,7 +1523,9 @@ fn search_days(
         .as_ref()
         .map_or(String::new(), |check| format!(" AND {check}"));
     loop {
+        // The query for all older days also reads the days groups read before it.
         found.sort_unstable_by(|a, b| b.cmp(a));
+        found.dedup();
         found.truncate(limit);
         // Done with 100 unless an older day still holds newer ids (ids and creation
         // times of concurrent writers may cross at midnight).
