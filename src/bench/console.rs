@@ -9,7 +9,7 @@ use anyhow::Context;
 use diesel::prelude::*;
 
 use super::search::Log;
-use super::{percentile, seed_messages};
+use super::{database_url, percentile, seed_messages};
 use crate::db::{self, Db};
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
@@ -142,11 +142,7 @@ async fn sign_in(base: &str, email: &str, password: &str) -> anyhow::Result<Stri
 /// Loads (or reuses) the log, starts the console with the engine sending to `smtp_addr`,
 /// and asks for history pages from `concurrency` signed-in clients for `seconds`.
 pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
-    let url = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let (dir, url) = database_url(bench.database.clone())?;
     let database = Db::open(&url, 4)?;
     let log = Log::open(&database, bench.messages, bench.reuse).await?;
     let workspace = log.workspace;

@@ -42,6 +42,15 @@ fn body(size: usize) -> String {
     line.repeat(size.div_ceil(line.len()).max(1))
 }
 
+/// The database a benchmark uses: the URL given, or a fresh SQLite file in a temporary
+/// directory that lives as long as the returned guard.
+fn database_url(given: Option<String>) -> anyhow::Result<(tempfile::TempDir, String)> {
+    let dir = tempfile::tempdir()?;
+    let url =
+        given.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    Ok((dir, url))
+}
+
 /// The `q` quantile (0–1) of sorted values; 0 when there are none.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted
@@ -239,11 +248,7 @@ async fn seed_messages(
 /// Enqueues the messages through the real ingest path, delivers them with the real engine,
 /// and returns the final line once every outcome is committed.
 pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
-    let url = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let (dir, url) = database_url(bench.database.clone())?;
     let database = Db::open(&url, 8)?;
     let enqueue_started = Instant::now();
     let workspace = seed(
@@ -349,11 +354,7 @@ pub struct ApiBench {
 /// Starts the server on a fresh database, posts `messages` messages (2 KB, `hold: true`)
 /// from `concurrency` clients over keep-alive connections, and counts what was stored.
 pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
-    let url = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let (dir, url) = database_url(bench.database.clone())?;
     let settings = crate::config::Settings {
         bind: "127.0.0.1:0".into(),
         database_url: Some(url.clone()),

@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::percentile;
+use super::{database_url, percentile};
 use crate::db::{self, Db, DbConn};
 use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status};
 use crate::messages::queries::{self as messages, LogFilter};
@@ -605,11 +605,7 @@ impl Log {
 
 /// Generates the log (or reuses one), runs the mix, returns the final line.
 pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
-    let url = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let (_dir, url) = database_url(bench.database.clone())?;
     let database = Db::open(&url, 8)?;
     let log = Log::open(&database, bench.messages, bench.reuse).await?;
     run_mix(&bench, &database, &url, &log).await

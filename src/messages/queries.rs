@@ -679,7 +679,8 @@ pub fn find_by_workspace_and_id(
         .optional()
 }
 
-/// Messages of the workspace by id (for refreshing rows on a page).
+/// Messages of the workspace by id, newest first (a page's or a search's rows, the
+/// API's waited-for sends).
 pub fn find_many(
     conn: &mut DbConn,
     workspace: WorkspaceId,
@@ -689,6 +690,7 @@ pub fn find_many(
         .filter(messages::workspace_id.eq(workspace))
         .filter(messages::id.eq_any(ids))
         .select(Message::as_select())
+        .order(messages::id.desc())
         .load(conn)
 }
 
@@ -788,21 +790,7 @@ pub fn page(
         }
     }
     let ids: Vec<MessageId> = query.load(conn)?;
-    newest_first(conn, workspace, &ids)
-}
-
-/// The workspace's messages with these ids, newest first.
-fn newest_first(
-    conn: &mut DbConn,
-    workspace: WorkspaceId,
-    ids: &[MessageId],
-) -> QueryResult<Vec<Message>> {
-    messages::table
-        .filter(messages::workspace_id.eq(workspace))
-        .filter(messages::id.eq_any(ids))
-        .select(Message::as_select())
-        .order(messages::id.desc())
-        .load(conn)
+    find_many(conn, workspace, &ids)
 }
 
 /// The lowest and highest id of the messages created in the days a time range touches
@@ -1208,7 +1196,7 @@ pub fn search(
     ids.dedup();
     ids.truncate(super::search::LIMIT as usize);
     let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
-    newest_first(conn, workspace, &ids)
+    find_many(conn, workspace, &ids)
 }
 
 /// How many of a workspace's newest messages PostgreSQL checks one by one before it turns
