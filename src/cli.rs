@@ -489,6 +489,11 @@ pub fn add_user(
                 )
             }
         };
+        if !created {
+            // As in the console: open links of an account that joins another workspace
+            // were made by people who may no longer manage it.
+            accounts::void_password_tokens_of_user(conn, user_id, now)?;
+        }
         entry.detail = format!(
             "role {}{}",
             role.as_str(),

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::model::*;
 use crate::db::DbConn;
-use crate::db::schema::{login_failures, password_tokens, sessions, users};
+use crate::db::schema::{login_failures, memberships, password_tokens, sessions, users};
 
 type QResult<T> = Result<T, diesel::result::Error>;
 
@@ -177,6 +177,27 @@ pub fn find_live_password_token(
         .select(PasswordToken::as_select())
         .first(conn)
         .optional()
+}
+
+/// Whether `actor` administers every workspace `target` belongs to, and `target` belongs
+/// to at least one: one workspace's admin never acts on an account that another workspace
+/// relies on (disabling it, or setting its password through a link).
+pub fn administers_every_workspace_of(
+    conn: &mut DbConn,
+    actor: UserId,
+    target: UserId,
+) -> QResult<bool> {
+    let of_target: Vec<i64> = memberships::table
+        .filter(memberships::user_id.eq(target))
+        .select(memberships::workspace_id)
+        .load(conn)?;
+    let administered: Vec<i64> = memberships::table
+        .filter(memberships::user_id.eq(actor))
+        .filter(memberships::role.eq("admin"))
+        .filter(memberships::workspace_id.eq_any(&of_target))
+        .select(memberships::workspace_id)
+        .load(conn)?;
+    Ok(!of_target.is_empty() && of_target.iter().all(|w| administered.contains(w)))
 }
 
 /// Voids every open link of a user (a new link replaces older ones; a used one is spent).

@@ -191,9 +191,34 @@ pub fn create_password_link(
     Ok(token)
 }
 
+/// A link that may still be redeemed: unused, not expired, and its creator (when an admin
+/// made it for someone else) still an active admin of every workspace the account belongs
+/// to. An account another workspace has come to rely on since is no longer theirs to set
+/// a password for, so the link answers as expired (in the same words as an expired one).
+fn live_link(
+    conn: &mut DbConn,
+    token: &str,
+    now: chrono::NaiveDateTime,
+) -> Result<Option<PasswordToken>, AppError> {
+    let Some(link) = queries::find_live_password_token(conn, &hash_token(token), now)? else {
+        return Ok(None);
+    };
+    let creator_may = match link.created_by {
+        // Made on the command line (the operator), or by the account's owner.
+        None => true,
+        Some(creator) if creator == link.user_id => true,
+        Some(creator) => {
+            queries::find_user_by_id(conn, creator)?
+                .is_some_and(|c| !c.is_disabled() && c.has_password())
+                && queries::administers_every_workspace_of(conn, creator, link.user_id)?
+        }
+    };
+    Ok(creator_may.then_some(link))
+}
+
 /// The account a live link belongs to (for showing the form).
 pub fn find_link_owner(conn: &mut DbConn, token: &str) -> Result<Option<User>, AppError> {
-    let Some(link) = queries::find_live_password_token(conn, &hash_token(token), db::now())? else {
+    let Some(link) = live_link(conn, token, db::now())? else {
         return Ok(None);
     };
     Ok(queries::find_user_by_id(conn, link.user_id)?.filter(|u| !u.is_disabled()))
@@ -208,12 +233,11 @@ pub fn redeem_password_link(
     ip: &str,
 ) -> Result<User, AppError> {
     let now = db::now();
-    let link =
-        queries::find_live_password_token(conn, &hash_token(token), now)?.ok_or_else(|| {
-            AppError::Validation(
-                "This link has expired or was already used. Ask an admin for a new one.".into(),
-            )
-        })?;
+    let link = live_link(conn, token, now)?.ok_or_else(|| {
+        AppError::Validation(
+            "This link has expired or was already used. Ask an admin for a new one.".into(),
+        )
+    })?;
     let user = queries::find_user_by_id(conn, link.user_id)?
         .filter(|u| !u.is_disabled())
         .ok_or_else(|| AppError::Validation("This account is disabled.".into()))?;

@@ -280,6 +280,11 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
             "Give a text or an HTML body (or both).".into(),
         );
     }
+    for (field, value) in [("text", text), ("html", html)] {
+        if let Some(why) = crate::messages::model::body_problem(value) {
+            problem(field.into(), why.into());
+        }
+    }
     let retry_count = request.retry_count.unwrap_or(default_retries);
     if !(0..=10).contains(&retry_count) {
         problem("retry_count".into(), "From 0 to 10.".into());

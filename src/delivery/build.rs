@@ -3,8 +3,8 @@
 //! the BCC recipients (never a header).
 
 use lettre::address::Envelope;
-use lettre::message::header::ContentType;
-use lettre::message::{Attachment as Part, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment as Part, Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message as Email};
 
 use crate::messages::model::{Attachment, Message, MessageBody};
@@ -50,15 +50,17 @@ pub fn build(
     for bcc in message.bcc_list() {
         recipients.push(address(bcc)?);
     }
-    let text = body.text_body.clone();
+    let text = || text_part(ContentType::TEXT_PLAIN, &body.text_body);
     let content = match &body.html_body {
-        Some(html) => MultiPart::alternative_plain_html(text, html.clone()),
-        None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
+        Some(html) => MultiPart::alternative()
+            .singlepart(text())
+            .singlepart(text_part(ContentType::TEXT_HTML, html)),
+        None => MultiPart::mixed().singlepart(text()),
     };
     let email = if files.is_empty() {
         match &body.html_body {
             Some(_) => builder.multipart(content),
-            None => builder.singlepart(SinglePart::plain(body.text_body.clone())),
+            None => builder.singlepart(text()),
         }
     } else {
         // multipart/mixed: the text (or text/HTML alternative) first, then each file.
@@ -68,14 +70,74 @@ pub fn build(
                 ContentType::parse("application/octet-stream")
                     .map_err(|e| BuildError(e.to_string()))?,
             );
-            mixed =
-                mixed.singlepart(Part::new(file.file_name.clone()).body(file.data.clone(), kind));
+            // Always base64: a file is bytes, not lines. Left to choose, lettre sends a file
+            // of ASCII lines as 7bit with its bare LFs unchanged (a receiver that ends lines
+            // at a bare LF would then read an ".\n" in it as the end of DATA).
+            let body = Body::new_with_encoding(file.data.clone(), ContentTransferEncoding::Base64)
+                .map_err(|_| BuildError("a file could not be encoded as base64".into()))?;
+            mixed = mixed.singlepart(Part::new(file.file_name.clone()).body(body, kind));
         }
         builder.multipart(mixed)
     }
     .map_err(|e| BuildError(e.to_string()))?;
     let envelope = Envelope::new(Some(from), recipients).map_err(|e| BuildError(e.to_string()))?;
-    Ok((envelope, email.formatted()))
+    let bytes = email.formatted();
+    check_wire(&bytes)?;
+    Ok((envelope, bytes))
+}
+
+/// A text or HTML part. lettre picks 7bit, quoted-printable or base64 by itself, and would
+/// send a NUL or another control character as it is: such text goes quoted-printable.
+fn text_part(kind: ContentType, content: &str) -> SinglePart {
+    let odd = content
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t'));
+    let body = if odd {
+        Body::new_with_encoding(content.to_owned(), ContentTransferEncoding::QuotedPrintable)
+            .unwrap_or_else(|_| Body::new(content.to_owned()))
+    } else {
+        Body::new(content.to_owned())
+    };
+    SinglePart::builder().header(kind).body(body)
+}
+
+/// The one check of what goes on the wire, whatever part it came from: every line ends in
+/// CRLF (no bare CR or LF, RFC 5321 §2.3.8), no NUL, no line longer than 998 characters
+/// (RFC 5322 §2.1.1). With that, the client's dot-stuffing after each CRLF (RFC 5321
+/// §4.5.2) is complete, so no line of the message can end DATA early: nothing in a
+/// message can be read by the server as SMTP commands ("SMTP smuggling"), and a receiver
+/// that refuses bare line feeds (Postfix `smtpd_forbid_bare_newline`) takes every message.
+pub fn check_wire(bytes: &[u8]) -> Result<(), BuildError> {
+    const MAX_LINE: usize = 998;
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                if i - line_start > MAX_LINE {
+                    return Err(BuildError(format!(
+                        "a line of {} characters (at most {MAX_LINE})",
+                        i - line_start
+                    )));
+                }
+                i += 2;
+                line_start = i;
+                continue;
+            }
+            b'\r' => return Err(BuildError(format!("a bare CR at byte {i}"))),
+            b'\n' => return Err(BuildError(format!("a bare LF at byte {i}"))),
+            0 => return Err(BuildError(format!("a NUL at byte {i}"))),
+            _ => {}
+        }
+        i += 1;
+    }
+    if bytes.len() - line_start > MAX_LINE {
+        return Err(BuildError(format!(
+            "a line of {} characters (at most {MAX_LINE})",
+            bytes.len() - line_start
+        )));
+    }
+    Ok(())
 }
 
 /// Normalizes every line ending to CRLF. lettre 0.11.23 still dot-stuffs only after CRLF
@@ -102,6 +164,26 @@ pub fn crlf(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::crlf;
+
+    #[test]
+    fn the_wire_check_refuses_bare_line_ends_nuls_and_long_lines() {
+        use super::check_wire;
+        assert!(check_wire(b"Subject: a\r\n\r\nbody\r\n.\r\n").is_ok());
+        assert!(check_wire(b"").is_ok());
+        for bad in [
+            &b"a\nb\r\n"[..],
+            b"a\rb\r\n",
+            b"hello\n.\r\nMAIL FROM:<x@y>\r\n",
+            b"a\r\n\r",
+            b"a\0b\r\n",
+        ] {
+            assert!(check_wire(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("{}\r\n", "x".repeat(999));
+        assert!(check_wire(long.as_bytes()).is_err());
+        let fits = format!("{}\r\n", "x".repeat(998));
+        assert!(check_wire(fits.as_bytes()).is_ok());
+    }
 
     #[test]
     fn every_line_ending_becomes_crlf() {

@@ -555,6 +555,11 @@ impl ComposeForm {
         if self.text.trim().is_empty() && self.html.trim().is_empty() {
             errors.add("text", "Write the message (text, HTML, or both).");
         }
+        for (field, value) in [("text", &self.text), ("html", &self.html)] {
+            if let Some(why) = body_problem(value) {
+                errors.add(field, why);
+            }
+        }
         let send_at = errors.check("send_at", parse_send_at(&self.send_at));
         let retry_count = errors.check(
             "retry_count",
@@ -586,6 +591,14 @@ impl ComposeForm {
             files: Vec::new(),
         })
     }
+}
+
+/// What is wrong with a text or HTML body that nothing can carry: a NUL character
+/// (PostgreSQL cannot store it in text, and RFC 5322 §2.3 forbids it in a message).
+pub fn body_problem(value: &str) -> Option<&'static str> {
+    value
+        .contains('\0')
+        .then_some("This cannot contain a NUL character (U+0000).")
 }
 
 fn parse_send_at(input: &str) -> Result<Option<NaiveDateTime>, String> {

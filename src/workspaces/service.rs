@@ -101,6 +101,9 @@ pub fn add_member(
                     user.email
                 )));
             }
+            // Links made before the account joined this workspace were made by people who
+            // may no longer manage it: none of them may set its password from now on.
+            accounts::void_password_tokens_of_user(conn, user.id, now)?;
             (user, false)
         }
         None => {
@@ -236,15 +239,7 @@ fn ensure_can_manage_account(
     actor: &User,
     target: &User,
 ) -> Result<(), AppError> {
-    let actor_admin_of: Vec<WorkspaceId> = queries::list_for_user(conn, actor.id)?
-        .into_iter()
-        .filter(|(_, m)| m.role().is_admin())
-        .map(|(w, _)| w.id)
-        .collect();
-    let outside = queries::list_for_user(conn, target.id)?
-        .into_iter()
-        .any(|(w, _)| !actor_admin_of.contains(&w.id));
-    if outside {
+    if !accounts::administers_every_workspace_of(conn, actor.id, target.id)? {
         return Err(AppError::Conflict(format!(
             "{} also belongs to a workspace you do not administer; an admin of every one of their workspaces must do this.",
             target.email

@@ -1003,3 +1003,115 @@ async fn a_call_may_bring_its_own_smtp_server_when_the_workspace_allows(
     Ok(())
 }
 both!(a_call_may_bring_its_own_smtp_server_when_the_workspace_allows);
+
+/// Security review, item 2 (SMTP smuggling): whatever bytes a caller puts in any part of a
+/// message, the server (lenient: a lone dot ends DATA after a bare LF too) receives exactly
+/// one message per send, every line ends in CRLF, and files decode to the uploaded bytes.
+async fn no_part_of_a_message_can_end_data_early_or_put_a_bare_line_end_on_the_wire(
+    backend: Backend,
+) -> TestResult {
+    let (app, _admin, server, api) = api_app(backend).await?;
+    let client = reqwest::Client::new();
+    let long_line = "x".repeat(10_000);
+    let hostile: Vec<(&str, String)> = vec![
+        ("bare LF", "one\ntwo\n".into()),
+        ("bare CR", "one\rtwo\r".into()),
+        ("LF dot LF", "hello\n.\nMAIL FROM:<ceo@victim.test>\n".into()),
+        ("CRLF dot CRLF", "hello\r\n.\r\nMAIL FROM:<ceo@victim.test>\r\n".into()),
+        (
+            "LF dot CRLF",
+            "hello\n.\r\nMAIL FROM:<ceo@victim.test>\r\nRCPT TO:<x@victim.test>\r\nDATA\r\nsmuggled\r\n.\r\n".into(),
+        ),
+        ("NUL", "a\0b".into()),
+        ("long line", long_line.clone()),
+    ];
+    let mut sent = 0;
+    let mut uploads: Vec<Vec<u8>> = Vec::new();
+    let upload = |name: String, data: Vec<u8>| {
+        let part = reqwest::multipart::Part::bytes(data)
+            .file_name(name)
+            .mime_str("text/plain")
+            .expect("valid type");
+        client
+            .post(format!("{}/api/v1/files", app.base))
+            .bearer_auth(&api.key)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    for (what, input) in &hostile {
+        // The input as a file's bytes…
+        let response = upload("notes.txt".into(), input.clone().into_bytes()).await?;
+        assert_eq!(response.status(), StatusCode::CREATED, "{what}");
+        let file: Value = response.json().await?;
+        uploads.push(input.clone().into_bytes());
+        let mut parts = vec![
+            ("text", json!(input)),
+            ("html", json!(format!("<p>{input}</p>"))),
+            ("attachments", json!([file["id"]])),
+            ("subject", json!(input)),
+        ];
+        // …and as its name: refused as a malformed upload, or stored made safe.
+        let named = upload(format!("{input}.txt"), b"named".to_vec()).await?;
+        if named.status() == StatusCode::CREATED {
+            let file: Value = named.json().await?;
+            uploads.push(b"named".to_vec());
+            parts.push(("attachments", json!([file["id"]])));
+        } else {
+            assert!(
+                named.status().is_client_error(),
+                "{what}: {}",
+                named.status()
+            );
+        }
+        for (field, value) in parts {
+            let mut body = json!({
+                "to": ["ann@example.com"], "subject": "Hostile", "provider": "Ops SMTP",
+                "text": "Plain."
+            });
+            body[field] = value;
+            let (status, answer) = api.post("/messages?wait=10", &body).await?;
+            if status == StatusCode::UNPROCESSABLE_ENTITY
+                && (field == "subject" || input.contains('\0'))
+            {
+                // A header field refuses what it cannot carry, as does every field a NUL
+                // (which neither a message nor PostgreSQL's text can hold), and says so.
+                assert_eq!(field_of(&answer), vec![field], "{what}: {answer}");
+                continue;
+            }
+            assert_eq!(status, StatusCode::OK, "{what} in {field}: {answer}");
+            assert_eq!(
+                answer["messages"][0]["status"], "sent",
+                "{what} in {field}: {answer}"
+            );
+            sent += 1;
+        }
+    }
+    let captured = server.messages();
+    assert_eq!(captured.len(), sent, "exactly one message per send");
+    for mail in &captured {
+        assert_eq!(mail.from, "ops@example.com", "no smuggled MAIL FROM");
+        let raw = &mail.raw;
+        for (i, byte) in raw.iter().enumerate() {
+            match byte {
+                b'\r' => assert_eq!(raw.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+                b'\n' => assert!(i > 0 && raw[i - 1] == b'\r', "bare LF at {i}"),
+                0 => panic!("NUL at {i}"),
+                _ => {}
+            }
+        }
+        assert!(raw.split(|b| *b == b'\n').all(|line| line.len() <= 1000));
+    }
+    // Every file decodes to exactly the bytes uploaded.
+    let mut decoded = Vec::new();
+    for mail in &captured {
+        let parsed = mail_parser::MessageParser::default()
+            .parse(mail.data.as_bytes())
+            .ok_or("a parsable message")?;
+        for attachment in parsed.attachments() {
+            decoded.push(attachment.contents().to_vec());
+        }
+    }
+    assert_eq!(decoded, uploads, "each file, byte for byte");
+    Ok(())
+}
+both!(no_part_of_a_message_can_end_data_early_or_put_a_bare_line_end_on_the_wire);

@@ -224,3 +224,143 @@ async fn an_invited_or_disabled_admin_does_not_count_as_the_last_admin(
     Ok(())
 }
 both!(an_invited_or_disabled_admin_does_not_count_as_the_last_admin);
+
+/// Security review, item 1: admin A of `acme` keeps a one-time link; admin B of `globex`
+/// then adds the same account to `globex` as an admin. A's link must no longer set the
+/// password, or A would sign in to `globex` as its admin.
+async fn a_kept_link_dies_when_another_workspace_takes_the_account_in(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin_a) = TestApp::with_admin(backend).await?;
+    let admin_b = app.other_workspace("globex", "b@example.com").await?;
+
+    // An invitation A keeps (the account has no password yet)…
+    let page = admin_a
+        .post_form(
+            "/w/acme/members",
+            &[("email", "victim@corp.example"), ("role", "viewer")],
+        )
+        .await?;
+    let invite = one_time_link(&page.text().await?).ok_or("invitation link")?;
+    let joined = admin_b
+        .post_form(
+            "/w/globex/members",
+            &[("email", "victim@corp.example"), ("role", "admin")],
+        )
+        .await?;
+    assert_eq!(
+        joined.status(),
+        StatusCode::SEE_OTHER,
+        "an existing account joins"
+    );
+    // Voided at the join (not only refused at redemption).
+    let open_links = app
+        .db()
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::{password_tokens as t, users as u};
+            Ok(t::table
+                .inner_join(u::table)
+                .filter(u::email.eq("victim@corp.example"))
+                .filter(t::used_at.is_null())
+                .count()
+                .get_result::<i64>(conn)?)
+        })
+        .await?;
+    assert_eq!(open_links, 0, "joining another workspace voids open links");
+    let path = invite.trim_start_matches(&app.base).to_owned();
+    assert_eq!(app.browser().page(&path).await?.0, StatusCode::GONE);
+    let taken = app
+        .browser()
+        .set_password_with_link(&invite, "chosen by admin A")
+        .await?;
+    assert_eq!(taken.status(), StatusCode::GONE);
+    assert!(taken.text().await?.contains("expired or was already used"));
+    let attacker = app.browser();
+    assert_eq!(
+        attacker
+            .login("victim@corp.example", "chosen by admin A")
+            .await?
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        attacker.page("/w/globex/members").await?.0,
+        StatusCode::SEE_OTHER
+    );
+
+    // …and a reset link A made while the account belonged to acme alone.
+    let victim = app
+        .member(&admin_a, "victim2@corp.example", "viewer")
+        .await?;
+    let id = member_id(&admin_a, "victim2@corp.example").await?;
+    let page = admin_a
+        .post_form(&format!("/w/acme/members/{id}/reset-link"), &[])
+        .await?;
+    let reset = one_time_link(&page.text().await?).ok_or("reset link")?;
+    let joined = admin_b
+        .post_form(
+            "/w/globex/members",
+            &[("email", "victim2@corp.example"), ("role", "admin")],
+        )
+        .await?;
+    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
+    let taken = app
+        .browser()
+        .set_password_with_link(&reset, "chosen by admin A")
+        .await?;
+    assert_eq!(taken.status(), StatusCode::GONE);
+    // The victim's own password and session still work; globex is theirs to use.
+    assert_eq!(
+        app.browser()
+            .login("victim2@corp.example", PASSWORD)
+            .await?
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(victim.page("/w/acme/messages").await?.0, StatusCode::OK);
+    Ok(())
+}
+both!(a_kept_link_dies_when_another_workspace_takes_the_account_in);
+
+/// A link also dies when its creator can no longer manage the account at the moment it is
+/// redeemed (here: demoted), even if nothing voided it.
+async fn a_link_dies_when_its_creator_stops_being_an_admin(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let second = app.member(&admin, "second@example.com", "admin").await?;
+    let page = second
+        .post_form(
+            "/w/acme/members",
+            &[("email", "late@example.com"), ("role", "viewer")],
+        )
+        .await?;
+    let invite = one_time_link(&page.text().await?).ok_or("invitation link")?;
+    let id = member_id(&admin, "second@example.com").await?;
+    let demoted = admin
+        .post_form(&format!("/w/acme/members/{id}/role"), &[("role", "viewer")])
+        .await?;
+    assert!(demoted.status().is_success() || demoted.status().is_redirection());
+    let taken = app
+        .browser()
+        .set_password_with_link(&invite, "any password at all")
+        .await?;
+    assert_eq!(taken.status(), StatusCode::GONE);
+    // The same link made by an admin who still is one works.
+    let page = admin
+        .post_form(
+            &format!(
+                "/w/acme/members/{}/reset-link",
+                member_id(&admin, "late@example.com").await?
+            ),
+            &[],
+        )
+        .await?;
+    let fresh = one_time_link(&page.text().await?).ok_or("new link")?;
+    let set = app
+        .browser()
+        .set_password_with_link(&fresh, PASSWORD)
+        .await?;
+    assert_eq!(location(&set), "/login");
+    Ok(())
+}
+both!(a_link_dies_when_its_creator_stops_being_an_admin);

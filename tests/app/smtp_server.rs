@@ -34,6 +34,9 @@ pub struct Captured {
     pub to: Vec<String>,
     /// The message as received, dot-unstuffed, CRLF line endings.
     pub data: String,
+    /// The bytes between DATA's 354 and the final dot line, exactly as they came (still
+    /// dot-stuffed).
+    pub raw: Vec<u8>,
     /// Whether it arrived over TLS.
     pub encrypted: bool,
 }
@@ -298,18 +301,24 @@ impl SmtpServer {
                     lines.read_line(&mut first).await?;
                     return Ok(());
                 }
-                let mut data = String::new();
+                let mut data = Vec::new();
+                let mut raw = Vec::new();
                 loop {
-                    let mut line = String::new();
-                    if lines.read_line(&mut line).await? == 0 {
+                    let mut line = Vec::new();
+                    if lines.read_until(b'\n', &mut line).await? == 0 {
                         return Ok(());
                     }
-                    if line == ".\r\n" {
+                    // Lenient like the servers SMTP smuggling abuses: a lone dot ends DATA
+                    // whether its line ends in CRLF or in a bare LF. A message that puts
+                    // such a line on the wire shows up here as more than one message.
+                    if line == b".\r\n" || line == b".\n" {
                         break;
                     }
+                    raw.extend_from_slice(&line);
                     // RFC 5321 §4.5.2: a leading dot was doubled by the client.
-                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                    data.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
                 }
+                let data = String::from_utf8_lossy(&data).into_owned();
                 match fault {
                     Some(fault) => match self.fault_reply(fault, &mut write).await? {
                         Some(reply) => reply,
@@ -325,6 +334,7 @@ impl SmtpServer {
                             from: from.clone(),
                             to: to.clone(),
                             data,
+                            raw,
                             encrypted,
                         });
                         format!("250 2.0.0 Ok: queued as {}", state.messages.len())
