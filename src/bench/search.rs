@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{database_url, percentile};
 use crate::db::{self, Db, DbConn};
-use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status};
+use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status, Tab};
 use crate::messages::queries::{self as messages, LogFilter};
 use crate::messages::search::Search;
 use crate::messages::service::{self, Rows};
@@ -355,9 +355,9 @@ struct Probe {
     search: Option<String>,
 }
 
-fn filter(origin: Option<Origin>, status: Option<Status>) -> LogFilter {
+fn filter(tab: Option<Tab>, status: Option<Status>) -> LogFilter {
     LogFilter {
-        origin,
+        tab,
         status,
         ..LogFilter::default()
     }
@@ -420,12 +420,9 @@ fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
         let (q, f) = match i % 4 {
             0 => (
                 format!("{} ", common(&mut rng)),
-                filter(Some(Origin::Web), None),
+                filter(Some(Tab::Web), None),
             ),
-            1 => (
-                format!("{} ", rare(&mut rng)),
-                filter(Some(Origin::Sys), None),
-            ),
+            1 => (format!("{} ", rare(&mut rng)), filter(Some(Tab::Sys), None)),
             2 => (
                 format!("{} ", common(&mut rng)),
                 filter(None, Some(Status::Failed)),
@@ -442,7 +439,7 @@ fn mix(corpus: &Corpus, providers: &[ProviderId], max_id: i64) -> Vec<Probe> {
         filter,
         search: None,
     };
-    let tabs = [None, Some(Origin::Web), Some(Origin::Sys)];
+    let tabs = [None, Some(Tab::Web), Some(Tab::Sys)];
     for i in 0..50 {
         probes.push(page("first page", filter(tabs[i % 3], None)));
     }

@@ -1,5 +1,5 @@
 //! Alerts Mailroom raises itself, sent through the system provider to a workspace's admins
-//! and recorded in that workspace's log under Sys.
+//! and recorded in that workspace's log under Sys, with their own origin (`alert`).
 
 use diesel::prelude::*;
 
@@ -49,7 +49,7 @@ pub fn notify_admins(
         .into_iter()
         .map(|recipient| NewMessage {
             workspace_id: workspace,
-            origin: Origin::Sys.as_str().into(),
+            origin: Origin::Alert.as_str().into(),
             user_id: None,
             session_public_id: None,
             provider_id: None,

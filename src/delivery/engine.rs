@@ -18,7 +18,7 @@ use super::build::build;
 use super::outcome::{Outcome, OutcomeKind, Reply, apply};
 use crate::crypto::Sealer;
 use crate::db::{self, Db};
-use crate::messages::model::{Attachment, Message, MessageBody, MessageId, Origin};
+use crate::messages::model::{Attachment, Message, MessageBody, MessageId};
 use crate::messages::queries as messages;
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -380,9 +380,9 @@ async fn dispatch(
             });
             continue;
         };
-        if message.provider_id.is_none() && message.origin != Origin::Sys.as_str() {
+        if message.provider_deleted() {
             let _ = done.send(Outcome {
-                kind: OutcomeKind::Failed(Reply::text("its provider was deleted")),
+                kind: OutcomeKind::Orphaned,
                 message,
             });
             continue;
@@ -408,8 +408,9 @@ async fn dispatch(
             continue;
         }
         let Some(provider) = message.provider_id.and_then(|id| rows.get(&id)) else {
+            // Deleted between the claim and this read.
             let _ = done.send(Outcome {
-                kind: OutcomeKind::Failed(Reply::text("its provider was deleted")),
+                kind: OutcomeKind::Orphaned,
                 message,
             });
             continue;
@@ -811,6 +812,7 @@ fn tally(outcome: &Outcome) -> (String, &'static str) {
         }
         OutcomeKind::CutOff(_) => "failed",
         OutcomeKind::ProviderRefused(..) => "held",
+        OutcomeKind::Orphaned => "cancelled",
     };
     (provider, kind)
 }

@@ -93,6 +93,9 @@ pub enum OutcomeKind {
     /// connection): the server may have accepted the message, so the retry is flagged as a
     /// possible duplicate.
     CutOff(Reply),
+    /// Its provider was deleted before it could be sent: cancelled, the attempt not
+    /// counted (nothing reached a server).
+    Orphaned,
     /// The provider refused the sign-in: hold, do not fail. Carries when the provider was
     /// last checked as the refusing pool knew it: a refusal older than the provider's last
     /// check is stale and turns nothing red.
@@ -170,6 +173,17 @@ pub fn apply(
             ),
             OutcomeKind::Failed(reply) => {
                 (base(Status::Failed, reply), "failed", reply.text.clone())
+            }
+            OutcomeKind::Orphaned => {
+                let reply = Reply::text(messages::PROVIDER_DELETED);
+                (
+                    Finish {
+                        uncount_attempt: true,
+                        ..base(Status::Cancelled, &reply)
+                    },
+                    "cancelled",
+                    format!("{}: it is not sent any other way", reply.text),
+                )
             }
             OutcomeKind::CutOff(reply) if message.attempts < message.max_attempts => {
                 let delay = backoff(retry_base, message.attempts);
@@ -296,6 +310,16 @@ pub fn apply(
         .collect();
     events.retain(|e| written.contains(&e.message_id));
     messages::insert_events(conn, &events)?;
+    // A message whose provider was deleted while it was being sent must not come back to
+    // the queue (nothing would send it) nor go out any other way.
+    let back: Vec<_> = finishes
+        .iter()
+        .filter(|f| written.contains(&f.id) && matches!(f.status, Status::Queued | Status::Held))
+        .map(|f| f.id)
+        .collect();
+    if !back.is_empty() {
+        messages::cancel_orphaned(conn, &back, now)?;
+    }
     let mut alerted = false;
     for (provider, (workspace, reply)) in refused {
         let was = providers::find_by_workspace_and_id(conn, workspace, provider)?;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use actix_multipart::form::MultipartForm;
 
-use super::model::{ComposeForm, ComposeUpload, MessageId, Origin, Status};
+use super::model::{ComposeForm, ComposeUpload, MessageId, Status, Tab};
 use super::search::{self, Search};
 use super::views::*;
 use super::{queries, service};
@@ -179,7 +179,7 @@ impl HistoryQuery {
     }
 
     /// Parses the filters, naming what is wrong.
-    fn parse(&self, origin: Option<Origin>, errors: &mut FieldErrors) -> queries::LogFilter {
+    fn parse(&self, tab: Option<Tab>, errors: &mut FieldErrors) -> queries::LogFilter {
         let day = |field: &'static str, value: &str, errors: &mut FieldErrors| {
             let value = value.trim();
             if value.is_empty() {
@@ -225,7 +225,7 @@ impl HistoryQuery {
             errors.add("to", "The end date is before the start date.");
         }
         queries::LogFilter {
-            origin,
+            tab,
             status,
             provider,
             sender,
@@ -237,11 +237,11 @@ impl HistoryQuery {
     }
 }
 
-/// Which tab a query names, and its origin.
-fn tab_of(query: &HistoryQuery) -> (&'static str, Option<Origin>) {
+/// Which tab a query names.
+fn tab_of(query: &HistoryQuery) -> (&'static str, Option<Tab>) {
     match query.tab.as_str() {
-        "web" => ("web", Some(Origin::Web)),
-        "sys" => ("sys", Some(Origin::Sys)),
+        "web" => ("web", Some(Tab::Web)),
+        "sys" => ("sys", Some(Tab::Sys)),
         _ => ("all", None),
     }
 }
@@ -263,9 +263,9 @@ pub async fn index(
     ctx: WorkspaceCtx,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let (tab, origin) = tab_of(&query);
+    let (tab, shown) = tab_of(&query);
     let mut errors = FieldErrors::new();
-    let filter = query.parse(origin, &mut errors);
+    let filter = query.parse(shown, &mut errors);
     let search = search_of(&query, &mut errors);
     let valid = errors.is_empty();
     let (workspace, before) = (ctx.workspace.id, filter.before);
@@ -637,9 +637,9 @@ pub async fn export(
     ctx: WorkspaceCtx,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let (_, origin) = tab_of(&query);
+    let (_, shown) = tab_of(&query);
     let mut errors = FieldErrors::new();
-    let filter = query.parse(origin, &mut errors);
+    let filter = query.parse(shown, &mut errors);
     let search = search_of(&query, &mut errors);
     if let Some((field, message)) = errors.iter().next() {
         return Err(AppError::Validation(format!(

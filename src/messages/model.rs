@@ -16,13 +16,17 @@ use crate::workspaces::model::WorkspaceId;
 )]
 pub struct MessageId(pub i64);
 
-/// Where a message came from: the History tabs.
+/// Where a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// Sent by a person in the console.
     Web,
-    /// Sent by Mailroom itself or through the API.
+    /// Sent by another system through the API.
     Sys,
+    /// Mailroom's own mail (alerts to admins): the only mail that may go through the
+    /// operator's system provider. Never inferred from a missing provider, which is what a
+    /// deleted provider leaves behind too.
+    Alert,
 }
 
 impl Origin {
@@ -31,6 +35,26 @@ impl Origin {
         match self {
             Origin::Web => "web",
             Origin::Sys => "sys",
+            Origin::Alert => "alert",
+        }
+    }
+}
+
+/// A History tab (seed 001: Web = messages sent by hand, Sys = automatic ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    /// Sent in the console.
+    Web,
+    /// Sent through the API, and Mailroom's own alerts.
+    Sys,
+}
+
+impl Tab {
+    /// The stored origins the tab shows.
+    pub fn origins(self) -> &'static [&'static str] {
+        match self {
+            Tab::Web => &["web"],
+            Tab::Sys => &["sys", "alert"],
         }
     }
 }
@@ -112,7 +136,7 @@ pub struct Message {
     pub id: MessageId,
     /// Owning workspace.
     pub workspace_id: WorkspaceId,
-    /// `web` or `sys`.
+    /// `web`, `sys` or `alert` ([`Origin`]).
     pub origin: String,
     /// Who sent it (console).
     pub user_id: Option<UserId>,
@@ -181,6 +205,17 @@ impl Message {
         Status::parse(&self.status).unwrap_or(Status::Queued)
     }
 
+    /// Whether it went through a provider that has since been deleted: it cannot go out
+    /// any other way (Mailroom's own alerts never have a provider).
+    pub fn provider_deleted(&self) -> bool {
+        self.provider_id.is_none() && self.origin != Origin::Alert.as_str()
+    }
+
+    /// Whether a Retry may queue it again.
+    pub fn can_retry(&self) -> bool {
+        self.status() == Status::Failed && !self.provider_deleted()
+    }
+
     /// Whether it was sent successfully.
     pub fn successful(&self) -> bool {
         self.status() == Status::Sent
@@ -216,7 +251,7 @@ fn split_list(value: &str) -> Vec<&str> {
 pub struct NewMessage {
     /// Owning workspace.
     pub workspace_id: WorkspaceId,
-    /// `web` or `sys`.
+    /// `web`, `sys` or `alert` ([`Origin`]).
     pub origin: String,
     /// Sender.
     pub user_id: Option<UserId>,

@@ -316,7 +316,7 @@ const CLAIM_SQL: &str = "UPDATE messages SET status = 'sending', lease_owner = $
      WHERE id IN (SELECT m.id FROM messages m \
         WHERE m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
         AND (m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
-             OR (m.provider_id IS NULL AND m.origin = 'sys')) \
+             OR (m.provider_id IS NULL AND m.origin = 'alert')) \
         AND (m.provider_id IS NULL OR {skip}) \
         ORDER BY m.due_at, m.id LIMIT $4 {lock}) \
      RETURNING *";
@@ -659,10 +659,58 @@ pub fn cancel_for_provider(
     .set((
         messages::status.eq(Status::Cancelled.as_str()),
         messages::hold_reason.eq(None::<String>),
-        messages::result.eq("cancelled: its provider was deleted"),
+        messages::result.eq(PROVIDER_DELETED),
         messages::updated_at.eq(now),
     ))
     .execute(conn)
+}
+
+/// The result of a message whose provider was deleted before it went out.
+pub const PROVIDER_DELETED: &str = "provider deleted";
+
+/// Cancels those of `ids` that came back to the queue (a retry after a 4xx, a hold, a
+/// reclaimed lease) after their provider was deleted: with no provider they cannot go out
+/// any other way (only Mailroom's own alerts use the system provider). Logs a `cancelled`
+/// event for each; returns their ids.
+pub fn cancel_orphaned(
+    conn: &mut DbConn,
+    ids: &[MessageId],
+    now: NaiveDateTime,
+) -> QueryResult<Vec<MessageId>> {
+    let mut cancelled = Vec::new();
+    for chunk in ids.chunks(INSERT_CHUNK * 10) {
+        cancelled.extend(
+            diesel::update(
+                messages::table
+                    .filter(messages::id.eq_any(chunk))
+                    .filter(messages::provider_id.is_null())
+                    .filter(messages::origin.ne(Origin::Alert.as_str()))
+                    .filter(messages::status.eq_any(["scheduled", "queued", "held"])),
+            )
+            .set((
+                messages::status.eq(Status::Cancelled.as_str()),
+                messages::hold_reason.eq(None::<String>),
+                messages::result.eq(PROVIDER_DELETED),
+                messages::updated_at.eq(now),
+            ))
+            .returning((messages::id, messages::attempts))
+            .get_results::<(MessageId, i32)>(conn)?,
+        );
+    }
+    let events: Vec<NewMessageEvent> = cancelled
+        .iter()
+        .map(|(id, attempts)| NewMessageEvent {
+            message_id: *id,
+            kind: "cancelled",
+            attempt: *attempts,
+            smtp_code: None,
+            smtp_enhanced: None,
+            detail: format!("{PROVIDER_DELETED}: it is not sent any other way"),
+            created_at: now,
+        })
+        .collect();
+    insert_events(conn, &events)?;
+    Ok(cancelled.into_iter().map(|(id, _)| id).collect())
 }
 
 /// One message of the workspace.
@@ -707,7 +755,7 @@ pub fn events_of(conn: &mut DbConn, id: MessageId) -> QueryResult<Vec<MessageEve
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
     /// A tab: console (`web`) or system and API (`sys`).
-    pub origin: Option<Origin>,
+    pub tab: Option<Tab>,
     /// Only what this API key sent (a `send` key).
     pub key: Option<crate::api::model::ApiKeyId>,
     /// One status.
@@ -735,7 +783,7 @@ pub fn page(
     // Every field named, so a new one cannot be forgotten here (or in `RawSql::narrow`,
     // which writes the same filter for search).
     let LogFilter {
-        origin,
+        tab,
         key,
         status,
         provider,
@@ -749,47 +797,61 @@ pub fn page(
     // Asked for whole rows, the planner would rather walk the primary key backwards and
     // check each row, cheaper on statistics of an even log, and read 80,000 newer API
     // messages to find the Web tab's 50 (measured: 50–150 ms a page).
-    let mut query = messages::table
-        .filter(messages::workspace_id.eq(workspace))
-        .select(messages::id)
-        .order(messages::id.desc())
-        .limit(limit + 1)
-        .into_boxed();
-    if let Some(origin) = origin {
-        query = query.filter(messages::origin.eq(origin.as_str()));
-    }
-    if let Some(key) = key {
-        query = query.filter(messages::api_key_id.eq(*key));
-    }
-    if let Some(status) = status {
-        query = query.filter(messages::status.eq(status.as_str()));
-    }
-    if let Some(provider) = provider {
-        query = query.filter(messages::provider_id.eq(*provider));
-    }
-    if let Some(sender) = sender {
-        query = query.filter(messages::from_address.eq(sender.clone()));
-    }
-    if let Some(since) = since {
-        query = query.filter(messages::created_at.ge(*since));
-    }
-    if let Some(until) = until {
-        query = query.filter(messages::created_at.lt(*until));
-    }
-    if let Some(before) = before {
-        query = query.filter(messages::id.lt(*before));
-    }
-    if since.is_some() || until.is_some() {
-        match id_bounds(conn, workspace, *since, *until)? {
-            Some((first, last)) => {
-                query = query
-                    .filter(messages::id.ge(first))
-                    .filter(messages::id.le(last));
-            }
+    let bounds = match (since, until) {
+        (None, None) => None,
+        _ => match id_bounds(conn, workspace, *since, *until)? {
+            Some(bounds) => Some(bounds),
             None => return Ok(Vec::new()),
+        },
+    };
+    // A tab of several origins reads each origin's newest ids from its own index, and
+    // keeps the newest of them all (`origin IN (…)` would sort the whole tab).
+    let origins: &[&str] = tab.map_or(&[], |t| t.origins());
+    let mut ids: Vec<MessageId> = Vec::new();
+    for origin in origins
+        .iter()
+        .map(Some)
+        .chain(origins.is_empty().then_some(None))
+    {
+        let mut query = messages::table
+            .filter(messages::workspace_id.eq(workspace))
+            .select(messages::id)
+            .order(messages::id.desc())
+            .limit(limit + 1)
+            .into_boxed();
+        if let Some(origin) = origin {
+            query = query.filter(messages::origin.eq(*origin));
         }
+        if let Some(key) = key {
+            query = query.filter(messages::api_key_id.eq(*key));
+        }
+        if let Some(status) = status {
+            query = query.filter(messages::status.eq(status.as_str()));
+        }
+        if let Some(provider) = provider {
+            query = query.filter(messages::provider_id.eq(*provider));
+        }
+        if let Some(sender) = sender {
+            query = query.filter(messages::from_address.eq(sender));
+        }
+        if let Some(since) = since {
+            query = query.filter(messages::created_at.ge(*since));
+        }
+        if let Some(until) = until {
+            query = query.filter(messages::created_at.lt(*until));
+        }
+        if let Some(before) = before {
+            query = query.filter(messages::id.lt(*before));
+        }
+        if let Some((first, last)) = bounds {
+            query = query
+                .filter(messages::id.ge(first))
+                .filter(messages::id.le(last));
+        }
+        ids.extend(query.load::<MessageId>(conn)?);
     }
-    let ids: Vec<MessageId> = query.load(conn)?;
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.truncate(usize::try_from(limit + 1).unwrap_or(usize::MAX));
     find_many(conn, workspace, &ids)
 }
 
@@ -890,7 +952,7 @@ pub fn requeue_failed(
         .filter(
             messages::provider_id
                 .is_not_null()
-                .or(messages::origin.eq(Origin::Sys.as_str())),
+                .or(messages::origin.eq(Origin::Alert.as_str())),
         );
     let changed = diesel::update(target)
         .set((
@@ -903,7 +965,8 @@ pub fn requeue_failed(
     Ok(changed == 1)
 }
 
-/// Reclaims expired leases and logs a `reclaimed` event for each; returns how many.
+/// Reclaims expired leases and logs a `reclaimed` event for each (those whose provider was
+/// deleted meanwhile are cancelled instead of queued); returns how many.
 pub fn reclaim_expired_with_events(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<usize> {
     let reclaimed = reclaim_expired(conn, now)?;
     let events: Vec<NewMessageEvent> = reclaimed
@@ -921,6 +984,8 @@ pub fn reclaim_expired_with_events(conn: &mut DbConn, now: NaiveDateTime) -> Que
         })
         .collect();
     insert_events(conn, &events)?;
+    let ids: Vec<MessageId> = reclaimed.iter().map(|(id, _)| *id).collect();
+    cancel_orphaned(conn, &ids, now)?;
     Ok(reclaimed.len())
 }
 
@@ -1039,7 +1104,7 @@ impl RawSql {
     /// written for the search's raw SQL; every field named, as there).
     fn narrow(&mut self, workspace: WorkspaceId, filter: &LogFilter) {
         let LogFilter {
-            origin,
+            tab,
             key,
             status,
             provider,
@@ -1049,8 +1114,14 @@ impl RawSql {
             before,
         } = filter;
         self.and("workspace_id", "=", Bind::Int(workspace.0));
-        if let Some(origin) = origin {
-            self.and("origin", "=", Bind::Text(origin.as_str().into()));
+        if let Some(tab) = tab {
+            let placeholders: Vec<String> = tab
+                .origins()
+                .iter()
+                .map(|o| self.bind(Bind::Text((*o).into())))
+                .collect();
+            self.text
+                .push_str(&format!(" AND m.origin IN ({})", placeholders.join(", ")));
         }
         if let Some(key) = key {
             self.and("api_key_id", "=", Bind::Int(key.0));

@@ -187,6 +187,12 @@ pub fn retry_now(
     let message =
         queries::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
     let now = db::now();
+    if message.status() == Status::Failed && message.provider_deleted() {
+        return Err(AppError::Conflict(format!(
+            "This message cannot be retried: {}; it is not sent any other way.",
+            queries::PROVIDER_DELETED
+        )));
+    }
     let queued = queries::requeue_failed(conn, workspace.id, id, now)?;
     if !queued {
         return Err(AppError::Conflict(format!(

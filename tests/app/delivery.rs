@@ -726,7 +726,7 @@ async fn deleting_a_provider_cancels_its_unsent_mail(backend: Backend) -> TestRe
     let after = rows(&app).await?;
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].status, "cancelled");
-    assert!(after[0].result.contains("its provider was deleted"));
+    assert_eq!(after[0].result, "provider deleted");
     // Retry now cannot send it some other way, and nothing reached the outbox.
     admin
         .post_form(&format!("/w/acme/messages/{}/retry", after[0].id), &[])
@@ -1045,3 +1045,122 @@ async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) -> TestRe
     Ok(())
 }
 both!(a_request_that_cannot_be_stored_fails_alone);
+
+/// Security review, item 3: API mail of a deleted provider never goes out through the
+/// operator's system relay (nor anywhere): not on a Retry of a failed message, not after a
+/// 4xx that arrives once the provider is gone, not when a dead node's lease is reclaimed.
+async fn mail_of_a_deleted_provider_never_goes_out_through_the_system_relay(
+    backend: Backend,
+) -> TestResult {
+    use serde_json::json;
+    let relay = SmtpServer::start().await?;
+    let relay_port = relay.port;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.retry_base_secs = 0;
+        // Leases renewed and reclaimed every 5/3 seconds.
+        s.lease_secs = 5;
+        s.system_smtp_host = Some("127.0.0.1".into());
+        s.system_smtp_port = relay_port;
+        s.system_smtp_tls = "none".into();
+    })
+    .await?;
+    let admin = app.setup().await?;
+    let server = SmtpServer::start().await?;
+    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
+    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let provider = page.rsplit('/').next().ok_or("provider id")?.to_owned();
+    let key = crate::api::create_key(&admin, "acme", "Help desk", "send+read", "").await?;
+    let api = crate::api::Api::new(&app, &key);
+    let send =
+        |to: &str| json!({"to": [to], "subject": "Order", "provider": "Ops SMTP", "text": "Hi."});
+
+    // 1. A failed API message.
+    server.fail(
+        Stage::Rcpt,
+        Fault::Reply("550 5.1.1 No such user".into()),
+        1,
+    );
+    let (_, answer) = api
+        .post("/messages?wait=10", &send("gone@example.com"))
+        .await?;
+    assert_eq!(answer["messages"][0]["status"], "failed", "{answer}");
+    let failed = answer["messages"][0]["id"].as_i64().ok_or("id")?;
+    // 2. One in flight when the provider goes; its server answers 451 a little later.
+    server.fail(
+        Stage::Data,
+        Fault::Slow(
+            Duration::from_millis(1500),
+            "451 4.3.0 Try again later".into(),
+        ),
+        1,
+    );
+    let (_, answer) = api.post("/messages", &send("slow@example.com")).await?;
+    let in_flight = answer["messages"][0]["id"].as_i64().ok_or("id")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rows(&app)
+        .await?
+        .iter()
+        .any(|r| r.id == in_flight && r.status == "sending")
+    {
+        assert!(Instant::now() < deadline, "the message never started");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 3. One a node had claimed before the deletion and then died with (arranged below).
+    let mut held = send("claimed@example.com");
+    held["hold"] = json!(true);
+    let (_, answer) = api.post("/messages", &held).await?;
+    let claimed = answer["messages"][0]["id"].as_i64().ok_or("id")?;
+
+    let response = admin
+        .post_form(&format!("/w/acme/providers/{provider}/delete"), &[])
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    app.db()
+        .run(move |conn| {
+            use mailroom::db::schema::messages::dsl::*;
+            let past = mailroom::db::now() - chrono::Duration::minutes(1);
+            Ok(diesel::update(messages.find(claimed))
+                .set((
+                    status.eq("sending"),
+                    lease_owner.eq("a node that died"),
+                    lease_until.eq(past),
+                    attempts.eq(1),
+                ))
+                .execute(conn)?)
+        })
+        .await?;
+
+    // The Retry is refused and says why; the page offers none.
+    let retry = admin
+        .post_form(&format!("/w/acme/messages/{failed}/retry"), &[])
+        .await?;
+    assert_eq!(retry.status(), StatusCode::SEE_OTHER);
+    let (_, html) = admin.page(&format!("/w/acme/messages/{failed}")).await?;
+    assert!(
+        html.contains("cannot be retried: provider deleted"),
+        "{html}"
+    );
+    assert!(!html.contains("Retry now"));
+
+    let done = settle(&app, &["failed", "cancelled"]).await?;
+    let by_id = |id: i64| done.iter().find(|r| r.id == id).cloned().ok_or("row");
+    assert_eq!(by_id(failed)?.status, "failed");
+    for id in [in_flight, claimed] {
+        let row = by_id(id)?;
+        assert_eq!(row.status, "cancelled", "{row:?}");
+        assert_eq!(row.result, "provider deleted", "{row:?}");
+    }
+    // Another round of the engine (its claims run every few hundred ms) sends nothing.
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        relay.messages().is_empty(),
+        "nothing through the system relay"
+    );
+    assert!(
+        server.messages().is_empty(),
+        "nothing through the provider's server"
+    );
+    assert!(rows(&app).await?.iter().all(|r| r.status != "queued"));
+    Ok(())
+}
+both!(mail_of_a_deleted_provider_never_goes_out_through_the_system_relay);

@@ -222,3 +222,129 @@ async fn postgres_connections_run_without_jit() -> TestResult {
     assert_eq!(setting.jit, "off", "a short lookup must not pay for JIT");
     Ok(())
 }
+
+/// The messages every upgrade test arranges on a database of the release before alerts had
+/// their own origin: an alert (`sys`, no provider, key or user), an API message whose
+/// provider was deleted, and a console message.
+const BEFORE_ALERT_ORIGIN: &str = "
+    INSERT INTO workspaces (id, name, slug, site_name, created_at) VALUES (1, 'Acme', 'acme', '', '2026-11-30 10:00:00');
+    INSERT INTO users (id, email, name, created_at) VALUES (1, 'ed@example.com', '', '2026-11-30 10:00:00');
+    INSERT INTO api_keys (id, workspace_id, name, scope, prefix, secret_hash, created_at)
+        VALUES (1, 1, 'Help desk', 'send', 'mr_abc', 'x', '2026-11-30 10:00:00');
+    INSERT INTO message_bodies (id, workspace_id, text_body, created_at) VALUES (1, 1, 'Hi', '2026-11-30 10:00:00');
+    INSERT INTO messages (id, workspace_id, origin, user_id, provider_id, api_key_id, from_address, from_name,
+        recipient, cc, bcc, subject, body_id, message_id, status, attempts, max_attempts, due_at,
+        possible_duplicate, result, created_at, updated_at) VALUES
+        (1, 1, 'sys', NULL, NULL, NULL, 'mailroom@localhost', 'Mailroom', 'admin@example.com', '', '', 'Provider turned red',
+         1, '<1@x>', 'sent', 1, 4, '2026-11-30 10:00:00', FALSE, '250 ok', '2026-11-30 10:00:00', '2026-11-30 10:00:00'),
+        (2, 1, 'sys', NULL, NULL, 1, 'ops@example.com', '', 'ann@example.com', '', '', 'Order',
+         1, '<2@x>', 'failed', 1, 4, '2026-11-30 10:00:00', FALSE, '550 no', '2026-11-30 10:00:00', '2026-11-30 10:00:00'),
+        (3, 1, 'web', 1, NULL, NULL, 'ops@example.com', '', 'bob@example.com', '', '', 'Hello',
+         1, '<3@x>', 'sent', 1, 4, '2026-11-30 10:00:00', FALSE, '250 ok', '2026-11-30 11:00:00', '2026-11-30 11:00:00');
+    INSERT INTO message_events (message_id, kind, attempt, detail, created_at)
+        VALUES (1, 'sent', 1, '250 ok', '2026-11-30 10:00:00');
+";
+
+/// An upgrade keeps every message and its events, gives old alerts the `alert` origin
+/// (and moves their counts), and never gives out a used id again.
+async fn an_upgrade_gives_old_alerts_their_own_origin(backend: Backend) -> TestResult {
+    use diesel::connection::SimpleConnection;
+    use diesel_migrations::MigrationHarness;
+    use mailroom::db::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+
+    let dir = tempfile::tempdir()?;
+    let (url, _pg) = fresh_database(backend, dir.path());
+    let mut conn = DbTarget::parse(&url)?.connect()?;
+    // The schema of the release before (its ten migrations), and a log written by it.
+    for _ in 0..10 {
+        match &mut conn {
+            DbConn::Sqlite(c) => drop(
+                c.run_next_migration(SQLITE_MIGRATIONS)
+                    .map_err(|e| e.to_string())?,
+            ),
+            DbConn::Pg(c) => drop(
+                c.run_next_migration(POSTGRES_MIGRATIONS)
+                    .map_err(|e| e.to_string())?,
+            ),
+        }
+    }
+    conn.batch_execute(BEFORE_ALERT_ORIGIN)?;
+    if let DbConn::Pg(c) = &mut conn {
+        // Rows given their ids leave the sequence behind; the release's own inserts did not.
+        c.batch_execute("SELECT setval('messages_id_seq', 3)")?;
+    }
+    if let DbConn::Sqlite(c) = &mut conn {
+        // A message deleted at the top of the log: its id is used up.
+        c.batch_execute(
+            "INSERT INTO messages (id, workspace_id, origin, from_address, from_name, recipient, cc, bcc,
+                subject, body_id, message_id, status, attempts, max_attempts, due_at, possible_duplicate,
+                result, created_at, updated_at) SELECT 9, workspace_id, origin, from_address, from_name,
+                recipient, cc, bcc, subject, body_id, '<9@x>', status, attempts, max_attempts, due_at,
+                possible_duplicate, result, created_at, updated_at FROM messages WHERE id = 3;
+             DELETE FROM messages WHERE id = 9;",
+        )?;
+        // That release counted new messages in code (PostgreSQL's trigger does it there).
+        c.batch_execute(
+            "INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id)
+             SELECT workspace_id, date(created_at), origin, status, count(*), min(id), max(id)
+             FROM messages GROUP BY 1, 2, 3, 4",
+        )?;
+    }
+    migrate(&mut conn)?;
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = Text)]
+        origin: String,
+    }
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT id, origin FROM messages ORDER BY id").load(&mut conn)?;
+    let origins: Vec<(i64, &str)> = rows.iter().map(|r| (r.id, r.origin.as_str())).collect();
+    assert_eq!(origins, vec![(1, "alert"), (2, "sys"), (3, "web")]);
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = Text)]
+        origin: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let counts: Vec<Count> = diesel::sql_query(
+        "SELECT origin, CAST(SUM(n) AS BIGINT) AS n FROM message_counts GROUP BY origin ORDER BY origin",
+    )
+    .load(&mut conn)?;
+    let counts: Vec<(&str, i64)> = counts.iter().map(|c| (c.origin.as_str(), c.n)).collect();
+    assert_eq!(counts, vec![("alert", 1), ("sys", 1), ("web", 1)]);
+
+    #[derive(QueryableByName)]
+    struct Events {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let events: Events =
+        diesel::sql_query("SELECT count(*) AS n FROM message_events WHERE message_id = 1")
+            .get_result(&mut conn)?;
+    assert_eq!(events.n, 1, "the alert's events are kept");
+
+    // The new origin is accepted; a new message gets an id never used before.
+    conn.batch_execute(
+        "INSERT INTO messages (workspace_id, origin, from_address, from_name, recipient, cc, bcc,
+            subject, body_id, message_id, status, attempts, max_attempts, due_at, possible_duplicate,
+            result, created_at, updated_at) VALUES (1, 'alert', 'mailroom@localhost', 'Mailroom',
+            'admin@example.com', '', '', 'Another', 1, '<10@x>', 'queued', 0, 4,
+            '2026-12-07 10:00:00', FALSE, '', '2026-12-07 10:00:00', '2026-12-07 10:00:00')",
+    )?;
+    let newest: Row = diesel::sql_query("SELECT id, origin FROM messages ORDER BY id DESC LIMIT 1")
+        .get_result(&mut conn)?;
+    if backend == Backend::Sqlite {
+        assert!(newest.id > 9, "id {} reused", newest.id);
+        let broken: Vec<Events> =
+            diesel::sql_query("SELECT 1 AS n FROM pragma_foreign_key_check").load(&mut conn)?;
+        assert!(broken.is_empty(), "foreign keys hold after the rebuild");
+    }
+    assert_eq!(newest.origin, "alert");
+    Ok(())
+}
+crate::both!(an_upgrade_gives_old_alerts_their_own_origin);

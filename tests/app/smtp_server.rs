@@ -63,6 +63,8 @@ pub enum Fault {
     Drop,
     /// Never answer.
     Stall,
+    /// Answer with this line after a while (to catch a message mid-send).
+    Slow(Duration, String),
 }
 
 #[derive(Default)]
@@ -368,6 +370,10 @@ impl SmtpServer {
             Fault::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 None
+            }
+            Fault::Slow(delay, line) => {
+                tokio::time::sleep(delay).await;
+                Some(line)
             }
         })
     }
