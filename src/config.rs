@@ -23,7 +23,11 @@ const KEYS: &[&str] = &[
     "session_ttl_hours",
     "secure_cookies",
     "trust_forwarded_for",
+    "trusted_proxies",
     "egress_allow",
+    "per_request_smtp_allow",
+    "per_request_smtp_ports",
+    "per_request_smtp_limit",
     "smtp_ca_file",
     "smtp_timeout_secs",
     "retry_count",
@@ -82,10 +86,24 @@ pub struct Settings {
     /// Take the client address from `Forwarded` / `X-Forwarded-For` (only behind a
     /// reverse proxy that sets them); otherwise the TCP peer is the client.
     pub trust_forwarded_for: bool,
+    /// Comma-separated CIDRs of the reverse proxies whose `X-Forwarded-For` entries are
+    /// believed (with `trust_forwarded_for`): the client is the rightmost address that is
+    /// not one of them. Default: loopback.
+    pub trusted_proxies: String,
     /// Comma-separated CIDRs that providers' SMTP/IMAP hosts may resolve to even though
     /// the egress policy refuses them by default (loopback, link-local, metadata), e.g.
     /// `127.0.0.1/32` for a local relay.
     pub egress_allow: String,
+    /// Comma-separated CIDRs that per-request SMTP servers (an API call's own `smtp`
+    /// settings) may resolve to although they are private, shared, unique-local or
+    /// refused by the egress policy.
+    pub per_request_smtp_allow: String,
+    /// Ports per-request SMTP may use besides 25, 465, 587 and 2525: comma-separated
+    /// numbers or ranges (`2500-2599`).
+    pub per_request_smtp_ports: String,
+    /// Per-request SMTP servers a workspace may have at once; past it, one with nothing
+    /// queued is replaced, or the call is refused with 429.
+    pub per_request_smtp_limit: u32,
     /// A PEM file of certificate authorities to trust for TLS to SMTP servers besides the
     /// public web roots (a private relay's own CA).
     pub smtp_ca_file: Option<PathBuf>,
@@ -173,7 +191,11 @@ impl Default for Settings {
             session_ttl_hours: 12,
             secure_cookies: None,
             trust_forwarded_for: false,
+            trusted_proxies: "127.0.0.0/8, ::1/128".into(),
             egress_allow: String::new(),
+            per_request_smtp_allow: String::new(),
+            per_request_smtp_ports: String::new(),
+            per_request_smtp_limit: 10,
             smtp_ca_file: None,
             smtp_timeout_secs: 15,
             retry_count: 3,
@@ -205,6 +227,39 @@ impl Settings {
                 .map_err(|why| bad("smtp_ca_file", why)),
             None => Ok(policy),
         }
+    }
+
+    /// The policy for per-request SMTP servers (see
+    /// [`EgressPolicy::for_per_request`](crate::providers::egress::EgressPolicy::for_per_request)).
+    pub fn per_request_policy(
+        &self,
+        egress: &crate::providers::egress::EgressPolicy,
+    ) -> Result<crate::providers::egress::EgressPolicy, ConfigError> {
+        egress
+            .for_per_request(&self.per_request_smtp_allow, "")
+            .map_err(|why| bad("per_request_smtp_allow", why))?;
+        egress
+            .for_per_request(&self.per_request_smtp_allow, &self.per_request_smtp_ports)
+            .map_err(|why| bad("per_request_smtp_ports", why))
+    }
+
+    /// The reverse proxies whose forwarded addresses are believed.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        bad(
+                            "trusted_proxies",
+                            format!("{s:?} is not an address or CIDR range like 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect()
     }
 }
 
@@ -280,7 +335,12 @@ impl Settings {
         if self.pool_size == 0 {
             return Err(bad("pool_size", "must be at least 1".into()));
         }
-        self.egress_policy()?;
+        let egress = self.egress_policy()?;
+        self.per_request_policy(&egress)?;
+        if self.per_request_smtp_limit == 0 {
+            return Err(bad("per_request_smtp_limit", "must be at least 1".into()));
+        }
+        self.trusted_proxies()?;
         if self.smtp_timeout_secs == 0 {
             return Err(bad("smtp_timeout_secs", "must be at least 1".into()));
         }

@@ -60,6 +60,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let egress = settings.egress_policy()?;
+        let per_request_egress = settings.per_request_policy(&egress)?;
         let sealer = crate::crypto::Sealer::new(&key, "provider secrets v1");
         // The engine has connections of its own: a busy console must not make delivery
         // wait for one (measured: 32 clients on the history page held the shared pool and
@@ -68,6 +69,7 @@ impl Application {
             db.another(ENGINE_CONNECTIONS)?,
             sealer.clone(),
             egress.clone(),
+            per_request_egress.clone(),
             crate::delivery::system::SystemProvider::from_settings(&settings),
             crate::delivery::EngineConfig {
                 batch: settings.delivery_batch,
@@ -90,6 +92,7 @@ impl Application {
             setup: SetupGate::new(users > 0),
             sealer,
             egress,
+            per_request_egress,
             ingest,
             engine,
             api: Arc::default(),

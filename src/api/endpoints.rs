@@ -671,8 +671,9 @@ fn accepted_list(ids: &[MessageId], stored: &[(String, String)]) -> AcceptedList
     }
 }
 
-/// Polls the messages until every one is final or `seconds` pass; returns them as last
-/// read.
+/// Reads the messages again each time this node's engine commits outcomes (and at least
+/// every second, for what other nodes send or a person cancels) until every one is final
+/// or `seconds` pass; returns them as last read.
 async fn wait_until_final(
     state: &AppState,
     workspace: crate::workspaces::model::WorkspaceId,
@@ -681,27 +682,36 @@ async fn wait_until_final(
 ) -> Result<Vec<Message>, ApiError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
+        // Registered before the read: a commit between the read and the wait still wakes it.
+        let settled = state.engine.settled();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
         let wanted = ids.to_vec();
         let rows = state
             .db
             .run(move |conn| Ok(messages::find_many(conn, workspace, &wanted)?))
             .await?;
-        let settled = rows.iter().all(|m| {
+        let done = rows.iter().all(|m| {
             matches!(
                 m.status(),
                 Status::Sent | Status::Failed | Status::Cancelled
             )
         });
-        if settled || tokio::time::Instant::now() >= deadline {
+        if done || tokio::time::Instant::now() >= deadline {
             return Ok(rows);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        let next = (tokio::time::Instant::now() + std::time::Duration::from_secs(1)).min(deadline);
+        let _ = tokio::time::timeout_at(next, settled).await;
     }
 }
 
 /// The hidden provider for a call's own SMTP settings: only when the workspace allows
-/// them, only to addresses the egress policy allows; reused for the same server, port, TLS
-/// mode and user (a new password replaces the sealed one, and its pool is rebuilt).
+/// them, only to public hosts on SMTP ports (the per-request egress policy); reused for
+/// the same server, port, TLS mode and user (a new password replaces the sealed one, and
+/// its pool is rebuilt). A workspace has at most `per_request_smtp_limit` of them: past
+/// it, the least recently changed one with nothing left to send is replaced (deleted: its
+/// history stays, and its failed messages can no longer be retried, so no mail moves to
+/// another server), or the call is refused with 429.
 async fn per_request_provider(
     state: &AppState,
     workspace: &crate::workspaces::model::Workspace,
@@ -717,10 +727,20 @@ async fn per_request_provider(
     }
     let server = smtp.server.trim().to_owned();
     state
-        .egress
+        .per_request_egress
         .resolve(&server, smtp.port)
         .await
-        .map_err(|e| ApiError::field("smtp.server", e.to_string()))?;
+        .map_err(|e| {
+            let field = match e {
+                crate::providers::egress::EgressError::Refused(ref why)
+                    if why.starts_with("port ") =>
+                {
+                    "smtp.port"
+                }
+                _ => "smtp.server",
+            };
+            ApiError::field(field, e.to_string())
+        })?;
     let tls = smtp
         .tls
         .as_deref()
@@ -758,6 +778,7 @@ async fn per_request_provider(
         smtp.password.clone(),
         workspace.clone(),
     );
+    let limit = state.settings.per_request_smtp_limit;
     let provider = state
         .db
         .write(move |conn| {
@@ -782,6 +803,24 @@ async fn per_request_provider(
                     found.id
                 }
                 None => {
+                    if providers::count_per_request(conn, workspace.id)? >= i64::from(limit) {
+                        let Some(idle) = idle_per_request(conn, workspace.id)? else {
+                            return Ok(None);
+                        };
+                        let gone = providers::find_by_workspace_and_id(conn, workspace.id, idle)?
+                            .map(|p| p.name)
+                            .unwrap_or_default();
+                        providers::delete(conn, workspace.id, idle)?;
+                        let mut entry =
+                            crate::audit::entry("provider.per_request_replaced", None, "api");
+                        entry.workspace_id = Some(workspace.id.0);
+                        entry.target = gone;
+                        entry.detail = format!(
+                            "replaced by {} (at most {limit} per-request SMTP servers)",
+                            settings.name
+                        );
+                        crate::audit::record(conn, entry)?;
+                    }
                     let id = providers::insert_per_request(
                         conn,
                         &ProviderRow::from_settings(workspace.id, &settings, now),
@@ -796,14 +835,33 @@ async fn per_request_provider(
                     id
                 }
             };
-            providers::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)
+            providers::find_by_workspace_and_id(conn, workspace.id, id)
+                .map_err(AppError::from)?
+                .ok_or(AppError::NotFound)
+                .map(Some)
         })
-        .await?;
+        .await?
+        .ok_or(ApiError::ServersInUse(limit))?;
     // Its From is the call's: the provider's account follows the latest call.
     Ok(Provider {
         account_address: from.trim().to_owned(),
         ..provider
     })
+}
+
+/// The least recently changed per-request provider of the workspace with nothing left to
+/// send, locked (a message being stored for it meanwhile either committed before, and is
+/// seen here, or fails on its foreign key after).
+fn idle_per_request(
+    conn: &mut crate::db::DbConn,
+    workspace: crate::workspaces::model::WorkspaceId,
+) -> Result<Option<ProviderId>, AppError> {
+    for id in providers::list_per_request(conn, workspace)? {
+        if providers::lock(conn, id)? && !providers::has_unfinished(conn, id)? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// The uploaded files to attach, in the order given; all must be the workspace's and

@@ -93,6 +93,11 @@ pub enum ApiError {
     /// Over the key's rate limit.
     #[error("This API key's rate limit is reached; retry after {0} s.")]
     RateLimited(u64),
+    /// Every per-request SMTP server the workspace may have still has mail to send.
+    #[error(
+        "This workspace already has {0} per-request SMTP servers (the limit, MAILROOM_PER_REQUEST_SMTP_LIMIT), each with mail still to send; retry once one of them has sent its mail, or use a provider."
+    )]
+    ServersInUse(u32),
     /// Anything else (logged; opaque to the caller).
     #[error(transparent)]
     App(#[from] AppError),
@@ -123,7 +128,7 @@ impl ResponseError for ApiError {
             ApiError::Malformed { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::ServersInUse(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::App(e) => e.status_code(),
         }
     }
@@ -164,6 +169,11 @@ impl ResponseError for ApiError {
                 if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
                 }
+            }
+            ApiError::ServersInUse(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
             }
             _ => {}
         }

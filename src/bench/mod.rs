@@ -273,6 +273,7 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
     let engine = delivery::start(
         database.clone(),
         crate::crypto::Sealer::new(&key, "bench"),
+        egress.clone(),
         egress,
         crate::delivery::system::SystemProvider::from_settings(&crate::config::Settings {
             data_dir: dir.path().to_path_buf(),

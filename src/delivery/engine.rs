@@ -46,12 +46,16 @@ pub(crate) struct Ctx {
     pub(crate) db: Db,
     sealer: Sealer,
     egress: EgressPolicy,
+    /// For the hidden providers of per-request SMTP (API calls' own servers).
+    per_request_egress: EgressPolicy,
     pub(crate) cfg: EngineConfig,
     pub(crate) owner: String,
     in_flight: AtomicUsize,
     recorded: std::sync::atomic::AtomicU64,
     room: Notify,
     wake: Arc<Notify>,
+    /// Woken after each batch of outcomes is committed (`?wait=` answers then).
+    settled: Notify,
     stopping: AtomicBool,
     closing: AtomicBool,
     started: Mutex<HashSet<MessageId>>,
@@ -76,6 +80,13 @@ impl EngineHandle {
     /// Outcomes committed since start (for the benchmark and metrics).
     pub fn recorded(&self) -> u64 {
         self.ctx.recorded.load(Ordering::Acquire)
+    }
+
+    /// Resolves once outcomes were next committed by this node: a caller waiting for
+    /// messages to settle reads them again then. Create it before reading, so a commit
+    /// between the read and the wait is not missed.
+    pub fn settled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ctx.settled.notified()
     }
 
     /// This node's lease owner token.
@@ -129,6 +140,7 @@ pub fn start(
     db: Db,
     sealer: Sealer,
     egress: EgressPolicy,
+    per_request_egress: EgressPolicy,
     system: super::system::SystemProvider,
     cfg: EngineConfig,
 ) -> EngineHandle {
@@ -137,12 +149,14 @@ pub fn start(
         db,
         sealer,
         egress,
+        per_request_egress,
         cfg,
         owner,
         in_flight: AtomicUsize::new(0),
         recorded: std::sync::atomic::AtomicU64::new(0),
         room: Notify::new(),
         wake: Arc::new(Notify::new()),
+        settled: Notify::new(),
         stopping: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         started: Mutex::new(HashSet::new()),
@@ -545,7 +559,14 @@ impl ProviderSender {
             name: provider.name.clone(),
             system: false,
             checked_at: provider.checked_at,
-            transport: Transport::Smtp(endpoint, ctx.egress.clone()),
+            transport: Transport::Smtp(
+                endpoint,
+                if provider.per_request {
+                    ctx.per_request_egress.clone()
+                } else {
+                    ctx.egress.clone()
+                },
+            ),
             limits,
             refused: Mutex::new(None),
             rx: tokio::sync::Mutex::new(rx),
@@ -760,6 +781,7 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
                     if alerted {
                         ctx.wake.notify_one();
                     }
+                    ctx.settled.notify_waiters();
                     break;
                 }
                 Err(e) => {
@@ -776,7 +798,8 @@ async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
                 "sent" => &metrics.sent,
                 "failed" => &metrics.failed,
                 "retried" => &metrics.retried,
-                _ => &metrics.held,
+                "held" => &metrics.held,
+                _ => continue,
             };
             counter.with_label_values(&[provider.as_str()]).inc();
         }

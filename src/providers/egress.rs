@@ -4,6 +4,7 @@
 //! connection goes to the address that was checked, never to a second lookup.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,6 +32,23 @@ const REFUSED: &[(&str, &str)] = &[
     ("255.255.255.255/32", "broadcast"),
 ];
 
+/// Ranges per-request SMTP also refuses: anyone with a `send` key names those servers, and
+/// must not reach the operator's own networks through them (private RFC 1918, shared
+/// RFC 6598, unique-local RFC 4193, benchmarking and documentation-free reserved space).
+const PRIVATE: &[(&str, &str)] = &[
+    ("10.0.0.0/8", "private"),
+    ("172.16.0.0/12", "private"),
+    ("192.168.0.0/16", "private"),
+    ("100.64.0.0/10", "shared"),
+    ("fc00::/7", "unique-local"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// The SMTP ports per-request SMTP may always use (RFC 5321 §4.5.4.2 relay, RFC 8314
+/// submission over TLS, RFC 6409 submission, and the common alternative 2525).
+pub const SMTP_PORTS: &[u16] = &[25, 465, 587, 2525];
+
 /// The operator's egress policy.
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
@@ -38,6 +56,14 @@ pub struct EgressPolicy {
     /// Certificate authorities trusted for TLS besides the public web roots: an
     /// operator's own CA (`MAILROOM_SMTP_CA_FILE`).
     extra_roots: Arc<[CertificateDer<'static>]>,
+    /// Private, shared and unique-local ranges refused too (per-request SMTP).
+    private_refused: bool,
+    /// Only these ports (per-request SMTP); `None`: any port.
+    ports: Option<Arc<[RangeInclusive<u16>]>>,
+    /// Errors name neither the address a host resolves to nor why it is refused: the
+    /// caller may be anyone holding a `send` key, and must not learn where names point
+    /// inside the operator's network.
+    opaque: bool,
 }
 
 impl EgressPolicy {
@@ -55,7 +81,7 @@ impl EgressPolicy {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             allowed,
-            extra_roots: Arc::default(),
+            ..Self::default()
         })
     }
 
@@ -67,7 +93,43 @@ impl EgressPolicy {
                 .filter_map(|net| net.parse().ok())
                 .collect(),
             extra_roots: self.extra_roots.clone(),
+            ..Self::default()
         }
+    }
+
+    /// The policy for SMTP servers an API call names (per-request SMTP): everything this
+    /// policy refuses plus private, shared and unique-local ranges, unless `allow`
+    /// (`MAILROOM_PER_REQUEST_SMTP_ALLOW`, CIDRs) lists them; only the SMTP ports and
+    /// those `ports` lists (`MAILROOM_PER_REQUEST_SMTP_PORTS`: numbers or ranges like
+    /// `2500-2599`); errors that name no address. The operator's `MAILROOM_EGRESS_ALLOW`
+    /// does not carry over: it is for the providers admins set up.
+    pub fn for_per_request(&self, allow: &str, ports: &str) -> Result<Self, String> {
+        let allowed = Self::parse(allow)?.allowed;
+        let mut open: Vec<RangeInclusive<u16>> = SMTP_PORTS.iter().map(|p| *p..=*p).collect();
+        for item in ports.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (low, high) = item.split_once('-').unwrap_or((item, item));
+            let port = |s: &str| {
+                s.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        format!("{item:?} is not a port (1–65535) or a range like 2500-2599")
+                    })
+            };
+            let (low, high) = (port(low)?, port(high)?);
+            if low > high {
+                return Err(format!("{item:?}: the range ends before it starts"));
+            }
+            open.push(low..=high);
+        }
+        Ok(Self {
+            allowed,
+            extra_roots: self.extra_roots.clone(),
+            private_refused: true,
+            ports: Some(open.into()),
+            opaque: true,
+        })
     }
 
     /// Also trusts the certificate authorities of a PEM file for TLS to providers.
@@ -148,8 +210,10 @@ impl EgressPolicy {
             if self.allowed.iter().any(|net| net.contains(&candidate)) {
                 continue;
             }
+            let private: &[(&str, &str)] = if self.private_refused { PRIVATE } else { &[] };
             if let Some((_, why)) = REFUSED
                 .iter()
+                .chain(private)
                 .find(|(net, _)| net.parse::<IpNet>().is_ok_and(|n| n.contains(&candidate)))
             {
                 return Some(why);
@@ -162,6 +226,13 @@ impl EgressPolicy {
     /// If any address is refused the host is refused: a name that also points inside is
     /// not half-allowed.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressError> {
+        if let Some(ports) = &self.ports
+            && !ports.iter().any(|open| open.contains(&port))
+        {
+            return Err(EgressError::Refused(format!(
+                "port {port} is not an SMTP port: per-request SMTP uses 25, 465, 587 or 2525 (an operator can allow more with MAILROOM_PER_REQUEST_SMTP_PORTS)."
+            )));
+        }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| EgressError::Unresolvable(format!("{host} cannot be resolved: {e}")))?
@@ -172,6 +243,11 @@ impl EgressPolicy {
             )));
         }
         for addr in &addrs {
+            if self.opaque && self.refusal(addr.ip()).is_some() {
+                return Err(EgressError::Refused(format!(
+                    "{host} is not a public internet host: per-request SMTP servers cannot be on private, loopback or reserved addresses (an operator can allow ranges with MAILROOM_PER_REQUEST_SMTP_ALLOW)."
+                )));
+            }
             if let Some(why) = self.refusal(addr.ip()) {
                 return Err(EgressError::Refused(format!(
                     "{host} resolves to {}, which the egress policy refuses ({why}). An operator can allow it with MAILROOM_EGRESS_ALLOW.",
@@ -236,5 +312,67 @@ mod tests {
                 .is_some()
         );
         assert!(EgressPolicy::parse("not a range").is_err());
+    }
+
+    #[test]
+    fn per_request_smtp_also_refuses_private_ranges_unless_allowed() {
+        let base = EgressPolicy::parse("10.0.0.0/8").expect("valid");
+        let strict = base.for_per_request("", "").expect("valid");
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.5",
+            "172.31.255.255",
+            "192.168.1.10",
+            "100.64.0.1",
+            "fd12::1",
+            "fc00::1",
+            "::ffff:192.168.0.1",
+            "127.0.0.1",
+            "169.254.169.254",
+        ] {
+            assert!(
+                strict.refusal(ip.parse().expect("ip")).is_some(),
+                "{ip} should be refused for per-request SMTP"
+            );
+        }
+        for ip in ["203.0.113.9", "2001:db8::1", "172.32.0.1", "100.128.0.1"] {
+            assert!(strict.refusal(ip.parse().expect("ip")).is_none(), "{ip}");
+        }
+        // The providers' policy keeps allowing private ranges.
+        assert!(base.refusal("192.168.1.10".parse().expect("ip")).is_none());
+        let allowed = base.for_per_request("192.168.5.0/24", "").expect("valid");
+        assert!(
+            allowed
+                .refusal("192.168.5.7".parse().expect("ip"))
+                .is_none()
+        );
+        assert!(
+            allowed
+                .refusal("192.168.6.7".parse().expect("ip"))
+                .is_some()
+        );
+        assert!(base.for_per_request("", "0").is_err());
+        assert!(base.for_per_request("", "2600-2500").is_err());
+        assert!(base.for_per_request("", "x").is_err());
+    }
+
+    #[actix_web::test]
+    async fn per_request_smtp_uses_smtp_ports_and_names_no_address() {
+        let strict = EgressPolicy::parse("")
+            .expect("valid")
+            .for_per_request("", "2600-2610")
+            .expect("valid");
+        let port = strict.resolve("localhost", 22).await.expect_err("ssh");
+        assert!(port.to_string().contains("not an SMTP port"), "{port}");
+        let refused = strict
+            .resolve("localhost", 2605)
+            .await
+            .expect_err("loopback");
+        let text = refused.to_string();
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("::1"),
+            "{text}"
+        );
+        assert!(!text.contains("loopback"), "{text}");
     }
 }

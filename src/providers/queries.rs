@@ -175,6 +175,53 @@ pub fn find_per_request(
         .optional()
 }
 
+/// How many per-request SMTP providers the workspace has.
+pub fn count_per_request(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<i64> {
+    providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .filter(providers::per_request.eq(true))
+        .count()
+        .get_result(conn)
+}
+
+/// The workspace's per-request SMTP providers, least recently changed first.
+pub fn list_per_request(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<Vec<ProviderId>> {
+    providers::table
+        .filter(providers::workspace_id.eq(workspace))
+        .filter(providers::per_request.eq(true))
+        .order((providers::updated_at.asc(), providers::id.asc()))
+        .select(providers::id)
+        .load(conn)
+}
+
+/// Locks a provider's row until the transaction ends (PostgreSQL; SQLite's write
+/// transaction holds the whole database already). A message inserted for it takes a share
+/// lock through its foreign key, so once this returns, every such insert has committed
+/// or will wait for this transaction. Returns whether the provider (still) exists.
+pub fn lock(conn: &mut DbConn, id: ProviderId) -> QueryResult<bool> {
+    match conn {
+        DbConn::Pg(c) => diesel::sql_query("SELECT id FROM providers WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::BigInt, _>(id.0)
+            .execute(c)
+            .map(|rows| rows == 1),
+        DbConn::Sqlite(_) => {
+            diesel::select(diesel::dsl::exists(providers::table.find(id))).get_result(conn)
+        }
+    }
+}
+
+/// Whether any of the provider's messages may still be sent (scheduled, queued, being
+/// sent or held).
+pub fn has_unfinished(conn: &mut DbConn, id: ProviderId) -> QueryResult<bool> {
+    use crate::db::schema::messages;
+    diesel::select(diesel::dsl::exists(
+        messages::table
+            .filter(messages::provider_id.eq(id))
+            .filter(messages::status.eq_any(["scheduled", "queued", "sending", "held"])),
+    ))
+    .get_result(conn)
+}
+
 /// Stores per-request SMTP settings as a hidden provider, active at once (the caller
 /// vouches for them; failures show on its messages).
 pub fn insert_per_request(

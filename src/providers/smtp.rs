@@ -131,7 +131,7 @@ async fn connect_inner(
     let mut last = SmtpFailure::other("no address to connect to");
     for addr in addrs {
         let attempt = async {
-            let stream = open_stream(addr).await?;
+            let stream = open_stream(addr, &endpoint.host, endpoint.port).await?;
             let mut conn = match endpoint.tls {
                 TlsMode::Tls => {
                     let config = policy
@@ -189,11 +189,12 @@ async fn connect_inner(
 /// Connects to an address the policy checked, with TCP_NODELAY: every SMTP command waits
 /// for its reply, and Nagle's algorithm against delayed ACKs would stall each message by
 /// ~40 ms. Every TLS mode runs over this socket (lettre's own implicit-TLS connect would
-/// open one without the option).
-async fn open_stream(addr: SocketAddr) -> Result<TcpStream, SmtpFailure> {
+/// open one without the option). A failure names the host as it was given, never the
+/// address it resolved to (per-request SMTP callers must not learn where names point).
+async fn open_stream(addr: SocketAddr, host: &str, port: u16) -> Result<TcpStream, SmtpFailure> {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| SmtpFailure::other(format!("cannot connect to {addr}: {e}")))?;
+        .map_err(|e| SmtpFailure::other(format!("cannot connect to {host}:{port}: {e}")))?;
     stream
         .set_nodelay(true)
         .map_err(|e| SmtpFailure::other(e.to_string()))?;

@@ -38,6 +38,8 @@ pub struct AppState {
     pub sealer: crate::crypto::Sealer,
     /// Where providers may connect.
     pub egress: crate::providers::egress::EgressPolicy,
+    /// Where API calls' own SMTP servers may be (stricter: no private networks).
+    pub per_request_egress: crate::providers::egress::EgressPolicy,
     /// The delivery engine of this process.
     pub engine: crate::delivery::EngineHandle,
     /// The one write path for new messages (group commit).

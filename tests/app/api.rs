@@ -106,7 +106,16 @@ impl Api {
 async fn api_app(
     backend: Backend,
 ) -> Result<(TestApp, Browser, SmtpServer, Api), Box<dyn std::error::Error>> {
-    let (app, admin) = TestApp::with_admin(backend).await?;
+    api_app_with(backend, |_| {}).await
+}
+
+/// The same with adjusted settings.
+async fn api_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut mailroom::config::Settings),
+) -> Result<(TestApp, Browser, SmtpServer, Api), Box<dyn std::error::Error>> {
+    let app = TestApp::spawn_with(backend, adjust).await?;
+    let admin = app.setup().await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
     add_provider(&admin, &server, SMTP_PASSWORD).await?;
@@ -923,10 +932,17 @@ async fn the_openapi_document_describes_every_endpoint(backend: Backend) -> Test
 }
 both!(the_openapi_document_describes_every_endpoint);
 
+/// Settings that let per-request SMTP reach the test servers (loopback, high ports).
+fn per_request_to_test_servers(settings: &mut mailroom::config::Settings) {
+    settings.per_request_smtp_allow = "127.0.0.1/32".into();
+    settings.per_request_smtp_ports = "1024-65535".into();
+}
+
 async fn a_call_may_bring_its_own_smtp_server_when_the_workspace_allows(
     backend: Backend,
 ) -> TestResult {
-    let (app, admin, _provider_server, api) = api_app(backend).await?;
+    let (app, admin, _provider_server, api) =
+        api_app_with(backend, per_request_to_test_servers).await?;
     let own = SmtpServer::start().await?;
     own.require_credentials("flow-user", "flow-secret-password");
     let body = json!({
@@ -1115,3 +1131,138 @@ async fn no_part_of_a_message_can_end_data_early_or_put_a_bare_line_end_on_the_w
     Ok(())
 }
 both!(no_part_of_a_message_can_end_data_early_or_put_a_bare_line_end_on_the_wire);
+
+/// Security review, item 4: per-request SMTP cannot reach private networks or ports other
+/// than SMTP's unless the operator allows them, its errors name no resolved address, and
+/// a workspace's hidden providers are bounded.
+async fn per_request_smtp_stays_on_public_smtp_servers(backend: Backend) -> TestResult {
+    let (_app, admin, _server, api) = api_app(backend).await?;
+    admin
+        .post_form("/w/acme/api-keys/smtp", &[("on", "true")])
+        .await?;
+    let body = |server: &str, port: u16| {
+        json!({
+            "to": ["ann@example.com"], "subject": "Own server", "from": "desk@example.org",
+            "text": "x", "smtp": {"server": server, "port": port, "tls": "none"}
+        })
+    };
+    // Private, shared, unique-local and loopback (which MAILROOM_EGRESS_ALLOW allows the
+    // providers of this test app) are refused; the answer names no address, nor which kind
+    // of range it is in: it reads the same for every refused host.
+    let mut answers = std::collections::BTreeSet::new();
+    for server in [
+        "10.1.2.3",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "fd00::1",
+        "127.0.0.1",
+        "localhost",
+    ] {
+        let (status, problem) = api.post("/messages", &body(server, 25)).await?;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{server}: {problem}"
+        );
+        assert_eq!(field_of(&problem), vec!["smtp.server"], "{server}");
+        let said = problem.to_string();
+        if server == "localhost" {
+            assert!(
+                !said.contains("127.0.0.1") && !said.contains("::1"),
+                "{said}"
+            );
+        }
+        answers.insert(said.replace(server, "HOST"));
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    // Only SMTP ports: no port scanner.
+    for port in [22, 80, 6379, 5432] {
+        let (status, problem) = api.post("/messages", &body("203.0.113.5", port)).await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{port}");
+        assert_eq!(field_of(&problem), vec!["smtp.port"], "{port}: {problem}");
+    }
+    Ok(())
+}
+both!(per_request_smtp_stays_on_public_smtp_servers);
+
+async fn a_workspace_has_a_bounded_number_of_per_request_smtp_servers(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, _server, api) = api_app_with(backend, |s| {
+        per_request_to_test_servers(s);
+        s.per_request_smtp_limit = 2;
+    })
+    .await?;
+    admin
+        .post_form("/w/acme/api-keys/smtp", &[("on", "true")])
+        .await?;
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        servers.push(SmtpServer::start().await?);
+    }
+    let body = |server: &SmtpServer, hold: bool| {
+        json!({
+            "to": ["ann@example.com"], "subject": "Own server", "from": "desk@example.org",
+            "text": "x", "hold": hold,
+            "smtp": {"server": "127.0.0.1", "port": server.port, "tls": "none"}
+        })
+    };
+    let hidden = || async {
+        app.db()
+            .run(|conn| {
+                use diesel::prelude::*;
+                use mailroom::db::schema::providers::dsl::*;
+                Ok(providers
+                    .filter(per_request.eq(true))
+                    .select(port)
+                    .order(port.asc())
+                    .load::<i32>(conn)?)
+            })
+            .await
+    };
+    // Two servers: two hidden providers; both sent their mail.
+    for server in &servers[..2] {
+        let (status, answer) = api.post("/messages?wait=10", &body(server, false)).await?;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["messages"][0]["status"], "sent");
+    }
+    assert_eq!(hidden().await?.len(), 2);
+    // A third replaces one with nothing left to send.
+    let (status, answer) = api
+        .post("/messages?wait=10", &body(&servers[2], false))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["messages"][0]["status"], "sent");
+    let now = hidden().await?;
+    assert_eq!(now.len(), 2, "still at the limit: {now:?}");
+    assert!(now.contains(&i32::from(servers[2].port)));
+    // With mail waiting on both, a fourth is refused, naming the limit.
+    for server in [
+        &servers[2],
+        &servers[if now.contains(&i32::from(servers[0].port)) {
+            0
+        } else {
+            1
+        }],
+    ] {
+        let (status, answer) = api.post("/messages", &body(server, true)).await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    let (status, problem) = api.post("/messages", &body(&servers[3], false)).await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 per-request SMTP servers")
+    );
+    assert_eq!(hidden().await?.len(), 2);
+    assert!(servers[3].messages().is_empty());
+    // Every server got exactly the mail sent to it: none moved to another one.
+    for server in &servers[..3] {
+        assert_eq!(server.messages().len(), 1);
+    }
+    Ok(())
+}
+both!(a_workspace_has_a_bounded_number_of_per_request_smtp_servers);
