@@ -373,6 +373,11 @@ mod tests {
             !text.contains("127.0.0.1") && !text.contains("::1"),
             "{text}"
         );
-        assert!(!text.contains("loopback"), "{text}");
+        let other = strict.resolve("10.9.8.7", 25).await.expect_err("private");
+        assert_eq!(
+            other.to_string().replace("10.9.8.7", "localhost"),
+            text,
+            "every refusal reads the same: no hint of the kind of range"
+        );
     }
 }
