@@ -93,6 +93,7 @@ impl Application {
             sealer,
             egress,
             per_request_egress,
+            trusted_proxies: settings.trusted_proxies()?,
             ingest,
             engine,
             api: Arc::default(),

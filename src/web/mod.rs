@@ -38,6 +38,8 @@ pub struct AppState {
     pub sealer: crate::crypto::Sealer,
     /// Where providers may connect.
     pub egress: crate::providers::egress::EgressPolicy,
+    /// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where API calls' own SMTP servers may be (stricter: no private networks).
     pub per_request_egress: crate::providers::egress::EgressPolicy,
     /// The delivery engine of this process.
@@ -171,9 +173,12 @@ async fn metrics(
 }
 
 /// Security headers on every response: a CSP without inline script, no framing, no
-/// sniffing, same-origin referrers. <https://owasp.org/www-project-secure-headers/>
+/// sniffing, same-origin referrers, and nothing kept in a cache (pages show a workspace's
+/// mail, and some show a secret once: a new API key, a set-password link; only static
+/// assets set a cache policy of their own). <https://owasp.org/www-project-secure-headers/>
 pub fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
+        .add((header::CACHE_CONTROL, "no-store"))
         .add((
             header::CONTENT_SECURITY_POLICY,
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

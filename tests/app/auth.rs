@@ -317,17 +317,26 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client(
         } else {
             format!("someone{n}@example.com")
         };
+        // The client writes whatever it likes left of what the proxy appends: rotating it
+        // must not start a fresh count (security review, item 5).
         let status = guess(
             &app.base,
             &attacker,
-            "203.0.113.7",
+            &format!("6.6.6.{n}, 203.0.113.7"),
             &email,
             "a wrong guess here",
         )
         .await?;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let status = guess(&app.base, &attacker, "203.0.113.7", ADMIN, PASSWORD).await?;
+    let status = guess(
+        &app.base,
+        &attacker,
+        "6.6.6.99, 203.0.113.7",
+        ADMIN,
+        PASSWORD,
+    )
+    .await?;
     assert_eq!(
         status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -342,6 +351,41 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client(
     // …and the audit log names the real clients.
     let (_, html) = admin.page("/w/acme/audit").await?;
     assert!(html.contains("198.51.100.9") && html.contains("203.0.113.7"));
+    assert!(
+        !html.contains("6.6.6."),
+        "a forged address is never recorded"
+    );
     Ok(())
 }
 both!(behind_a_trusted_proxy_the_forwarded_address_is_the_client);
+
+/// A peer that is not one of the trusted proxies is the client, whatever it forwards.
+async fn forwarded_addresses_from_an_untrusted_peer_are_ignored(backend: Backend) -> TestResult {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.trust_forwarded_for = true;
+        s.trusted_proxies = "10.0.0.0/8".into();
+    })
+    .await?;
+    let admin = app.setup().await?;
+    let attacker = app.browser();
+    for n in 0..10 {
+        let status = guess(
+            &app.base,
+            &attacker,
+            &format!("203.0.113.{n}"),
+            &format!("someone{n}@example.com"),
+            "a wrong guess here",
+        )
+        .await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(
+        guess(&app.base, &attacker, "198.51.100.77", ADMIN, PASSWORD).await?,
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled as the peer it is"
+    );
+    let (_, html) = admin.page("/w/acme/audit").await?;
+    assert!(html.contains("127.0.0.1") && !html.contains("203.0.113."));
+    Ok(())
+}
+both!(forwarded_addresses_from_an_untrusted_peer_are_ignored);

@@ -238,3 +238,53 @@ async fn the_pool_recovers_when_postgresql_drops_its_connections() -> TestResult
     );
     Ok(())
 }
+
+/// Security review, item 5: no signed-in page, and no answer that shows a secret once, may
+/// be kept by a browser's or a proxy's cache.
+async fn pages_and_one_time_secrets_are_never_cached(backend: Backend) -> TestResult {
+    let (app, admin) = TestApp::with_admin(backend).await?;
+    let no_store = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for path in [
+        "/w/acme/messages",
+        "/w/acme/members",
+        "/w/acme/api-keys",
+        "/account",
+    ] {
+        let response = admin.get(path).await?;
+        assert_eq!(no_store(&response), "no-store", "{path}");
+    }
+    let key = admin
+        .post_form(
+            "/w/acme/api-keys",
+            &[("name", "Desk"), ("scope", "send"), ("per_minute", "")],
+        )
+        .await?;
+    assert_eq!(key.status(), StatusCode::CREATED);
+    assert_eq!(no_store(&key), "no-store", "a new API key");
+    let invite = admin
+        .post_form(
+            "/w/acme/members",
+            &[("email", "new@example.com"), ("role", "viewer")],
+        )
+        .await?;
+    assert_eq!(no_store(&invite), "no-store", "a set-password link");
+    let link = one_time_link(&invite.text().await?).ok_or("link")?;
+    let form = app
+        .browser()
+        .get(link.trim_start_matches(&app.base))
+        .await?;
+    assert_eq!(form.status(), StatusCode::OK);
+    assert_eq!(no_store(&form), "no-store", "the set-password form");
+    // Static files keep their own long cache policy.
+    let css = app.browser().get("/static/app.css").await?;
+    assert_ne!(no_store(&css), "no-store");
+    Ok(())
+}
+both!(pages_and_one_time_secrets_are_never_cached);
