@@ -73,6 +73,10 @@ enum BenchCommand {
         /// loading a new one (for trying query changes on a large log).
         #[arg(long, requires = "database")]
         reuse: bool,
+        /// Messages of a small workspace beside the large one, whose searches are timed
+        /// apart (0: none).
+        #[arg(long, default_value_t = 1_000)]
+        small: usize,
     },
     /// Generate a log of N messages (as `bench search` does), start the console with the
     /// engine sending to an SMTP server, and load the history page from C signed-in clients.
@@ -225,12 +229,14 @@ pub fn main() -> ExitCode {
                     messages,
                     database,
                     reuse,
+                    small,
                 },
         } => {
             let bench = crate::bench::search::SearchBench {
                 messages,
                 database,
                 reuse,
+                small,
             };
             run_bench(crate::bench::search::search(bench))
         }

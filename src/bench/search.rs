@@ -29,28 +29,42 @@ pub struct SearchBench {
     pub database: Option<String>,
     /// Time the mix on the log an earlier run loaded into `database` (no load).
     pub reuse: bool,
+    /// Messages of a small workspace beside the large one (loaded first, so its messages
+    /// are the oldest: a search of it that walked the large workspace's matches would
+    /// read them all); its searches are timed apart. 0: none.
+    pub small: usize,
 }
 
-/// The workspace, providers and newest message id of a log an earlier run loaded (the
-/// bench workspace holding the most messages).
-fn loaded_log(conn: &mut DbConn) -> anyhow::Result<(WorkspaceId, Vec<ProviderId>, i64)> {
+/// The workspace, providers and newest message id of a log an earlier run loaded: the
+/// bench workspace holding the most messages, or (`smallest`) the fewest.
+fn loaded_log(
+    conn: &mut DbConn,
+    smallest: bool,
+) -> anyhow::Result<Option<(WorkspaceId, Vec<ProviderId>, i64)>> {
     use crate::db::schema::{messages, providers, workspaces};
     use diesel::prelude::*;
-    let (workspace, max_id): (WorkspaceId, Option<i64>) = workspaces::table
+    let query = workspaces::table
         .inner_join(messages::table.on(messages::workspace_id.eq(workspaces::id)))
         .filter(workspaces::slug.like("bench-%"))
         .group_by(workspaces::id)
         .select((workspaces::id, diesel::dsl::max(messages::id)))
-        .order(diesel::dsl::count(messages::id).desc())
-        .first(conn)
-        .optional()?
-        .context("no log to reuse: run once without --reuse first")?;
+        .into_boxed();
+    let query = if smallest {
+        query.order(diesel::dsl::count(messages::id).asc())
+    } else {
+        query.order(diesel::dsl::count(messages::id).desc())
+    };
+    let Some((workspace, max_id)): Option<(WorkspaceId, Option<i64>)> =
+        query.first(conn).optional()?
+    else {
+        return Ok(None);
+    };
     let providers = providers::table
         .filter(providers::workspace_id.eq(workspace))
         .order(providers::id)
         .select(providers::id)
         .load(conn)?;
-    Ok((workspace, providers, max_id.unwrap_or(0)))
+    Ok(Some((workspace, providers, max_id.unwrap_or(0))))
 }
 
 /// Messages written per transaction while loading.
@@ -262,7 +276,7 @@ fn generate(
                 bcc: String::new(),
                 subject: corpus.subject(&mut rng),
                 body_id: 0,
-                message_id: format!("<bench.{i}@acme.example>"),
+                message_id: format!("<bench.{}.{i}@acme.example>", workspace.0),
                 status: status.as_str().into(),
                 hold_reason: (status == Status::Held).then(|| "paused".into()),
                 attempts: i32::from(final_),
@@ -527,12 +541,12 @@ pub(super) struct Log {
 impl Log {
     /// The log an earlier run loaded into `database`, or a new one of `messages`.
     pub(super) async fn open(database: &Db, messages: usize, reuse: bool) -> anyhow::Result<Log> {
-        let mut rng = StdRng::seed_from_u64(3);
-        let corpus = std::sync::Arc::new(Corpus::new(&mut rng, 24_000));
         if reuse {
-            let (workspace, providers, max_id) = database
-                .run(|conn| loaded_log(conn).map_err(crate::error::AppError::Unexpected))
+            let found = database
+                .run(|conn| loaded_log(conn, false).map_err(crate::error::AppError::Unexpected))
                 .await?;
+            let (workspace, providers, max_id) =
+                found.context("no log to reuse: run once without --reuse first")?;
             eprintln!(
                 "reusing the log of workspace {} (newest id {max_id})",
                 workspace.0
@@ -540,11 +554,42 @@ impl Log {
             return Ok(Log {
                 workspace,
                 providers,
-                corpus,
+                corpus: corpus(),
                 max_id,
                 load_seconds: 0.0,
             });
         }
+        Self::load(database, messages).await
+    }
+
+    /// The small workspace beside the log: the one an earlier run loaded (`reuse`), or a
+    /// new one of `messages`.
+    async fn open_small(database: &Db, messages: usize, reuse: bool) -> anyhow::Result<Log> {
+        if reuse {
+            let found = database
+                .run(|conn| loaded_log(conn, true).map_err(crate::error::AppError::Unexpected))
+                .await?;
+            if let Some((workspace, providers, max_id)) =
+                found.filter(|(_, _, max)| *max <= messages as i64 * 4)
+            {
+                return Ok(Log {
+                    workspace,
+                    providers,
+                    corpus: corpus(),
+                    max_id,
+                    load_seconds: 0.0,
+                });
+            }
+            eprintln!(
+                "no small workspace in this log: loading one after it (its messages are the newest, the easy case)"
+            );
+        }
+        Self::load(database, messages).await
+    }
+
+    /// Loads a new workspace of `messages` generated messages.
+    async fn load(database: &Db, messages: usize) -> anyhow::Result<Log> {
+        let corpus = corpus();
         let addr: std::net::SocketAddr = "127.0.0.1:25".parse()?;
         let (workspace, first) = super::seed_provider(database, addr, 1).await?;
         let mut providers = vec![first];
@@ -590,39 +635,80 @@ impl Log {
                 started.elapsed().as_secs_f64()
             );
         }
+        let max_id = database
+            .run(move |conn| {
+                use crate::db::schema::messages::dsl as m;
+                use diesel::prelude::*;
+                Ok(m::messages
+                    .filter(m::workspace_id.eq(workspace))
+                    .select(diesel::dsl::max(m::id))
+                    .first::<Option<i64>>(conn)?
+                    .unwrap_or(0))
+            })
+            .await?;
         Ok(Log {
             workspace,
             providers,
             corpus,
-            max_id: messages as i64,
+            max_id,
             load_seconds,
         })
     }
+}
+
+/// The generated vocabulary (the same in every run).
+fn corpus() -> std::sync::Arc<Corpus> {
+    let mut rng = StdRng::seed_from_u64(3);
+    std::sync::Arc::new(Corpus::new(&mut rng, 24_000))
 }
 
 /// Generates the log (or reuses one), runs the mix, returns the final line.
 pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
     let (_dir, url) = database_url(bench.database.clone())?;
     let database = Db::open(&url, 8)?;
+    // The small workspace first: its messages are the oldest.
+    let small = match bench.small {
+        0 => None,
+        n if !bench.reuse => Some(Log::open_small(&database, n, false).await?),
+        _ => None,
+    };
     let log = Log::open(&database, bench.messages, bench.reuse).await?;
-    run_mix(&bench, &database, &url, &log).await
+    let small = match (small, bench.small) {
+        (Some(small), _) => Some(small),
+        (None, 0) => None,
+        (None, n) => Some(Log::open_small(&database, n, true).await?),
+    };
+    let (line, _) = run_mix(&database, &log, "").await?;
+    let mut line = format!(
+        "bench search: messages={} load_seconds={:.1} {line}",
+        bench.messages, log.load_seconds
+    );
+    if let Some(small) = &small {
+        eprintln!(
+            "the small workspace ({} messages, beside the large one):",
+            bench.small
+        );
+        let (_, small_p95) = run_mix(&database, small, "small ").await?;
+        line.push_str(&format!(
+            " small_messages={} small_search_p95_ms={small_p95:.2}",
+            bench.small
+        ));
+    }
+    line.push_str(&format!(" db_mb={:.0}", size_mb(&database, &url)?));
+    Ok(line)
 }
 
-/// Times the mix on a loaded log; returns the final line.
-async fn run_mix(
-    bench: &SearchBench,
-    database: &Db,
-    url: &str,
-    log: &Log,
-) -> anyhow::Result<String> {
+/// Times the mix on a loaded log; returns its figures (each name after `prefix`) and the
+/// searches' p95.
+async fn run_mix(database: &Db, log: &Log, prefix: &str) -> anyhow::Result<(String, f64)> {
     let Log {
         workspace,
         providers,
         corpus,
         max_id,
-        load_seconds,
+        ..
     } = log;
-    let (workspace, max_id, load_seconds) = (*workspace, *max_id, *load_seconds);
+    let (workspace, max_id) = (*workspace, *max_id);
     let probes = mix(corpus, providers, max_id);
     let mut searches = Vec::new();
     let mut pages = Vec::new();
@@ -686,12 +772,13 @@ async fn run_mix(
     }
     searches.sort_by(f64::total_cmp);
     pages.sort_by(f64::total_cmp);
-    let db_mb = size_mb(database, url)?;
-    Ok(format!(
-        "bench search: messages={} load_seconds={load_seconds:.1} search_p50_ms={:.2} search_p95_ms={:.2} page_p95_ms={:.2} db_mb={db_mb:.0}",
-        bench.messages,
-        percentile(&searches, 0.50),
-        percentile(&searches, 0.95),
-        percentile(&pages, 0.95),
+    let p95 = percentile(&searches, 0.95);
+    Ok((
+        format!(
+            "{prefix}search_p50_ms={:.2} {prefix}search_p95_ms={p95:.2} {prefix}page_p95_ms={:.2}",
+            percentile(&searches, 0.50),
+            percentile(&pages, 0.95),
+        ),
+        p95,
     ))
 }

@@ -173,12 +173,13 @@ fn index_batch(conn: &mut DbConn, first: MessageId, last: MessageId) -> QueryRes
 /// batch; a row trigger made the INSERT larger to prepare and wrote a tally row per
 /// message).
 const INDEX_BATCH_SQLITE: [&str; 3] = [
-    "INSERT INTO message_words (rowid, subject, body) \
-     SELECT m.id, m.subject, substr(b.text_body, 1, 100000) \
+    "INSERT INTO message_words (rowid, subject, body, ws) \
+     SELECT m.id, m.subject, substr(b.text_body, 1, 100000), 'w' || m.workspace_id || 'w' \
      FROM messages m JOIN message_bodies b ON b.id = m.body_id \
      WHERE m.id BETWEEN ? AND ?",
-    "INSERT INTO message_addresses (rowid, addresses) \
-     SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name \
+    "INSERT INTO message_addresses (rowid, addresses, ws) \
+     SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name, \
+        'w' || workspace_id || 'w' \
      FROM messages WHERE id BETWEEN ? AND ?",
     "INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id) \
      SELECT workspace_id, date(created_at), origin, status, count(*), min(id), max(id) \
@@ -797,13 +798,6 @@ pub fn page(
     // Asked for whole rows, the planner would rather walk the primary key backwards and
     // check each row, cheaper on statistics of an even log, and read 80,000 newer API
     // messages to find the Web tab's 50 (measured: 50–150 ms a page).
-    let bounds = match (since, until) {
-        (None, None) => None,
-        _ => match id_bounds(conn, workspace, *since, *until)? {
-            Some(bounds) => Some(bounds),
-            None => return Ok(Vec::new()),
-        },
-    };
     // A tab of several origins reads each origin's newest ids from its own index, and
     // keeps the newest of them all (`origin IN (…)` would sort the whole tab).
     let origins: &[&str] = tab.map_or(&[], |t| t.origins());
@@ -813,6 +807,17 @@ pub fn page(
         .map(Some)
         .chain(origins.is_empty().then_some(None))
     {
+        // The days' id bounds of this origin: an origin the days do not have is not read
+        // at all. Without statistics SQLite reads a tab's days through `messages_log`
+        // and checks the origin of each row: 720 ms for a week of 77,000 messages holding
+        // no alert, measured at 1M.
+        let bounds = match (since, until) {
+            (None, None) => None,
+            _ => match id_bounds(conn, workspace, *since, *until, origin.copied())? {
+                Some(bounds) => Some(bounds),
+                None => continue,
+            },
+        };
         let mut query = messages::table
             .filter(messages::workspace_id.eq(workspace))
             .select(messages::id)
@@ -863,6 +868,7 @@ fn id_bounds(
     workspace: WorkspaceId,
     since: Option<NaiveDateTime>,
     until: Option<NaiveDateTime>,
+    origin: Option<&str>,
 ) -> QueryResult<Option<(i64, i64)>> {
     use crate::db::schema::message_counts as t;
     use diesel::dsl::{max, min};
@@ -870,6 +876,9 @@ fn id_bounds(
         .filter(t::workspace_id.eq(workspace))
         .select((min(t::first_id), max(t::last_id)))
         .into_boxed();
+    if let Some(origin) = origin {
+        query = query.filter(t::origin.eq(origin.to_owned()));
+    }
     if let Some(since) = since {
         query = query.filter(t::day.ge(since.date()));
     }
@@ -1162,8 +1171,8 @@ struct IndexQuery<'a> {
     from: String,
     /// Whether a row is a match (`TRUE`, or a test a candidate must pass).
     hit: &'a str,
-    /// Newest first by this (an FTS5 index must be ordered by its own rowid to stop at
-    /// the limit instead of sorting every match).
+    /// The order, e.g. `m.id DESC` (an FTS5 index must be ordered by its own rowid to
+    /// stop at the limit instead of sorting every match).
     order: &'a str,
     /// At most `search::LIMIT` rows, or every one (candidates counted by the caller).
     limited: bool,
@@ -1198,7 +1207,7 @@ fn search_index(
     }
     sql.text = text;
     sql.narrow(workspace, filter);
-    sql.text.push_str(&format!(" ORDER BY {order} DESC"));
+    sql.text.push_str(&format!(" ORDER BY {order}"));
     if limited {
         sql.text
             .push_str(&format!(" LIMIT {}", super::search::LIMIT));
@@ -1238,9 +1247,50 @@ pub fn search(
         })?
     } else {
         let mut ids = Vec::new();
+        // How to read FTS5 for this workspace (see migration `search_by_workspace`):
+        // * a small one: its own token and the search intersected inside the index, every
+        //   match read oldest first, the newest kept below. FTS5 reads a doclist backwards
+        //   slowly (a common word of a 1,000-message workspace beside a 1,000,000-message
+        //   one: 5–13 ms newest first for 100 rows, 0.2–0.4 ms oldest first for all 980);
+        // * one under a tenth of the log: intersected too, the newest 100 read backwards
+        //   (without it, the other workspaces' matches would be read and dropped);
+        // * a larger one: the search alone, newest first, the others' matches dropped by
+        //   the join (one in ten at most). Its own token's doclist is nearly the whole
+        //   index, and reading it backwards costs more than it saves (a phrase at 1M:
+        //   11.6 ms alone, 27.3 ms intersected).
+        let size = workspace_size(conn, workspace)?;
+        let small = size <= FORWARD_SEARCH;
+        let own = if small || size.saturating_mul(10) < newest_id(conn)? {
+            format!("ws : w{}w AND ", workspace.0)
+        } else {
+            String::new()
+        };
+        let (order, limited) = if small {
+            ("x.rowid ASC", false)
+        } else {
+            ("x.rowid DESC", true)
+        };
+        // A part of an address is a phrase of trigrams, which FTS5 matches against the
+        // whole index whatever the workspace (a fragment no address has: 10 ms at 1M
+        // messages): a small workspace reads its own addresses instead (0.4 ms for 1,000).
+        let fragment = match search.fts5_fragment() {
+            Some(_) if small => {
+                ids.extend(scan_addresses(conn, workspace, filter, search)?);
+                None
+            }
+            other => other,
+        };
         let indexes = [
-            (search.fts5(), "message_words"),
-            (search.fts5_fragment(), "message_addresses"),
+            (
+                search
+                    .fts5()
+                    .map(|q| format!("{own}{{subject body}} : ({q})")),
+                "message_words",
+            ),
+            (
+                fragment.map(|q| format!("{own}addresses : {q}")),
+                "message_addresses",
+            ),
         ];
         for (query, index) in indexes {
             if let Some(query) = query {
@@ -1253,8 +1303,8 @@ pub fn search(
                             "{index} x JOIN messages m ON m.id = x.rowid WHERE {index} MATCH {{q}}"
                         ),
                         hit: "1 = 1",
-                        order: "x.rowid",
-                        limited: true,
+                        order,
+                        limited,
                         values: vec![("q", Bind::Text(query))],
                     },
                 )?;
@@ -1268,6 +1318,76 @@ pub fn search(
     ids.truncate(super::search::LIMIT as usize);
     let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
     find_many(conn, workspace, &ids)
+}
+
+#[derive(QueryableByName)]
+struct Addressed {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    addresses: String,
+}
+
+/// The messages of a (small) workspace, under the filter, whose addresses hold the
+/// search's fragment: at most `search::LIMIT`, newest first.
+fn scan_addresses(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    filter: &LogFilter,
+    search: &super::search::Search,
+) -> QueryResult<Vec<i64>> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    let mut sql = RawSql {
+        text: "SELECT m.id AS id, m.recipient || ' ' || m.cc || ' ' || m.bcc || ' ' || \
+               m.from_address || ' ' || m.from_name AS addresses FROM messages m WHERE 1 = 1"
+            .into(),
+        binds: Vec::new(),
+        pg: false,
+    };
+    sql.narrow(workspace, filter);
+    sql.text.push_str(" ORDER BY m.id DESC");
+    let RawSql { text, binds, .. } = sql;
+    let rows: Vec<Addressed> = per_backend!(conn, |c| {
+        let mut query = diesel::sql_query(text).into_boxed();
+        for value in binds {
+            query = match value {
+                Bind::Int(v) => query.bind::<BigInt, _>(v),
+                Bind::Text(v) => query.bind::<Text, _>(v),
+                Bind::Time(v) => query.bind::<Timestamp, _>(v),
+            };
+        }
+        query.load(c)
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| search.fragment_in(&r.addresses))
+        .map(|r| r.id)
+        .take(super::search::LIMIT as usize)
+        .collect())
+}
+
+/// Up to how many messages a workspace's SQLite search reads every match oldest first
+/// (each match a rowid: 10,000 of them take a few ms) instead of the newest 100 backwards.
+const FORWARD_SEARCH: i64 = 10_000;
+
+/// The newest message id of the whole log (about how many messages it holds).
+fn newest_id(conn: &mut DbConn) -> QueryResult<i64> {
+    messages::table
+        .select(diesel::dsl::max(messages::id))
+        .first::<Option<MessageId>>(conn)
+        .map(|id| id.map_or(0, |id| id.0))
+}
+
+/// A workspace's messages, from the tallies.
+fn workspace_size(conn: &mut DbConn, workspace: WorkspaceId) -> QueryResult<i64> {
+    use crate::db::schema::message_counts as t;
+    t::table
+        .filter(t::workspace_id.eq(workspace))
+        .select(diesel::dsl::sql::<
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        >("CAST(SUM(n) AS BIGINT)"))
+        .first::<Option<i64>>(conn)
+        .map(Option::unwrap_or_default)
 }
 
 /// How many of a workspace's newest messages PostgreSQL checks one by one before it turns
@@ -1546,7 +1666,7 @@ fn search_days(
                 hit = check.as_deref().unwrap_or("TRUE"),
             ),
             hit: "c.hit",
-            order: "m.id",
+            order: "m.id DESC",
             limited: check.is_none(),
             values: values.clone(),
         },
@@ -1646,7 +1766,7 @@ fn search_days(
                     "messages m WHERE m.id = ANY(ARRAY({rows})) AND m.id <= {floor}{newer}"
                 ),
                 hit: "TRUE",
-                order: "m.id",
+                order: "m.id DESC",
                 limited: true,
                 values,
             },

@@ -187,6 +187,14 @@ impl Search {
             .map(|f| format!("\"{}\"", f.replace('"', "\"\"")))
     }
 
+    /// Whether the fragment, if any, is in these addresses (case folded as FTS5's trigram
+    /// index folds it: every letter, not only ASCII).
+    pub fn fragment_in(&self, addresses: &str) -> bool {
+        self.fragment
+            .as_ref()
+            .is_some_and(|f| addresses.to_lowercase().contains(f.as_str()))
+    }
+
     /// The `ILIKE` pattern for the addresses (PostgreSQL), if any.
     pub fn like_fragment(&self) -> Option<String> {
         self.fragment

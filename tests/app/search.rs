@@ -658,3 +658,86 @@ async fn search_reaches_older_days_newest_first_and_keeps_to_the_workspace(
     Ok(())
 }
 both!(search_reaches_older_days_newest_first_and_keeps_to_the_workspace);
+
+/// Security review, item 5: a small workspace's search reads its own matches, not the
+/// largest workspace's (SQLite intersects each workspace's token inside FTS5, reads a small
+/// workspace's matches oldest first and scans its addresses). Whatever the sizes, each
+/// workspace finds exactly its own newest matches.
+async fn a_small_workspace_beside_a_large_one_finds_its_own_matches(
+    backend: Backend,
+) -> TestResult {
+    use mailroom::messages::queries::LogFilter;
+    use mailroom::messages::search::Search;
+    let (app, _admin) = TestApp::with_admin(backend).await?;
+    let _beta = app
+        .other_workspace("beta", "beta-admin@example.com")
+        .await?;
+    // beta's 30 messages are the oldest; acme's 12,000 (more than a small workspace)
+    // all say "harbor" too, and are newer.
+    let beta_ids = log_of(&app, "beta", 5, 30, |i| {
+        let to = if i == 3 {
+            "ÉMILE.Zola@beta.example".to_owned()
+        } else {
+            format!("crew.{i}@beta.example")
+        };
+        (to, format!("The harbor log, entry {i}."), "sent")
+    })
+    .await?;
+    let mut acme_ids = Vec::new();
+    for chunk in 0..4 {
+        acme_ids.extend(
+            log_of(&app, "acme", 3 - chunk, 3_000, |i| {
+                (
+                    format!("dock.{i}@acme.example"),
+                    "Harbor news, and émile's crew.".into(),
+                    "sent",
+                )
+            })
+            .await?,
+        );
+    }
+    let search = |slug: &'static str, q: &'static str| {
+        let db = app.db();
+        async move {
+            let search = Search::parse(q)?.ok_or("a search")?;
+            let found = db
+                .run(move |conn| {
+                    use diesel::prelude::*;
+                    use mailroom::db::schema::workspaces;
+                    let workspace = workspaces::table
+                        .filter(workspaces::slug.eq(slug))
+                        .select(workspaces::id)
+                        .first(conn)?;
+                    Ok(mailroom::messages::queries::search(
+                        conn,
+                        workspace,
+                        &LogFilter::default(),
+                        &search,
+                    )?)
+                })
+                .await?;
+            Ok::<_, Box<dyn std::error::Error>>(found.iter().map(|m| m.id.0).collect::<Vec<_>>())
+        }
+    };
+    let newest = |ids: &[i64], n: usize| {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(n);
+        ids
+    };
+    assert_eq!(search("beta", "harbor").await?, newest(&beta_ids, 30));
+    assert_eq!(
+        search("beta", "harb").await?,
+        newest(&beta_ids, 30),
+        "typing"
+    );
+    assert_eq!(search("acme", "harbor").await?, newest(&acme_ids, 100));
+    // A part of an address, any letter's case folded, in the small workspace and the
+    // large one.
+    assert_eq!(search("beta", "émile.z").await?, vec![beta_ids[3]]);
+    assert_eq!(search("beta", "crew.2@").await?, vec![beta_ids[2]]);
+    assert_eq!(search("acme", "dock.29").await?.len(), 100);
+    assert!(search("acme", "émile.z").await?.is_empty());
+    Ok(())
+}
+both!(a_small_workspace_beside_a_large_one_finds_its_own_matches);
