@@ -433,6 +433,13 @@ pub fn add_user(
     db::write(&mut conn, |conn| -> Result<String, AppError> {
         let now = db::now();
         let (user_id, created) = match accounts::find_user_by_email(conn, email.as_str())? {
+            // As in the console: voiding an invitation not accepted yet would strand it.
+            Some(user) if !user.has_password() => {
+                return Err(AppError::Conflict(format!(
+                    "{} has not accepted their invitation yet (no password is set): add them once they have",
+                    email.as_str()
+                )));
+            }
             Some(user) => (user.id, false),
             None => {
                 let id = accounts::insert_user(

@@ -204,8 +204,9 @@ fn live_link(
         return Ok(None);
     };
     let creator_may = match link.created_by {
-        // Made on the command line (the operator), or by the account's owner.
-        None => true,
+        // Every link has a creator; none left means the creator's account was deleted.
+        None => false,
+        // Made by the account's owner.
         Some(creator) if creator == link.user_id => true,
         Some(creator) => {
             queries::find_user_by_id(conn, creator)?

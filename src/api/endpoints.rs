@@ -783,6 +783,10 @@ async fn per_request_provider(
         .db
         .write(move |conn| {
             let now = crate::db::now();
+            // Finding, counting and inserting under the workspace's lock: parallel calls
+            // can neither each see room under the limit nor each insert the same settings
+            // (PostgreSQL; SQLite writes one transaction at a time).
+            crate::workspaces::queries::lock_for_update(conn, workspace.id)?;
             let existing = providers::find_per_request(
                 conn,
                 workspace.id,
@@ -993,7 +997,7 @@ pub struct MessageView {
     pub subject: String,
     /// Provider id.
     pub provider: Option<i64>,
-    /// `web` or `sys`.
+    /// `web` (the console), `sys` (the API) or `alert` (Mailroom's own alerts).
     pub origin: String,
     /// The API key's name, for messages sent through the API.
     pub source: Option<String>,

@@ -1000,7 +1000,8 @@ pub fn reclaim_expired_with_events(conn: &mut DbConn, now: NaiveDateTime) -> Que
 
 /// At a graceful stop: gives back what this node claimed and did not finish. Messages that
 /// were never started are queued again as if unclaimed; those cut off mid-send (`started`)
-/// are flagged as possible duplicates.
+/// are flagged as possible duplicates; those whose provider was deleted meanwhile are
+/// cancelled.
 pub fn release_owned(
     conn: &mut DbConn,
     owner: &str,
@@ -1010,6 +1011,10 @@ pub fn release_owned(
     let mine = messages::table
         .filter(messages::lease_owner.eq(owner))
         .filter(messages::status.eq(Status::Sending.as_str()));
+    let orphans: Vec<MessageId> = mine
+        .filter(messages::provider_id.is_null())
+        .select(messages::id)
+        .load(conn)?;
     let cut_off = diesel::update(mine.filter(messages::id.eq_any(started)))
         .set((
             messages::status.eq(Status::Queued.as_str()),
@@ -1028,6 +1033,7 @@ pub fn release_owned(
             messages::updated_at.eq(now),
         ))
         .execute(conn)?;
+    cancel_orphaned(conn, &orphans, now)?;
     Ok(cut_off + untouched)
 }
 

@@ -40,9 +40,14 @@ const PRIVATE: &[(&str, &str)] = &[
     ("172.16.0.0/12", "private"),
     ("192.168.0.0/16", "private"),
     ("100.64.0.0/10", "shared"),
-    ("fc00::/7", "unique-local"),
+    ("192.0.0.0/24", "protocol assignments"),
     ("198.18.0.0/15", "benchmarking"),
     ("240.0.0.0/4", "reserved"),
+    ("fc00::/7", "unique-local"),
+    ("fec0::/10", "site-local"),
+    ("64:ff9b:1::/48", "local NAT64"),
+    ("::ffff:0:0:0/96", "IPv4-translated"),
+    ("2001::/32", "Teredo"),
 ];
 
 /// The SMTP ports per-request SMTP may always use (RFC 5321 §4.5.4.2 relay, RFC 8314
@@ -233,20 +238,33 @@ impl EgressPolicy {
                 "port {port} is not an SMTP port: per-request SMTP uses 25, 465, 587 or 2525 (an operator can allow more with MAILROOM_PER_REQUEST_SMTP_PORTS)."
             )));
         }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| EgressError::Unresolvable(format!("{host} cannot be resolved: {e}")))?
-            .collect();
+        // Per-request SMTP says the same whether a name does not resolve or resolves
+        // inside: a `send` key must not learn which names the operator's resolver knows.
+        let opaque = || {
+            EgressError::Refused(format!(
+                "{host} is not a public internet host: per-request SMTP servers must resolve, and not to private, loopback or reserved addresses (an operator can allow ranges with MAILROOM_PER_REQUEST_SMTP_ALLOW)."
+            ))
+        };
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+            Ok(found) => found.collect(),
+            Err(_) if self.opaque => return Err(opaque()),
+            Err(e) => {
+                return Err(EgressError::Unresolvable(format!(
+                    "{host} cannot be resolved: {e}"
+                )));
+            }
+        };
         if addrs.is_empty() {
+            if self.opaque {
+                return Err(opaque());
+            }
             return Err(EgressError::Unresolvable(format!(
                 "{host} has no addresses"
             )));
         }
         for addr in &addrs {
             if self.opaque && self.refusal(addr.ip()).is_some() {
-                return Err(EgressError::Refused(format!(
-                    "{host} is not a public internet host: per-request SMTP servers cannot be on private, loopback or reserved addresses (an operator can allow ranges with MAILROOM_PER_REQUEST_SMTP_ALLOW)."
-                )));
+                return Err(opaque());
             }
             if let Some(why) = self.refusal(addr.ip()) {
                 return Err(EgressError::Refused(format!(
@@ -335,6 +353,14 @@ mod tests {
                 "{ip} should be refused for per-request SMTP"
             );
         }
+        for ip in [
+            "fec0::1",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378::1",
+            "192.0.0.8",
+        ] {
+            assert!(strict.refusal(ip.parse().expect("ip")).is_some(), "{ip}");
+        }
         for ip in ["203.0.113.9", "2001:db8::1", "172.32.0.1", "100.128.0.1"] {
             assert!(strict.refusal(ip.parse().expect("ip")).is_none(), "{ip}");
         }
@@ -372,6 +398,17 @@ mod tests {
         assert!(
             !text.contains("127.0.0.1") && !text.contains("::1"),
             "{text}"
+        );
+        let unknown = strict
+            .resolve("no-such-host.invalid", 25)
+            .await
+            .expect_err("unresolvable");
+        assert_eq!(
+            unknown
+                .to_string()
+                .replace("no-such-host.invalid", "localhost"),
+            text,
+            "a name that does not resolve reads the same as one inside"
         );
         let other = strict.resolve("10.9.8.7", 25).await.expect_err("private");
         assert_eq!(

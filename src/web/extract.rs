@@ -47,15 +47,17 @@ pub fn client_ip(req: &HttpRequest) -> String {
         .app_data::<web::Data<AppState>>()
         .filter(|s| s.settings.trust_forwarded_for)
         .map(|s| s.trusted_proxies.as_slice());
+    // Every header line, byte for byte: a line that is not text (a client's junk left of
+    // the proxy's entry) must not hide the entry the proxy appended to it.
     let forwarded = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect::<Vec<_>>()
         .join(",");
     let client = match (peer, proxies) {
         (Some(peer), Some(proxies)) => forwarded_client(peer, &forwarded, proxies),
-        (peer, _) => peer,
+        (peer, _) => peer.map(|ip| ip.to_canonical()),
     };
     client.map_or_else(|| "unknown".into(), |ip| ip.to_string())
 }
@@ -69,7 +71,8 @@ fn forwarded_client(
     proxies: &[ipnet::IpNet],
 ) -> Option<std::net::IpAddr> {
     let trusted = |ip: &std::net::IpAddr| proxies.iter().any(|net| net.contains(ip));
-    let mut client = peer;
+    // A server listening on `[::]` sees an IPv4 peer as `::ffff:a.b.c.d`.
+    let mut client = peer.to_canonical();
     if !trusted(&client) {
         return Some(client);
     }
@@ -89,13 +92,20 @@ fn forwarded_client(
     Some(client)
 }
 
-/// An `X-Forwarded-For` entry: an address, possibly with a port (`203.0.113.7:5123`,
-/// `[2001:db8::1]:443`).
+/// An `X-Forwarded-For` entry: an address, possibly bracketed or with a port
+/// (`203.0.113.7:5123`, `[2001:db8::1]`, `[2001:db8::1]:443`), IPv4-mapped IPv6 as IPv4.
 fn parse_hop(entry: &str) -> Option<std::net::IpAddr> {
     entry
-        .parse()
+        .parse::<std::net::IpAddr>()
         .ok()
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
+        .map(|ip: std::net::IpAddr| ip.to_canonical())
 }
 
 async fn current_user(req: HttpRequest) -> Result<CurrentUser, AppError> {
@@ -287,5 +297,12 @@ mod tests {
         assert_eq!(at("127.0.0.1", "10.2.2.2"), "10.2.2.2");
         // Garbage stops at the last trusted hop.
         assert_eq!(at("127.0.0.1", "203.0.113.7, not-an-ip"), "127.0.0.1");
+        // A proxy seen through an IPv6 socket, brackets without a port, mapped entries.
+        assert_eq!(at("::ffff:10.0.0.5", "6.6.6.6, 203.0.113.7"), "203.0.113.7");
+        assert_eq!(at("127.0.0.1", "[2001:db8::1]"), "2001:db8::1");
+        assert_eq!(at("127.0.0.1", "::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(at("127.0.0.1", "6.6.6.6, ::ffff:10.1.1.1"), "6.6.6.6");
+        // A peer that is not a proxy, seen mapped, is the client as IPv4.
+        assert_eq!(at("::ffff:198.51.100.1", "203.0.113.7"), "198.51.100.1");
     }
 }

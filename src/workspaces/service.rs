@@ -101,6 +101,14 @@ pub fn add_member(
                     user.email
                 )));
             }
+            // An invitation not accepted yet would be voided below, and no admin of one
+            // workspace could make a new link for an account of two: wait until it is.
+            if !user.has_password() {
+                return Err(AppError::Conflict(format!(
+                    "{} has not accepted their invitation to another workspace yet (no password is set): add them once they have.",
+                    user.email
+                )));
+            }
             // Links made before the account joined this workspace were made by people who
             // may no longer manage it: none of them may set its password from now on.
             accounts::void_password_tokens_of_user(conn, user.id, now)?;

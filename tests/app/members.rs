@@ -234,7 +234,9 @@ async fn a_kept_link_dies_when_another_workspace_takes_the_account_in(
     let (app, admin_a) = TestApp::with_admin(backend).await?;
     let admin_b = app.other_workspace("globex", "b@example.com").await?;
 
-    // An invitation A keeps (the account has no password yet)…
+    // An invitation not accepted yet: B cannot take the account in (that would void the
+    // invitation, and no admin of one workspace could make a new link for an account of
+    // two), and says why; the invitee's link keeps working for them.
     let page = admin_a
         .post_form(
             "/w/acme/members",
@@ -242,52 +244,21 @@ async fn a_kept_link_dies_when_another_workspace_takes_the_account_in(
         )
         .await?;
     let invite = one_time_link(&page.text().await?).ok_or("invitation link")?;
-    let joined = admin_b
+    let refused = admin_b
         .post_form(
             "/w/globex/members",
             &[("email", "victim@corp.example"), ("role", "admin")],
         )
         .await?;
-    assert_eq!(
-        joined.status(),
-        StatusCode::SEE_OTHER,
-        "an existing account joins"
-    );
-    // Voided at the join (not only refused at redemption).
-    let open_links = app
-        .db()
-        .run(|conn| {
-            use diesel::prelude::*;
-            use mailroom::db::schema::{password_tokens as t, users as u};
-            Ok(t::table
-                .inner_join(u::table)
-                .filter(u::email.eq("victim@corp.example"))
-                .filter(t::used_at.is_null())
-                .count()
-                .get_result::<i64>(conn)?)
-        })
-        .await?;
-    assert_eq!(open_links, 0, "joining another workspace voids open links");
-    let path = invite.trim_start_matches(&app.base).to_owned();
-    assert_eq!(app.browser().page(&path).await?.0, StatusCode::GONE);
-    let taken = app
-        .browser()
-        .set_password_with_link(&invite, "chosen by admin A")
-        .await?;
-    assert_eq!(taken.status(), StatusCode::GONE);
-    assert!(taken.text().await?.contains("expired or was already used"));
-    let attacker = app.browser();
-    assert_eq!(
-        attacker
-            .login("victim@corp.example", "chosen by admin A")
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .text()
             .await?
-            .status(),
-        StatusCode::UNPROCESSABLE_ENTITY
+            .contains("has not accepted their invitation")
     );
-    assert_eq!(
-        attacker.page("/w/globex/members").await?.0,
-        StatusCode::SEE_OTHER
-    );
+    let path = invite.trim_start_matches(&app.base).to_owned();
+    assert_eq!(app.browser().page(&path).await?.0, StatusCode::OK);
 
     // …and a reset link A made while the account belonged to acme alone.
     let victim = app
@@ -304,12 +275,46 @@ async fn a_kept_link_dies_when_another_workspace_takes_the_account_in(
             &[("email", "victim2@corp.example"), ("role", "admin")],
         )
         .await?;
-    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        joined.status(),
+        StatusCode::SEE_OTHER,
+        "an existing account joins"
+    );
+    // Voided at the join (not only refused at redemption).
+    let open_links = app
+        .db()
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::{password_tokens as t, users as u};
+            Ok(t::table
+                .inner_join(u::table)
+                .filter(u::email.eq("victim2@corp.example"))
+                .filter(t::used_at.is_null())
+                .count()
+                .get_result::<i64>(conn)?)
+        })
+        .await?;
+    assert_eq!(open_links, 0, "joining another workspace voids open links");
+    let path = reset.trim_start_matches(&app.base).to_owned();
+    assert_eq!(app.browser().page(&path).await?.0, StatusCode::GONE);
     let taken = app
         .browser()
         .set_password_with_link(&reset, "chosen by admin A")
         .await?;
     assert_eq!(taken.status(), StatusCode::GONE);
+    assert!(taken.text().await?.contains("expired or was already used"));
+    let attacker = app.browser();
+    assert_eq!(
+        attacker
+            .login("victim2@corp.example", "chosen by admin A")
+            .await?
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        attacker.page("/w/globex/members").await?.0,
+        StatusCode::SEE_OTHER
+    );
     // The victim's own password and session still work; globex is theirs to use.
     assert_eq!(
         app.browser()

@@ -240,7 +240,9 @@ const BEFORE_ALERT_ORIGIN: &str = "
         (2, 1, 'sys', NULL, NULL, 1, 'ops@example.com', '', 'ann@example.com', '', '', 'Order',
          1, '<2@x>', 'failed', 1, 4, '2026-11-30 10:00:00', FALSE, '550 no', '2026-11-30 10:00:00', '2026-11-30 10:00:00'),
         (3, 1, 'web', 1, NULL, NULL, 'ops@example.com', '', 'bob@example.com', '', '', 'Hello',
-         1, '<3@x>', 'sent', 1, 4, '2026-11-30 10:00:00', FALSE, '250 ok', '2026-11-30 11:00:00', '2026-11-30 11:00:00');
+         1, '<3@x>', 'sent', 1, 4, '2026-11-30 10:00:00', FALSE, '250 ok', '2026-11-30 11:00:00', '2026-11-30 11:00:00'),
+        (4, 1, 'web', 1, NULL, NULL, 'ops@example.com', '', 'cy@example.com', '', '', 'Stuck',
+         1, '<4@x>', 'queued', 1, 4, '2026-11-30 10:00:00', FALSE, '', '2026-11-30 11:00:00', '2026-11-30 11:00:00');
     INSERT INTO message_events (message_id, kind, attempt, detail, created_at)
         VALUES (1, 'sent', 1, '250 ok', '2026-11-30 10:00:00');
 ";
@@ -271,7 +273,7 @@ async fn an_upgrade_gives_old_alerts_their_own_origin(backend: Backend) -> TestR
     conn.batch_execute(BEFORE_ALERT_ORIGIN)?;
     if let DbConn::Pg(c) = &mut conn {
         // Rows given their ids leave the sequence behind; the release's own inserts did not.
-        c.batch_execute("SELECT setval('messages_id_seq', 3)")?;
+        c.batch_execute("SELECT setval('messages_id_seq', 4)")?;
     }
     if let DbConn::Sqlite(c) = &mut conn {
         // A message deleted at the top of the log: its id is used up.
@@ -302,7 +304,24 @@ async fn an_upgrade_gives_old_alerts_their_own_origin(backend: Backend) -> TestR
     let rows: Vec<Row> =
         diesel::sql_query("SELECT id, origin FROM messages ORDER BY id").load(&mut conn)?;
     let origins: Vec<(i64, &str)> = rows.iter().map(|r| (r.id, r.origin.as_str())).collect();
-    assert_eq!(origins, vec![(1, "alert"), (2, "sys"), (3, "web")]);
+    assert_eq!(
+        origins,
+        vec![(1, "alert"), (2, "sys"), (3, "web"), (4, "web")]
+    );
+    // Mail of a deleted provider that was still waiting can go nowhere: cancelled.
+    #[derive(QueryableByName)]
+    struct Fate {
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = Text)]
+        result: String,
+    }
+    let stuck: Fate = diesel::sql_query("SELECT status, result FROM messages WHERE id = 4")
+        .get_result(&mut conn)?;
+    assert_eq!(
+        (stuck.status.as_str(), stuck.result.as_str()),
+        ("cancelled", "provider deleted")
+    );
 
     #[derive(QueryableByName)]
     struct Count {
@@ -316,7 +335,7 @@ async fn an_upgrade_gives_old_alerts_their_own_origin(backend: Backend) -> TestR
     )
     .load(&mut conn)?;
     let counts: Vec<(&str, i64)> = counts.iter().map(|c| (c.origin.as_str(), c.n)).collect();
-    assert_eq!(counts, vec![("alert", 1), ("sys", 1), ("web", 1)]);
+    assert_eq!(counts, vec![("alert", 1), ("sys", 1), ("web", 2)]);
 
     #[derive(QueryableByName)]
     struct Events {

@@ -9,3 +9,7 @@ ALTER TABLE messages ADD CONSTRAINT messages_origin_check
 ALTER TABLE messages VALIDATE CONSTRAINT messages_origin_check;
 UPDATE messages SET origin = 'alert'
     WHERE origin = 'sys' AND provider_id IS NULL AND api_key_id IS NULL AND user_id IS NULL;
+-- Mail of a provider deleted earlier that was still waiting can go nowhere now (only
+-- alerts use the system provider): cancelled, as deleting a provider does.
+UPDATE messages SET status = 'cancelled', hold_reason = NULL, result = 'provider deleted'
+    WHERE provider_id IS NULL AND origin <> 'alert' AND status IN ('scheduled', 'queued', 'held');

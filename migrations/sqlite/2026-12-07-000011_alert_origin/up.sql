@@ -68,10 +68,11 @@ INSERT INTO messages_new (id, workspace_id, origin, user_id, session_public_id, 
         api_key_id, references_header, contact_ids
     FROM messages ORDER BY id;
 
--- Ids of deleted messages are never given out again.
-UPDATE sqlite_sequence
-    SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))
-    WHERE name = 'messages_new';
+-- Ids of deleted messages are never given out again (also when the log is empty now).
+DELETE FROM sqlite_sequence WHERE name = 'messages_new';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'messages_new', max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+                               coalesce((SELECT max(id) FROM messages_new), 0));
 
 DROP TABLE messages;
 ALTER TABLE messages_new RENAME TO messages;
@@ -112,6 +113,12 @@ WHEN OLD.purged_at IS NULL AND NEW.purged_at IS NOT NULL BEGIN
     INSERT INTO message_words (rowid, subject, body)
         SELECT id, subject, '' FROM messages WHERE body_id = NEW.id;
 END;
+
+-- Mail of a provider deleted earlier that was still waiting can go nowhere now (only
+-- alerts use the system provider): cancelled, as deleting a provider does. The status
+-- trigger moves its counts.
+UPDATE messages SET status = 'cancelled', hold_reason = NULL, result = 'provider deleted'
+    WHERE provider_id IS NULL AND origin <> 'alert' AND status IN ('scheduled', 'queued', 'held');
 
 -- The tallies count by origin: the alerts' counts move from `sys` to `alert`.
 DELETE FROM message_tallies WHERE origin IN ('sys', 'alert');
