@@ -322,6 +322,7 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
         send_at,
         retry_count,
         files: Vec::new(),
+        reply_to: None,
     })
 }
 
@@ -507,7 +508,11 @@ pub async fn send(
                                     field: "in_reply_to",
                                     message: format!("No message {id} in this workspace."),
                                 })?;
-                        Some(match &parent.references_header {
+                        let thread =
+                            messages::find_sends_in(conn, workspace.id, &[parent.send_id])?
+                                .pop()
+                                .and_then(|send| send.references_header);
+                        Some(match thread {
                             Some(earlier) => format!("{earlier} {}", parent.message_id),
                             None => parent.message_id.clone(),
                         })
@@ -540,7 +545,7 @@ pub async fn send(
     let stored: Vec<(String, String)> = prepared
         .rows
         .iter()
-        .map(|row| (row.recipient.clone(), row.status.clone()))
+        .map(|row| (row.recipient.clone(), row.status.to_string()))
         .collect();
     let answered = stored.clone();
     if let Some(idem) = remember_idem {
@@ -577,7 +582,7 @@ pub async fn send(
             });
         for accepted in &mut messages {
             if let Some(m) = done.iter().find(|m| m.id.0 == accepted.id) {
-                accepted.status = m.status.clone();
+                accepted.status = m.status.to_string();
                 accepted.smtp_code = m.smtp_code;
                 accepted.smtp_enhanced = m.smtp_enhanced.clone();
                 accepted.result = Some(m.result.clone());
@@ -983,8 +988,13 @@ pub struct MessageView {
     pub smtp_code: Option<i32>,
     /// Last enhanced status code.
     pub smtp_enhanced: Option<String>,
-    /// To.
+    /// This copy's recipient.
     pub to: String,
+    /// The field of the send it came from: `to`, `cc` or `bcc` (each address gets one
+    /// copy).
+    pub recipient_kind: String,
+    /// The send's To addresses (every copy's `To` header).
+    pub to_all: Vec<String>,
     /// CC.
     pub cc: Vec<String>,
     /// BCC.
@@ -993,6 +1003,8 @@ pub struct MessageView {
     pub from: String,
     /// From name.
     pub from_name: String,
+    /// Reply-To, if any.
+    pub reply_to: Option<String>,
     /// Subject as sent.
     pub subject: String,
     /// Provider id.
@@ -1026,30 +1038,39 @@ pub struct MessageView {
 }
 
 impl MessageView {
-    fn new(message: Message, events: Vec<MessageEvent>, source: Option<String>) -> Self {
+    fn new(
+        message: Message,
+        send: &crate::messages::model::Send,
+        events: Vec<MessageEvent>,
+        source: Option<String>,
+    ) -> Self {
+        let list = |items: Vec<&str>| items.into_iter().map(str::to_owned).collect();
         Self {
-            in_reply_to: message.in_reply_to().map(str::to_owned),
+            in_reply_to: send.in_reply_to().map(str::to_owned),
             id: message.id.0,
             successful: message.successful(),
-            cc: message.cc_list().into_iter().map(str::to_owned).collect(),
-            bcc: message.bcc_list().into_iter().map(str::to_owned).collect(),
-            contact_ids: message
+            to_all: list(send.to_list()),
+            cc: list(send.cc_list()),
+            bcc: list(send.bcc_list()),
+            contact_ids: send
                 .contact_ids
                 .as_deref()
                 .and_then(|json| serde_json::from_str(json).ok())
                 .unwrap_or_default(),
-            status: message.status,
+            status: message.status.to_string(),
             result: message.result,
             smtp_code: message.smtp_code,
             smtp_enhanced: message.smtp_enhanced,
             to: message.recipient,
-            from: message.from_address,
-            from_name: message.from_name,
-            subject: message.subject,
+            recipient_kind: message.recipient_kind.to_string(),
+            from: send.from_address.clone(),
+            from_name: send.from_name.clone(),
+            reply_to: (!send.reply_to.is_empty()).then(|| send.reply_to.clone()),
+            subject: send.subject.clone(),
             provider: message.provider_id.map(|p| p.0),
             origin: message.origin,
             source,
-            owner: message.user_id.map(|u| u.0),
+            owner: send.user_id.map(|u| u.0),
             message_id: message.message_id,
             attempts: message.attempts,
             max_attempts: message.max_attempts,
@@ -1096,19 +1117,19 @@ pub async fn show(
     let found = state
         .db
         .run(move |conn| {
-            let Some(message) = visible(conn, &caller, id)? else {
+            let Some((message, send)) = visible(conn, &caller, id)? else {
                 return Ok(None);
             };
             let events = messages::events_of(conn, message.id)?;
-            let source = match message.api_key_id {
+            let source = match send.api_key_id {
                 Some(id) => super::queries::find(conn, message.workspace_id, id)?.map(|k| k.name),
                 None => None,
             };
-            Ok(Some((message, events, source)))
+            Ok(Some((message, send, events, source)))
         })
         .await?;
-    let (message, events, source) = found.ok_or(ApiError::NotFound("message"))?;
-    Ok(HttpResponse::Ok().json(MessageView::new(message, events, source)))
+    let (message, send, events, source) = found.ok_or(ApiError::NotFound("message"))?;
+    Ok(HttpResponse::Ok().json(MessageView::new(message, &send, events, source)))
 }
 
 /// A provider as the API shows it.
@@ -1175,11 +1196,16 @@ fn visible(
     conn: &mut crate::db::DbConn,
     caller: &ApiCaller,
     id: i64,
-) -> Result<Option<Message>, AppError> {
-    Ok(
-        messages::find_by_workspace_and_id(conn, caller.workspace.id, MessageId(id))?
-            .filter(|m| caller.key.can_read() || m.api_key_id == Some(caller.key.id)),
-    )
+) -> Result<Option<(Message, crate::messages::model::Send)>, AppError> {
+    let workspace = caller.workspace.id;
+    let Some(message) = messages::find_by_workspace_and_id(conn, workspace, MessageId(id))? else {
+        return Ok(None);
+    };
+    let Some(send) = messages::find_sends_in(conn, workspace, &[message.send_id])?.pop() else {
+        return Ok(None);
+    };
+    let mine = caller.key.can_read() || send.api_key_id == Some(caller.key.id);
+    Ok(mine.then_some((message, send)))
 }
 
 fn message_id(path: &str) -> Result<i64, ApiError> {
@@ -1207,14 +1233,18 @@ async fn change(
             }
             let by = format!("API key {}", caller.key.name);
             apply(conn, &caller.workspace, MessageId(id), &by)?;
-            let message = visible(conn, &caller, id)?.ok_or(AppError::NotFound)?;
+            let (message, send) = visible(conn, &caller, id)?.ok_or(AppError::NotFound)?;
             let events = messages::events_of(conn, message.id)?;
-            Ok(Some((message, events, caller.key.name.clone())))
+            let source = match send.api_key_id {
+                Some(key) => super::queries::find(conn, message.workspace_id, key)?.map(|k| k.name),
+                None => None,
+            };
+            Ok(Some((message, send, events, source)))
         })
         .await?;
-    let (message, events, name) = changed.ok_or(ApiError::NotFound("message"))?;
+    let (message, send, events, source) = changed.ok_or(ApiError::NotFound("message"))?;
     state.engine.wake();
-    Ok(HttpResponse::Ok().json(MessageView::new(message, events, Some(name))))
+    Ok(HttpResponse::Ok().json(MessageView::new(message, &send, events, source)))
 }
 
 #[utoipa::path(
@@ -1408,9 +1438,20 @@ pub async fn list(
         ..messages::LogFilter::default()
     };
     let workspace = caller.workspace.id;
-    let mut rows = state
+    let (mut rows, subjects) = state
         .db
-        .run(move |conn| Ok(messages::page(conn, workspace, &filter, limit)?))
+        .run(move |conn| {
+            let rows = messages::page(conn, workspace, &filter, limit)?;
+            let mut ids: Vec<_> = rows.iter().map(|m| m.send_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let subjects: std::collections::HashMap<_, _> =
+                messages::find_send_heads_in(conn, workspace, &ids, Some(0))?
+                    .into_iter()
+                    .map(|head| (head.id, head.subject))
+                    .collect();
+            Ok((rows, subjects))
+        })
         .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(50));
@@ -1424,9 +1465,9 @@ pub async fn list(
             url: format!("/api/v1/messages/{}", m.id.0),
             created_at: timestamp(m.created_at),
             sent_at: m.sent_at.map(timestamp),
-            status: m.status,
+            status: m.status.to_string(),
+            subject: subjects.get(&m.send_id).cloned().unwrap_or_default(),
             to: m.recipient,
-            subject: m.subject,
             smtp_code: m.smtp_code,
             result: m.result,
         })

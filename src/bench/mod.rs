@@ -12,7 +12,7 @@ use diesel::prelude::*;
 
 use crate::db::{self, Db};
 use crate::delivery::{self, EngineConfig};
-use crate::messages::model::{NewMessage, NewMessageBody, Origin, Status};
+use crate::messages::model::{NewMessage, NewSend, Origin};
 use crate::messages::queries as messages;
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{
@@ -192,50 +192,34 @@ async fn seed_messages(
     for chunk_start in (0..messages).step_by(10_000) {
         let end = (chunk_start + 10_000).min(messages);
         let text = text.clone();
-        // Each message its own content, as API calls would (a mailing would share one).
-        let bodies: Vec<NewMessageBody> = (chunk_start..end)
-            .map(|_| NewMessageBody {
-                workspace_id: workspace,
-                text_body: text.clone(),
-                html_body: None,
-                attachments: 0,
-                created_at: db::now(),
+        // Each message its own send, as API calls would (a mailing would share one).
+        let sends: Vec<NewSend> = (chunk_start..end)
+            .map(|i| NewSend {
+                from_name: "Mailroom bench".into(),
+                to_addresses: format!("r{i}@example.com"),
+                ..NewSend::new(
+                    workspace,
+                    "bench@example.com",
+                    format!("Bench message {i}"),
+                    text.clone(),
+                    db::now(),
+                )
             })
             .collect();
-        let body_ids = database
-            .write(move |conn| Ok(messages::insert_bodies(conn, &bodies)?))
+        let send_ids = database
+            .write(move |conn| Ok(messages::insert_sends(conn, &sends)?))
             .await?;
         let rows: Vec<NewMessage> = (chunk_start..end)
-            .map(|i| {
-                let now = db::now();
-                NewMessage {
-                    workspace_id: workspace,
-                    origin: Origin::Sys.as_str().into(),
-                    user_id: None,
-                    session_public_id: None,
-                    provider_id: Some(provider),
-                    from_address: "bench@example.com".into(),
-                    from_name: "Mailroom bench".into(),
-                    recipient: format!("r{i}@example.com"),
-                    cc: String::new(),
-                    bcc: String::new(),
-                    subject: format!("Bench message {i}"),
-                    body_id: body_ids[i - chunk_start],
-                    message_id: crate::messages::service::new_message_id("bench@example.com"),
-                    status: Status::Queued.as_str().into(),
-                    hold_reason: None,
-                    attempts: 0,
-                    max_attempts: 4,
-                    due_at: now,
-                    send_at: None,
-                    possible_duplicate: false,
-                    result: String::new(),
-                    created_at: now,
-                    updated_at: now,
-                    api_key_id: None,
-                    references_header: None,
-                    contact_ids: None,
-                }
+            .map(|i| NewMessage {
+                provider_id: Some(provider),
+                ..NewMessage::email(
+                    workspace,
+                    send_ids[i - chunk_start],
+                    Origin::Sys,
+                    "bench@example.com",
+                    format!("r{i}@example.com"),
+                    db::now(),
+                )
             })
             .collect();
         database

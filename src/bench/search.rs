@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{database_url, percentile};
 use crate::db::{self, Db, DbConn};
-use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status, Tab};
+use crate::messages::model::{MessageId, NewMessage, NewSend, Origin, Status, Tab};
 use crate::messages::queries::{self as messages, LogFilter};
 use crate::messages::search::Search;
 use crate::messages::service::{self, Rows};
@@ -204,7 +204,7 @@ impl Corpus {
 
 /// One chunk of generated messages, ready to insert.
 struct Chunk {
-    bodies: Vec<NewMessageBody>,
+    sends: Vec<NewSend>,
     messages: Vec<NewMessage>,
 }
 
@@ -242,63 +242,50 @@ fn generate(
     let span = (DAYS * 86_400_000) as f64;
     for first in (0..total).step_by(CHUNK) {
         let last = (first + CHUNK).min(total);
-        let mut bodies = Vec::with_capacity(last - first);
+        let mut sends = Vec::with_capacity(last - first);
         let mut rows = Vec::with_capacity(last - first);
         for i in first..last {
             let at: NaiveDateTime =
                 start + chrono::Duration::milliseconds((span * i as f64 / total as f64) as i64);
-            bodies.push(NewMessageBody {
-                workspace_id: workspace,
-                text_body: corpus.body(&mut rng),
-                html_body: None,
-                attachments: 0,
-                created_at: at,
-            });
+            let text = corpus.body(&mut rng);
             let (from_address, from_name) = SENDERS[rng.random_range(0..SENDERS.len())];
             let status = status(&mut rng);
             let final_ = matches!(status, Status::Sent | Status::Failed);
-            rows.push(NewMessage {
-                workspace_id: workspace,
-                origin: if rng.random_range(0..10) < 3 {
-                    Origin::Web
-                } else {
-                    Origin::Sys
-                }
-                .as_str()
-                .into(),
-                user_id: None,
-                session_public_id: None,
-                provider_id: Some(providers[rng.random_range(0..providers.len())]),
-                from_address: from_address.into(),
+            let origin = if rng.random_range(0..10) < 3 {
+                Origin::Web
+            } else {
+                Origin::Sys
+            };
+            let provider = providers[rng.random_range(0..providers.len())];
+            let recipient = corpus.address(&mut rng);
+            sends.push(NewSend {
                 from_name: from_name.into(),
-                recipient: corpus.address(&mut rng),
-                cc: String::new(),
-                bcc: String::new(),
-                subject: corpus.subject(&mut rng),
-                body_id: 0,
+                ..NewSend::new(workspace, from_address, corpus.subject(&mut rng), text, at)
+            });
+            rows.push(NewMessage {
+                provider_id: Some(provider),
                 message_id: format!("<bench.{}.{i}@acme.example>", workspace.0),
-                status: status.as_str().into(),
+                status,
                 hold_reason: (status == Status::Held).then(|| "paused".into()),
                 attempts: i32::from(final_),
-                max_attempts: 4,
-                due_at: at,
-                send_at: None,
-                possible_duplicate: false,
                 result: if status == Status::Failed {
                     "550 5.1.1 mailbox unavailable".into()
                 } else {
                     String::new()
                 },
-                created_at: at,
-                updated_at: at,
-                api_key_id: None,
-                references_header: None,
-                contact_ids: None,
+                ..NewMessage::email(
+                    workspace,
+                    crate::messages::ingest::UNSTORED,
+                    origin,
+                    from_address,
+                    recipient,
+                    at,
+                )
             });
         }
         if sender
             .send(Chunk {
-                bodies,
+                sends,
                 messages: rows,
             })
             .is_err()
@@ -334,16 +321,16 @@ fn load(
                         .map_err(|_| anyhow::anyhow!("poisoned"))?
                         .recv();
                     let Ok(Chunk {
-                        bodies,
+                        sends,
                         mut messages,
                     }) = next
                     else {
                         return Ok(());
                     };
                     db::write(&mut conn, |conn: &mut DbConn| {
-                        let ids = messages::insert_bodies(conn, &bodies)?;
+                        let ids = messages::insert_sends(conn, &sends)?;
                         for (message, id) in messages.iter_mut().zip(ids) {
-                            message.body_id = id;
+                            message.send_id = id;
                         }
                         messages::insert_batch(conn, &messages).map(|_| ())
                     })?;
@@ -736,9 +723,13 @@ async fn run_mix(database: &Db, log: &Log, prefix: &str) -> anyhow::Result<(Stri
                     .messages
                     .iter()
                     .map(|m| {
-                        let text = history.bodies.get(&m.body_id).map_or("", String::as_str);
+                        let send = history.sends.get(&m.send_id);
+                        let text = send.map_or("", |s| s.text.as_str());
                         match &parsed {
-                            Some(s) => s.mark(&m.subject).len() + s.snippet(text, 120).len(),
+                            Some(s) => {
+                                s.mark(send.map_or("", |h| h.subject.as_str())).len()
+                                    + s.snippet(text, 120).len()
+                            }
                             None => text.len().min(80),
                         }
                     })

@@ -117,17 +117,16 @@ diesel::table! {
     messages (id) {
         id -> BigInt,
         workspace_id -> BigInt,
+        send_id -> BigInt,
+        channel -> Text,
+        direction -> Text,
+        recipient_kind -> Text,
         origin -> Text,
-        user_id -> Nullable<BigInt>,
-        session_public_id -> Nullable<Text>,
         provider_id -> Nullable<BigInt>,
         from_address -> Text,
-        from_name -> Text,
         recipient -> Text,
-        cc -> Text,
-        bcc -> Text,
-        subject -> Text,
-        body_id -> BigInt,
+        contact_id -> Nullable<BigInt>,
+        mailing_id -> Nullable<BigInt>,
         message_id -> Text,
         status -> Text,
         hold_reason -> Nullable<Text>,
@@ -144,9 +143,22 @@ diesel::table! {
         created_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
-        api_key_id -> Nullable<BigInt>,
-        references_header -> Nullable<Text>,
-        contact_ids -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    contacts (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    mailings (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        created_at -> Timestamp,
     }
 }
 
@@ -229,7 +241,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    message_bodies (id) {
+    sends (id) {
         id -> BigInt,
         workspace_id -> BigInt,
         text_body -> Text,
@@ -237,13 +249,26 @@ diesel::table! {
         attachments -> Integer,
         created_at -> Timestamp,
         purged_at -> Nullable<Timestamp>,
+        user_id -> Nullable<BigInt>,
+        session_public_id -> Nullable<Text>,
+        api_key_id -> Nullable<BigInt>,
+        from_address -> Text,
+        from_name -> Text,
+        reply_to -> Text,
+        to_addresses -> Text,
+        cc -> Text,
+        bcc -> Text,
+        subject -> Text,
+        references_header -> Nullable<Text>,
+        contact_ids -> Nullable<Text>,
+        mailing_id -> Nullable<BigInt>,
     }
 }
 
 diesel::table! {
     message_attachments (id) {
         id -> BigInt,
-        body_id -> BigInt,
+        send_id -> BigInt,
         file_name -> Text,
         content_type -> Text,
         size -> BigInt,
@@ -266,6 +291,7 @@ diesel::table! {
 
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(message_events -> messages (message_id));
+diesel::joinable!(messages -> sends (send_id));
 diesel::joinable!(providers -> workspaces (workspace_id));
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
@@ -282,8 +308,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     providers,
     messages,
     message_tallies,
-    message_bodies,
+    sends,
     message_attachments,
+    contacts,
+    mailings,
     message_events,
     api_keys,
     api_files,

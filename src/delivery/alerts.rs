@@ -5,9 +5,8 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::{memberships, users, workspaces};
-use crate::messages::model::{MessageId, NewMessage, NewMessageBody, Origin, Status};
+use crate::messages::model::{MessageId, NewMessage, NewSend, Origin};
 use crate::messages::queries as messages;
-use crate::messages::service::new_message_id;
 use crate::workspaces::model::WorkspaceId;
 
 /// Queues one system message per active admin of the workspace; returns their ids.
@@ -37,43 +36,27 @@ pub fn notify_admins(
         site => format!("[{site}] {subject}"),
     };
     let now = crate::db::now();
-    let body = NewMessageBody {
-        workspace_id: workspace,
-        text_body: crate::delivery::build::crlf(text),
-        html_body: None,
-        attachments: 0,
-        created_at: now,
-    };
-    let body_id = messages::insert_bodies(conn, &[body])?[0];
+    // One send per admin: an alert is addressed to each of them alone.
+    let sends: Vec<NewSend> = admins
+        .iter()
+        .map(|admin| NewSend {
+            from_name: "Mailroom".into(),
+            to_addresses: admin.clone(),
+            ..NewSend::new(
+                workspace,
+                from,
+                subject.clone(),
+                crate::delivery::build::crlf(text),
+                now,
+            )
+        })
+        .collect();
+    let send_ids = messages::insert_sends(conn, &sends)?;
     let rows: Vec<NewMessage> = admins
         .into_iter()
-        .map(|recipient| NewMessage {
-            workspace_id: workspace,
-            origin: Origin::Alert.as_str().into(),
-            user_id: None,
-            session_public_id: None,
-            provider_id: None,
-            from_address: from.to_owned(),
-            from_name: "Mailroom".into(),
-            recipient,
-            cc: String::new(),
-            bcc: String::new(),
-            subject: subject.clone(),
-            body_id,
-            message_id: new_message_id(from),
-            status: Status::Queued.as_str().into(),
-            hold_reason: None,
-            attempts: 0,
-            max_attempts: 4,
-            due_at: now,
-            send_at: None,
-            possible_duplicate: false,
-            result: String::new(),
-            created_at: now,
-            updated_at: now,
-            api_key_id: None,
-            references_header: None,
-            contact_ids: None,
+        .zip(send_ids)
+        .map(|(recipient, send)| {
+            NewMessage::email(workspace, send, Origin::Alert, from, recipient, now)
         })
         .collect();
     messages::insert_batch(conn, &rows)

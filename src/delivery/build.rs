@@ -1,18 +1,27 @@
 //! Turning a stored message into what goes over the wire: RFC 5322 headers (From, To, Cc,
-//! Subject, Message-ID, Date, In-Reply-To and References for replies) and a MIME body, plus the SMTP envelope, which also carries
-//! the BCC recipients (never a header).
+//! Reply-To, Subject, Message-ID, Date, In-Reply-To and References for replies) and a
+//! MIME body, plus the SMTP envelope: this copy's one recipient (a Bcc address is never a
+//! header).
 
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment as Part, Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message as Email};
 
-use crate::messages::model::{Attachment, Message, MessageBody};
+use crate::messages::model::{Attachment, Message, Send};
 
 /// A message that cannot be built (a stored address no longer parses): fails the message.
 #[derive(Debug, thiserror::Error)]
 #[error("the message cannot be built: {0}")]
 pub struct BuildError(String);
+
+/// An address list entry as written (`Ann <ann@example.com>`, `"Doe, Jo" <jo@x.test>` or
+/// `ann@example.com`).
+fn mailbox(value: &str) -> Result<Mailbox, BuildError> {
+    value
+        .parse::<Mailbox>()
+        .map_err(|e| BuildError(format!("{value:?}: {e}")))
+}
 
 fn address(value: &str) -> Result<Address, BuildError> {
     value
@@ -20,36 +29,42 @@ fn address(value: &str) -> Result<Address, BuildError> {
         .map_err(|e| BuildError(format!("{value:?}: {e}")))
 }
 
-/// The envelope and the formatted message.
+/// The envelope and the formatted message of one copy of a send. Every copy carries the
+/// send's headers (its To and Cc, as a mail client writes them); the envelope names this
+/// copy's recipient alone, so each address receives one copy.
 pub fn build(
     message: &Message,
-    body: &MessageBody,
+    body: &Send,
     files: &[Attachment],
 ) -> Result<(Envelope, Vec<u8>), BuildError> {
-    let from = address(&message.from_address)?;
-    let name = (!message.from_name.is_empty()).then(|| message.from_name.clone());
+    let from = address(&body.from_address)?;
+    let name = (!body.from_name.is_empty()).then(|| body.from_name.clone());
     let mut builder = Email::builder()
         .from(Mailbox::new(name, from.clone()))
-        .to(Mailbox::new(None, address(&message.recipient)?))
-        .subject(message.subject.clone())
+        .subject(body.subject.clone())
         .message_id(Some(message.message_id.clone()))
         .date_now();
+    let to = body.to_list();
+    if to.is_empty() {
+        builder = builder.to(mailbox(&message.recipient)?);
+    }
+    for entry in to {
+        builder = builder.to(mailbox(entry)?);
+    }
+    for entry in body.cc_list() {
+        builder = builder.cc(mailbox(entry)?);
+    }
+    if !body.reply_to.is_empty() {
+        builder = builder.reply_to(mailbox(&body.reply_to)?);
+    }
     // A reply (API `in_reply_to`): mail clients thread it under the original.
-    if let Some(parent) = message.in_reply_to() {
+    if let Some(parent) = body.in_reply_to() {
         builder = builder.in_reply_to(parent.to_owned());
     }
-    if let Some(references) = &message.references_header {
+    if let Some(references) = &body.references_header {
         builder = builder.references(references.clone());
     }
-    let mut recipients = vec![address(&message.recipient)?];
-    for cc in message.cc_list() {
-        let cc = address(cc)?;
-        builder = builder.cc(Mailbox::new(None, cc.clone()));
-        recipients.push(cc);
-    }
-    for bcc in message.bcc_list() {
-        recipients.push(address(bcc)?);
-    }
+    let recipients = vec![mailbox(&message.recipient)?.email];
     let text = || text_part(ContentType::TEXT_PLAIN, &body.text_body);
     let content = match &body.html_body {
         Some(html) => MultiPart::alternative()

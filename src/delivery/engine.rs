@@ -18,7 +18,7 @@ use super::build::build;
 use super::outcome::{Outcome, OutcomeKind, Reply, apply};
 use crate::crypto::Sealer;
 use crate::db::{self, Db};
-use crate::messages::model::{Attachment, Message, MessageBody, MessageId};
+use crate::messages::model::{Attachment, Message, MessageId, Send, SendId};
 use crate::messages::queries as messages;
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -336,9 +336,9 @@ async fn dispatch(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let body_ids: Vec<i64> = claimed
+    let body_ids: Vec<SendId> = claimed
         .iter()
-        .map(|m| m.body_id)
+        .map(|m| m.send_id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -347,7 +347,7 @@ async fn dispatch(
         .run(move |conn| {
             Ok((
                 providers::find_many(conn, &ids)?,
-                messages::find_bodies(conn, &body_ids)?,
+                messages::find_sends(conn, &body_ids)?,
             ))
         })
         .await
@@ -357,12 +357,12 @@ async fn dispatch(
     };
     let rows: HashMap<ProviderId, Provider> = rows.into_iter().map(|p| (p.id, p)).collect();
     // Files only for the contents that have any: most messages have none.
-    let with_files: Vec<i64> = bodies
+    let with_files: Vec<SendId> = bodies
         .iter()
         .filter(|b| b.attachments > 0)
         .map(|b| b.id)
         .collect();
-    let mut files: HashMap<i64, Vec<Attachment>> = HashMap::new();
+    let mut files: HashMap<SendId, Vec<Attachment>> = HashMap::new();
     if !with_files.is_empty() {
         let found = match ctx
             .db
@@ -373,13 +373,13 @@ async fn dispatch(
             Err(e) => return Err(give_back(claimed, done, e)),
         };
         for file in found {
-            files.entry(file.body_id).or_default().push(file);
+            files.entry(file.send_id).or_default().push(file);
         }
     }
-    let files: HashMap<i64, Arc<Vec<Attachment>>> =
+    let files: HashMap<SendId, Arc<Vec<Attachment>>> =
         files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
     let no_files = Arc::new(Vec::new());
-    let bodies: HashMap<i64, Arc<MessageBody>> =
+    let bodies: HashMap<SendId, Arc<Send>> =
         bodies.into_iter().map(|b| (b.id, Arc::new(b))).collect();
     for message in claimed {
         // Counted before anything else: every claimed message yields exactly one outcome,
@@ -387,7 +387,7 @@ async fn dispatch(
         if let Some(provider) = message.provider_id {
             ctx.hold(provider, rows.get(&provider).map_or(1, provider_cap));
         }
-        let Some(body) = bodies.get(&message.body_id).cloned() else {
+        let Some(body) = bodies.get(&message.send_id).cloned() else {
             let _ = done.send(Outcome {
                 kind: OutcomeKind::Failed(Reply::text("its content is missing")),
                 message,
@@ -408,7 +408,7 @@ async fn dispatch(
                 .or_insert_with(|| ProviderSender::start_system(ctx, done.clone()));
             if let Err(mpsc::error::SendError(Job { message, .. })) = sender.tx.send(Job {
                 files: files
-                    .get(&message.body_id)
+                    .get(&message.send_id)
                     .cloned()
                     .unwrap_or_else(|| no_files.clone()),
                 message,
@@ -456,7 +456,7 @@ async fn dispatch(
         if let Some(sender) = senders.get(&provider.id)
             && let Err(mpsc::error::SendError(Job { message, .. })) = sender.tx.send(Job {
                 files: files
-                    .get(&message.body_id)
+                    .get(&message.send_id)
                     .cloned()
                     .unwrap_or_else(|| no_files.clone()),
                 message,
@@ -500,7 +500,7 @@ fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::Naive
 /// A claimed message and its content, on its way to a connection.
 struct Job {
     message: Message,
-    body: Arc<MessageBody>,
+    body: Arc<Send>,
     files: Arc<Vec<Attachment>>,
 }
 
@@ -661,7 +661,7 @@ async fn deliver(
     pool: &Pool,
     conn: &mut Option<AsyncSmtpConnection>,
     message: &Message,
-    body: &MessageBody,
+    body: &Send,
     files: &[Attachment],
 ) -> OutcomeKind {
     if let Some(reply) = pool.refused.lock().expect("lock").clone() {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use actix_multipart::form::MultipartForm;
 
-use super::model::{ComposeForm, ComposeUpload, MessageId, Status, Tab};
+use super::model::{ComposeForm, ComposeUpload, MessageId, SendId, Status, Tab};
 use super::search::{self, Search};
 use super::views::*;
 use super::{queries, service};
@@ -287,7 +287,7 @@ pub async fn index(
     let service::History {
         mut messages,
         names,
-        bodies,
+        sends,
         keys,
         counts,
     } = loaded;
@@ -312,16 +312,18 @@ pub async fn index(
     let rows: Vec<Row> = messages
         .into_iter()
         .map(|message| {
-            let text = bodies.get(&message.body_id).map_or("", String::as_str);
+            let send = sends.get(&message.send_id);
+            let text = send.map_or("", |s| s.text.as_str());
+            let subject_text = send.map_or("", |s| s.subject.as_str());
             let (subject, preview, recipient, from) = match &search {
                 Some(s) => (
-                    s.mark(&message.subject),
+                    s.mark(subject_text),
                     s.snippet(text, 120),
                     s.mark_address(&message.recipient),
                     s.mark_address(&message.from_address),
                 ),
                 None => (
-                    search::plain(&message.subject),
+                    search::plain(subject_text),
                     search::plain(&preview(text)),
                     search::plain(&message.recipient),
                     search::plain(&message.from_address),
@@ -336,7 +338,7 @@ pub async fn index(
                 preview,
                 recipient,
                 from,
-                origin: match (message.origin.as_str(), message.api_key_id) {
+                origin: match (message.origin.as_str(), send.and_then(|s| s.api_key_id)) {
                     ("web", _) => "Console".into(),
                     (_, Some(key)) => format!(
                         "API · {}",
@@ -421,59 +423,52 @@ pub async fn show(
     path: web::Path<MessagePath>,
 ) -> Result<HttpResponse, AppError> {
     let (workspace, id) = (ctx.workspace.id, MessageId(path.id));
-    let (message, events, provider, sender, (body, files)) = state
+    let (message, events, provider, sender, (send, files)) = state
         .db
         .run(move |conn| {
             let message = queries::find_by_workspace_and_id(conn, workspace, id)?
                 .ok_or(AppError::NotFound)?;
             let events = queries::events_of(conn, id)?;
-            let body = queries::find_bodies_in(conn, workspace, &[message.body_id])?.pop();
-            let files = match &body {
-                Some(b) if b.attachments > 0 => queries::list_attachments(conn, b.id)?,
-                _ => Vec::new(),
+            let send = queries::find_sends_in(conn, workspace, &[message.send_id])?
+                .pop()
+                .ok_or(AppError::NotFound)?;
+            let files = if send.attachments > 0 {
+                queries::list_attachments(conn, send.id)?
+            } else {
+                Vec::new()
             };
             let provider = match message.provider_id {
                 Some(p) => providers::find_by_workspace_and_id(conn, workspace, p)?.map(|p| p.name),
                 None => None,
             };
-            let sender = match message.user_id {
+            let sender = match send.user_id {
                 Some(user) => {
                     crate::accounts::queries::find_user_by_id(conn, user)?.map(|u| u.email)
                 }
                 None => None,
             };
-            Ok((message, events, provider, sender, (body, files)))
+            Ok((message, events, provider, sender, (send, files)))
         })
         .await?;
-    let here = ctx.path(&format!("/messages/{}", path.id));
-    let can_act = ctx.role.can_compose();
-    let slug = ctx.workspace.slug.clone();
-    if htmx::targets(&req, "message-live") {
-        return render(&MessageLive {
-            message,
-            events,
-            body,
-            files,
-            provider: provider.unwrap_or_else(|| "—".into()),
-            sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
-            can_act,
-            here,
-            slug,
-            csrf: csrf::token(&session),
-        });
-    }
     let title = format!("Message to {}", message.recipient);
-    render(&MessagePage {
-        frame: Frame::workspace(&session, &ctx, "history", title),
+    let live = MessageLive {
+        here: ctx.path(&format!("/messages/{}", path.id)),
+        can_act: ctx.role.can_compose(),
+        slug: ctx.workspace.slug.clone(),
+        csrf: csrf::token(&session),
         message,
         events,
-        body,
+        send,
         files,
         provider: provider.unwrap_or_else(|| "—".into()),
         sender: sender.unwrap_or_else(|| "Mailroom (system)".into()),
-        can_act,
-        here,
-        slug,
+    };
+    if htmx::targets(&req, "message-live") {
+        return render(&live);
+    }
+    render(&MessagePage {
+        frame: Frame::workspace(&session, &ctx, "history", title),
+        live,
     })
 }
 
@@ -557,6 +552,28 @@ pub async fn retry(
     .await
 }
 
+/// Messages with what the export shows of their sends (subject, Cc; no text).
+fn with_sends(
+    conn: &mut crate::db::DbConn,
+    workspace: crate::workspaces::model::WorkspaceId,
+    rows: Vec<super::model::Message>,
+) -> Result<
+    (
+        Vec<super::model::Message>,
+        HashMap<SendId, queries::SendHead>,
+    ),
+    AppError,
+> {
+    let mut ids: Vec<SendId> = rows.iter().map(|m| m.send_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sends = queries::find_send_heads_in(conn, workspace, &ids, Some(0))?
+        .into_iter()
+        .map(|head| (head.id, head))
+        .collect();
+    Ok((rows, sends))
+}
+
 /// Rows read per query while exporting.
 const EXPORT_CHUNK: i64 = 1_000;
 
@@ -572,7 +589,10 @@ fn cell(value: &str) -> String {
 
 /// One chunk of CSV: the header first, then a line per message.
 fn csv_chunk(
-    rows: &[super::model::Message],
+    (rows, sends): &(
+        Vec<super::model::Message>,
+        HashMap<SendId, queries::SendHead>,
+    ),
     providers: &HashMap<ProviderId, String>,
     header: bool,
 ) -> Result<web::Bytes, AppError> {
@@ -601,13 +621,14 @@ fn csv_chunk(
     }
     let time = |t: chrono::NaiveDateTime| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     for m in rows {
+        let send = sends.get(&m.send_id);
         out.write_record([
             m.id.0.to_string(),
             time(m.created_at),
-            m.status.clone(),
+            m.status.to_string(),
             cell(&m.recipient),
-            cell(&m.cc),
-            cell(&m.subject),
+            cell(&send.map_or(String::new(), |s| s.cc.replace('\n', ", "))),
+            cell(send.map_or("", |s| s.subject.as_str())),
             cell(&m.from_address),
             cell(
                 m.provider_id
@@ -661,7 +682,10 @@ pub async fn export(
     // A search exports what it shows: its newest matches, at most 100.
     if let Some(search) = search {
         let rows = db
-            .run(move |conn| Ok(queries::search(conn, workspace, &filter, &search)?))
+            .run(move |conn| {
+                let rows = queries::search(conn, workspace, &filter, &search)?;
+                with_sends(conn, workspace, rows)
+            })
             .await?;
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
@@ -679,15 +703,18 @@ pub async fn export(
             }
             let wanted = filter.clone();
             let rows = db
-                .run(move |conn| Ok(queries::page(conn, workspace, &wanted, EXPORT_CHUNK - 1)?))
+                .run(move |conn| {
+                    let rows = queries::page(conn, workspace, &wanted, EXPORT_CHUNK - 1)?;
+                    with_sends(conn, workspace, rows)
+                })
                 .await;
             let rows = match rows {
                 Ok(rows) => rows,
                 Err(e) => return Some((Err(e), (filter, true, true))),
             };
-            let last = rows.len() < usize::try_from(EXPORT_CHUNK).unwrap_or(1_000);
+            let last = rows.0.len() < usize::try_from(EXPORT_CHUNK).unwrap_or(1_000);
             let next = queries::LogFilter {
-                before: rows.last().map(|m| m.id),
+                before: rows.0.last().map(|m| m.id),
                 ..filter
             };
             let chunk = csv_chunk(&rows, &providers, !header_sent);

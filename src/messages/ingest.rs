@@ -9,7 +9,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Attachment, MessageId, NewMessage, NewMessageBody};
+use super::model::{Attachment, MessageId, NewMessage, NewSend, SendId};
 use super::queries;
 use crate::db::{self, Db, DbConn};
 use crate::delivery::EngineHandle;
@@ -20,13 +20,13 @@ use crate::error::AppError;
 /// answers it with a conflict. May run twice (batch, then alone).
 pub type After = Box<dyn Fn(&mut DbConn, &[MessageId]) -> Result<bool, AppError> + Send>;
 
-/// What one request stores: a content, its files, a message per recipient.
+/// What one request stores: a send, its files, a message per recipient.
 pub struct Prepared {
-    /// The content (its id is filled in by the writer).
-    pub body: NewMessageBody,
+    /// The send.
+    pub send: NewSend,
     /// Files: (name, MIME type, bytes).
     pub files: Vec<(String, String, Vec<u8>)>,
-    /// The messages (their `body_id` is filled in by the writer).
+    /// The messages (their `send_id` is filled in by the writer).
     pub rows: Vec<NewMessage>,
     /// Work in the same transaction once the ids are known.
     pub after: Option<After>,
@@ -137,17 +137,17 @@ async fn writer(
     }
 }
 
-/// Stores requests with one INSERT for the contents and one for the messages; answers
-/// each (a request whose `after` says no is undone and answered with a conflict).
+/// Stores requests with one INSERT for the sends and one for the messages; answers each
+/// (a request whose `after` says no is undone and answered with a conflict).
 fn store(conn: &mut DbConn, batch: &[Prepared]) -> Result<Vec<Answer>, AppError> {
-    let bodies: Vec<NewMessageBody> = batch.iter().map(|p| p.body.clone()).collect();
-    let body_ids = queries::insert_bodies(conn, &bodies)?;
+    let sends: Vec<NewSend> = batch.iter().map(|p| p.send.clone()).collect();
+    let send_ids = queries::insert_sends(conn, &sends)?;
     let files: Vec<Attachment> = batch
         .iter()
-        .zip(&body_ids)
-        .flat_map(|(p, body_id)| {
+        .zip(&send_ids)
+        .flat_map(|(p, send_id)| {
             p.files.iter().map(|(name, content_type, data)| Attachment {
-                body_id: *body_id,
+                send_id: *send_id,
                 file_name: name.clone(),
                 content_type: content_type.clone(),
                 size: i64::try_from(data.len()).unwrap_or(i64::MAX),
@@ -158,17 +158,17 @@ fn store(conn: &mut DbConn, batch: &[Prepared]) -> Result<Vec<Answer>, AppError>
     queries::insert_attachments(conn, &files)?;
     let rows: Vec<NewMessage> = batch
         .iter()
-        .zip(&body_ids)
-        .flat_map(|(p, body_id)| {
+        .zip(&send_ids)
+        .flat_map(|(p, send_id)| {
             p.rows.iter().map(|row| NewMessage {
-                body_id: *body_id,
+                send_id: *send_id,
                 ..row.clone()
             })
         })
         .collect();
     let mut ids = queries::insert_batch(conn, &rows)?.into_iter();
     let mut answers = Vec::with_capacity(batch.len());
-    for (p, body_id) in batch.iter().zip(&body_ids) {
+    for (p, send_id) in batch.iter().zip(&send_ids) {
         let mine: Vec<MessageId> = ids.by_ref().take(p.rows.len()).collect();
         let kept = match &p.after {
             Some(after) => after(conn, &mine)?,
@@ -177,7 +177,7 @@ fn store(conn: &mut DbConn, batch: &[Prepared]) -> Result<Vec<Answer>, AppError>
         if kept {
             answers.push(Ok(mine));
         } else {
-            queries::delete_unsent(conn, &mine, *body_id)?;
+            queries::delete_unsent(conn, &mine, *send_id)?;
             answers.push(Err(AppError::Conflict(
                 "Another request with this Idempotency-Key was served meanwhile; retry to get its answer."
                     .into(),
@@ -186,3 +186,6 @@ fn store(conn: &mut DbConn, batch: &[Prepared]) -> Result<Vec<Answer>, AppError>
     }
     Ok(answers)
 }
+
+/// The id a message row carries until the writer knows its send's.
+pub const UNSTORED: SendId = SendId(0);

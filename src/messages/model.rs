@@ -6,7 +6,7 @@ use diesel_derive_newtype::DieselNewType;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::model::UserId;
-use crate::db::schema::{message_attachments, message_bodies, message_events, messages};
+use crate::db::schema::{message_attachments, message_events, messages, sends};
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
 
@@ -59,8 +59,47 @@ impl Tab {
     }
 }
 
+/// Text columns that hold one of an enum's stored forms: written as `as_str()`, read back
+/// with `parse()`. A value the enum does not know is an error when read, never a guess.
+macro_rules! text_enum {
+    ($t:ty) => {
+        impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for $t
+        where
+            DB: diesel::backend::Backend,
+            str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+        {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, DB>,
+            ) -> diesel::serialize::Result {
+                self.as_str().to_sql(out)
+            }
+        }
+
+        impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for $t
+        where
+            DB: diesel::backend::Backend,
+            String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+        {
+            fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+                let value = String::from_sql(bytes)?;
+                <$t>::parse(&value).ok_or_else(|| {
+                    format!("{value:?} is not a {} the code knows", stringify!($t)).into()
+                })
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// A message's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub enum Status {
     /// Waiting for its send-at time.
     Scheduled,
@@ -76,11 +115,15 @@ pub enum Status {
     Cancelled,
     /// Waiting for its provider to sign in again (or its mailing to resume).
     Held,
+    /// An inbound message that arrived (receiving).
+    Received,
 }
+
+text_enum!(Status);
 
 impl Status {
     /// Every status, in the order a filter lists them.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Scheduled,
         Status::Queued,
         Status::Sending,
@@ -88,6 +131,7 @@ impl Status {
         Status::Failed,
         Status::Cancelled,
         Status::Held,
+        Status::Received,
     ];
 
     /// Stored form.
@@ -100,6 +144,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
             Status::Held => "held",
+            Status::Received => "received",
         }
     }
 
@@ -119,6 +164,7 @@ impl Status {
             Status::Failed => "red",
             Status::Cancelled => "grey struck",
             Status::Held => "amber",
+            Status::Received => "green",
         }
     }
 
@@ -128,7 +174,124 @@ impl Status {
     }
 }
 
-/// A stored message.
+/// A message's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+pub enum Channel {
+    /// Email.
+    Email,
+    /// SMS (a later issue).
+    Sms,
+}
+
+text_enum!(Channel);
+
+impl Channel {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Channel> {
+        [Channel::Email, Channel::Sms]
+            .into_iter()
+            .find(|c| c.as_str() == value)
+    }
+}
+
+/// Whether a message goes out or came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+pub enum Direction {
+    /// Sent by Mailroom.
+    Outbound,
+    /// Received (a later issue).
+    Inbound,
+}
+
+text_enum!(Direction);
+
+impl Direction {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Direction> {
+        [Direction::Outbound, Direction::Inbound]
+            .into_iter()
+            .find(|d| d.as_str() == value)
+    }
+}
+
+/// The field of the send a message's address came from: each address gets one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+pub enum RecipientKind {
+    /// To.
+    To,
+    /// Cc.
+    Cc,
+    /// Bcc (never in a header).
+    Bcc,
+}
+
+text_enum!(RecipientKind);
+
+impl RecipientKind {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::To => "to",
+            RecipientKind::Cc => "cc",
+            RecipientKind::Bcc => "bcc",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<RecipientKind> {
+        [RecipientKind::To, RecipientKind::Cc, RecipientKind::Bcc]
+            .into_iter()
+            .find(|k| k.as_str() == value)
+    }
+
+    /// As a header name reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            RecipientKind::To => "To",
+            RecipientKind::Cc => "Cc",
+            RecipientKind::Bcc => "Bcc",
+        }
+    }
+}
+
+/// A send's id: one compose, API call, alert or mailing content.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+)]
+pub struct SendId(pub i64);
+
+/// A contact's id (contacts come in a later issue; messages refer to them already).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+)]
+pub struct ContactId(pub i64);
+
+/// A mailing's id (mailings come in a later issue; messages refer to them already).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+)]
+pub struct MailingId(pub i64);
+
+/// A stored message: one recipient's delivery, the queue and the log row.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = messages)]
 pub struct Message {
@@ -136,33 +299,32 @@ pub struct Message {
     pub id: MessageId,
     /// Owning workspace.
     pub workspace_id: WorkspaceId,
-    /// `web`, `sys` or `alert` ([`Origin`]).
+    /// The send it is a copy of (who, how, what).
+    pub send_id: SendId,
+    /// Email (SMS later).
+    pub channel: Channel,
+    /// Outbound (inbound later).
+    pub direction: Direction,
+    /// The field of the send its address came from.
+    pub recipient_kind: RecipientKind,
+    /// `web`, `sys` or `alert` ([`Origin`]): the History tab (also on the row: the log's
+    /// tabs, tallies and indexes read it).
     pub origin: String,
-    /// Who sent it (console).
-    pub user_id: Option<UserId>,
-    /// The public id of the session it was sent from (never the cookie value).
-    pub session_public_id: Option<String>,
     /// The provider it goes through.
     pub provider_id: Option<ProviderId>,
-    /// From address.
+    /// The send's From address (also on the row: the log's sender filter reads it).
     pub from_address: String,
-    /// From display name.
-    pub from_name: String,
-    /// The To recipient of this row.
+    /// This copy's address.
     pub recipient: String,
-    /// CC addresses, comma-separated (ride on every row of a send).
-    pub cc: String,
-    /// BCC addresses, comma-separated (envelope only).
-    pub bcc: String,
-    /// Subject, with the site-name prefix.
-    pub subject: String,
-    /// The content, shared by every recipient of one send.
-    pub body_id: i64,
+    /// The contact it was sent to.
+    pub contact_id: Option<ContactId>,
+    /// The mailing it belongs to.
+    pub mailing_id: Option<MailingId>,
     /// RFC 5322 Message-ID, kept across retries and reclaims.
     pub message_id: String,
-    /// Stored status.
-    pub status: String,
-    /// Why it is held: `provider` or `mailing`.
+    /// State.
+    pub status: Status,
+    /// Why it is held: `provider`, `api` or `mailing`.
     pub hold_reason: Option<String>,
     /// Attempts made.
     pub attempts: i32,
@@ -190,19 +352,12 @@ pub struct Message {
     pub sent_at: Option<NaiveDateTime>,
     /// Last change.
     pub updated_at: NaiveDateTime,
-    /// The API key that sent it.
-    pub api_key_id: Option<crate::api::model::ApiKeyId>,
-    /// `References` of a reply: the thread's Message-IDs, oldest first; the last one is
-    /// the message it answers (`In-Reply-To`).
-    pub references_header: Option<String>,
-    /// The caller's contact ids (JSON array), linked once contacts exist.
-    pub contact_ids: Option<String>,
 }
 
 impl Message {
     /// The status.
     pub fn status(&self) -> Status {
-        Status::parse(&self.status).unwrap_or(Status::Queued)
+        self.status
     }
 
     /// Whether it went through a provider that has since been deleted: it cannot go out
@@ -213,12 +368,68 @@ impl Message {
 
     /// Whether a Retry may queue it again.
     pub fn can_retry(&self) -> bool {
-        self.status() == Status::Failed && !self.provider_deleted()
+        self.status == Status::Failed && !self.provider_deleted()
     }
 
-    /// Whether it was sent successfully.
+    /// Whether it was sent successfully (the send record's "Successful").
     pub fn successful(&self) -> bool {
-        self.status() == Status::Sent
+        self.status == Status::Sent
+    }
+}
+
+/// A stored send: who sent it and how, its From, copies and contents, shared by the
+/// messages of all its recipients.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = sends)]
+pub struct Send {
+    /// Id.
+    pub id: SendId,
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// Text (CRLF line endings).
+    pub text_body: String,
+    /// HTML (CRLF line endings).
+    pub html_body: Option<String>,
+    /// How many files are attached.
+    pub attachments: i32,
+    /// Creation time.
+    pub created_at: NaiveDateTime,
+    /// When retention deleted the text, HTML and files.
+    pub purged_at: Option<NaiveDateTime>,
+    /// Who sent it (console), or for whom (API `owner`).
+    pub user_id: Option<UserId>,
+    /// The public id of the session it was sent from (never the cookie value).
+    pub session_public_id: Option<String>,
+    /// The API key that sent it.
+    pub api_key_id: Option<crate::api::model::ApiKeyId>,
+    /// From address.
+    pub from_address: String,
+    /// From display name.
+    pub from_name: String,
+    /// Reply-To address (empty: none).
+    pub reply_to: String,
+    /// The To addresses as written, one per line: the `To` header of every copy (empty:
+    /// each copy is addressed to its own recipient alone, as a mailing's are).
+    pub to_addresses: String,
+    /// CC addresses as written (`Name <address>` or an address), comma-separated.
+    pub cc: String,
+    /// BCC addresses, comma-separated (envelope only).
+    pub bcc: String,
+    /// Subject, with the site-name prefix.
+    pub subject: String,
+    /// `References` of a reply: the thread's Message-IDs, oldest first; the last one is
+    /// the message it answers (`In-Reply-To`).
+    pub references_header: Option<String>,
+    /// The caller's contact ids (JSON array), as an API call gave them.
+    pub contact_ids: Option<String>,
+    /// The mailing whose content it is.
+    pub mailing_id: Option<MailingId>,
+}
+
+impl Send {
+    /// To addresses.
+    pub fn to_list(&self) -> Vec<&str> {
+        split_list(&self.to_addresses)
     }
 
     /// CC addresses.
@@ -237,9 +448,10 @@ impl Message {
     }
 }
 
+/// The addresses of a stored list: one per line (a quoted display name may hold commas).
 fn split_list(value: &str) -> Vec<&str> {
     value
-        .split(',')
+        .split('\n')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect()
@@ -251,32 +463,30 @@ fn split_list(value: &str) -> Vec<&str> {
 pub struct NewMessage {
     /// Owning workspace.
     pub workspace_id: WorkspaceId,
+    /// The send (filled in by the writer that stores it).
+    pub send_id: SendId,
+    /// Channel.
+    pub channel: Channel,
+    /// Direction.
+    pub direction: Direction,
+    /// The field the address came from.
+    pub recipient_kind: RecipientKind,
     /// `web`, `sys` or `alert` ([`Origin`]).
     pub origin: String,
-    /// Sender.
-    pub user_id: Option<UserId>,
-    /// Sender's session public id.
-    pub session_public_id: Option<String>,
     /// Provider.
     pub provider_id: Option<ProviderId>,
-    /// From address.
+    /// The send's From address.
     pub from_address: String,
-    /// From name.
-    pub from_name: String,
-    /// To.
+    /// This copy's address.
     pub recipient: String,
-    /// CC, comma-separated.
-    pub cc: String,
-    /// BCC, comma-separated.
-    pub bcc: String,
-    /// Subject.
-    pub subject: String,
-    /// Content.
-    pub body_id: i64,
+    /// Contact.
+    pub contact_id: Option<ContactId>,
+    /// Mailing.
+    pub mailing_id: Option<MailingId>,
     /// Message-ID.
     pub message_id: String,
     /// `scheduled`, `queued` or `held`.
-    pub status: String,
+    pub status: Status,
     /// `api` when stored held until released.
     pub hold_reason: Option<String>,
     /// 0.
@@ -295,40 +505,85 @@ pub struct NewMessage {
     pub created_at: NaiveDateTime,
     /// Now.
     pub updated_at: NaiveDateTime,
-    /// API key.
-    pub api_key_id: Option<crate::api::model::ApiKeyId>,
-    /// `References`.
-    pub references_header: Option<String>,
-    /// Contact ids (JSON array).
-    pub contact_ids: Option<String>,
 }
 
-/// What a send says: stored once, shared by the messages of all its recipients.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = message_bodies)]
-pub struct MessageBody {
-    /// Id.
-    pub id: i64,
-    /// Owning workspace.
-    pub workspace_id: WorkspaceId,
-    /// Text (CRLF line endings).
-    pub text_body: String,
-    /// HTML (CRLF line endings).
-    pub html_body: Option<String>,
-    /// How many files are attached.
-    pub attachments: i32,
-    /// Creation time.
-    pub created_at: NaiveDateTime,
-    /// When retention deleted the text, HTML and files.
-    pub purged_at: Option<NaiveDateTime>,
+impl NewMessage {
+    /// An outbound email to `recipient` (To) of a send, queued now: what callers change
+    /// is set on the result.
+    pub fn email(
+        workspace: WorkspaceId,
+        send: SendId,
+        origin: Origin,
+        from_address: &str,
+        recipient: String,
+        now: NaiveDateTime,
+    ) -> Self {
+        Self {
+            workspace_id: workspace,
+            send_id: send,
+            channel: Channel::Email,
+            direction: Direction::Outbound,
+            recipient_kind: RecipientKind::To,
+            origin: origin.as_str().into(),
+            provider_id: None,
+            from_address: from_address.to_owned(),
+            recipient,
+            contact_id: None,
+            mailing_id: None,
+            message_id: crate::messages::service::new_message_id(from_address),
+            status: Status::Queued,
+            hold_reason: None,
+            attempts: 0,
+            max_attempts: 4,
+            due_at: now,
+            send_at: None,
+            possible_duplicate: false,
+            result: String::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
-/// A file attached to a content.
+impl NewSend {
+    /// A send of `workspace` from `from_address`, made now, saying `subject` and `text`:
+    /// what callers change is set on the result.
+    pub fn new(
+        workspace: WorkspaceId,
+        from_address: &str,
+        subject: String,
+        text: String,
+        now: NaiveDateTime,
+    ) -> Self {
+        Self {
+            workspace_id: workspace,
+            text_body: text,
+            html_body: None,
+            attachments: 0,
+            created_at: now,
+            user_id: None,
+            session_public_id: None,
+            api_key_id: None,
+            from_address: from_address.to_owned(),
+            from_name: String::new(),
+            reply_to: String::new(),
+            to_addresses: String::new(),
+            cc: String::new(),
+            bcc: String::new(),
+            subject,
+            references_header: None,
+            contact_ids: None,
+            mailing_id: None,
+        }
+    }
+}
+
+/// A file attached to a send.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = message_attachments)]
 pub struct Attachment {
-    /// The content it belongs to.
-    pub body_id: i64,
+    /// The send it belongs to.
+    pub send_id: SendId,
     /// File name (one line, as uploaded).
     pub file_name: String,
     /// MIME type.
@@ -339,10 +594,10 @@ pub struct Attachment {
     pub data: Vec<u8>,
 }
 
-/// Content to store.
+/// A send to store.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = message_bodies)]
-pub struct NewMessageBody {
+#[diesel(table_name = sends)]
+pub struct NewSend {
     /// Owning workspace.
     pub workspace_id: WorkspaceId,
     /// Text.
@@ -353,6 +608,32 @@ pub struct NewMessageBody {
     pub attachments: i32,
     /// Now.
     pub created_at: NaiveDateTime,
+    /// Sender (console) or owner (API).
+    pub user_id: Option<UserId>,
+    /// Sender's session public id.
+    pub session_public_id: Option<String>,
+    /// API key.
+    pub api_key_id: Option<crate::api::model::ApiKeyId>,
+    /// From address.
+    pub from_address: String,
+    /// From name.
+    pub from_name: String,
+    /// Reply-To (empty: none).
+    pub reply_to: String,
+    /// To, one per line (empty: each copy to its recipient alone).
+    pub to_addresses: String,
+    /// CC, one per line.
+    pub cc: String,
+    /// BCC, one per line.
+    pub bcc: String,
+    /// Subject.
+    pub subject: String,
+    /// `References`.
+    pub references_header: Option<String>,
+    /// Contact ids (JSON array).
+    pub contact_ids: Option<String>,
+    /// Mailing.
+    pub mailing_id: Option<MailingId>,
 }
 
 /// A stored event.
@@ -520,6 +801,16 @@ pub struct Compose {
     pub retry_count: i32,
     /// Files to attach: (name, MIME type, bytes).
     pub files: Vec<(String, String, Vec<u8>)>,
+    /// Reply-To, if any.
+    pub reply_to: Option<String>,
+}
+
+/// The address of a list entry as written: `Ann <ann@example.com>` or `ann@example.com`.
+pub fn address_of(entry: &str) -> &str {
+    match (entry.rfind('<'), entry.rfind('>')) {
+        (Some(open), Some(close)) if open < close => entry[open + 1..close].trim(),
+        _ => entry.trim(),
+    }
 }
 
 /// Most To recipients one compose takes.
@@ -624,6 +915,7 @@ impl ComposeForm {
             send_at: send_at?,
             retry_count: retry_count?,
             files: Vec::new(),
+            reply_to: None,
         })
     }
 }

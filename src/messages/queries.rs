@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::model::*;
 use crate::db::DbConn;
-use crate::db::schema::{message_attachments, message_bodies, message_events, messages};
+use crate::db::schema::{message_attachments, message_events, messages, sends};
 use crate::per_backend;
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
@@ -15,21 +15,20 @@ use crate::workspaces::model::WorkspaceId;
 const CLAIMABLE: [&str; 2] = ["scheduled", "queued"];
 
 /// Rows per multi-row INSERT: SQLite binds at most 32,766 parameters per statement
-/// (32 columns × 1,000 rows stays under it).
+/// (a message's 22 columns × 1,000 rows stays under it).
 const INSERT_CHUNK: usize = 1_000;
 
 /// Storing messages on PostgreSQL: each array is a column of the batch; one statement of
 /// fixed text whatever the batch size, so the server parses and plans it once per
 /// connection instead of a VALUES list of thousands of parameters every time.
-const INSERT_MANY_PG: &str = "INSERT INTO messages (workspace_id, origin, user_id, session_public_id, \
-     provider_id, from_address, from_name, recipient, cc, bcc, subject, body_id, message_id, status, \
-     hold_reason, attempts, max_attempts, due_at, send_at, possible_duplicate, result, created_at, \
-     updated_at, api_key_id, references_header, contact_ids) \
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], \
-       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
-       $13::text[], $14::text[], $15::text[], $16::int[], $17::int[], $18::timestamp[], \
-       $19::timestamp[], $20::bool[], $21::text[], $22::timestamp[], $23::timestamp[], \
-       $24::bigint[], $25::text[], $26::text[]) \
+const INSERT_MANY_PG: &str = "INSERT INTO messages (workspace_id, send_id, channel, direction, \
+     recipient_kind, origin, provider_id, from_address, recipient, contact_id, mailing_id, \
+     message_id, status, hold_reason, attempts, max_attempts, due_at, send_at, \
+     possible_duplicate, result, created_at, updated_at) \
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+       $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], \
+       $12::text[], $13::text[], $14::text[], $15::int[], $16::int[], $17::timestamp[], \
+       $18::timestamp[], $19::bool[], $20::text[], $21::timestamp[], $22::timestamp[]) \
      RETURNING id, message_id";
 
 #[derive(QueryableByName)]
@@ -48,38 +47,24 @@ pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<M
         let mut ids = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(INSERT_CHUNK * 5) {
             let column = |f: fn(&NewMessage) -> String| chunk.iter().map(f).collect::<Vec<_>>();
+            let ids_of =
+                |f: fn(&NewMessage) -> Option<i64>| chunk.iter().map(f).collect::<Vec<_>>();
             let inserted: Vec<Inserted> = diesel::sql_query(INSERT_MANY_PG)
                 .bind::<Array<BigInt>, _>(
                     chunk.iter().map(|r| r.workspace_id.0).collect::<Vec<_>>(),
                 )
+                .bind::<Array<BigInt>, _>(chunk.iter().map(|r| r.send_id.0).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(column(|r| r.channel.as_str().into()))
+                .bind::<Array<Text>, _>(column(|r| r.direction.as_str().into()))
+                .bind::<Array<Text>, _>(column(|r| r.recipient_kind.as_str().into()))
                 .bind::<Array<Text>, _>(column(|r| r.origin.clone()))
-                .bind::<Array<Nullable<BigInt>>, _>(
-                    chunk
-                        .iter()
-                        .map(|r| r.user_id.map(|u| u.0))
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Nullable<Text>>, _>(
-                    chunk
-                        .iter()
-                        .map(|r| r.session_public_id.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Nullable<BigInt>>, _>(
-                    chunk
-                        .iter()
-                        .map(|r| r.provider_id.map(|p| p.0))
-                        .collect::<Vec<_>>(),
-                )
+                .bind::<Array<Nullable<BigInt>>, _>(ids_of(|r| r.provider_id.map(|p| p.0)))
                 .bind::<Array<Text>, _>(column(|r| r.from_address.clone()))
-                .bind::<Array<Text>, _>(column(|r| r.from_name.clone()))
                 .bind::<Array<Text>, _>(column(|r| r.recipient.clone()))
-                .bind::<Array<Text>, _>(column(|r| r.cc.clone()))
-                .bind::<Array<Text>, _>(column(|r| r.bcc.clone()))
-                .bind::<Array<Text>, _>(column(|r| r.subject.clone()))
-                .bind::<Array<BigInt>, _>(chunk.iter().map(|r| r.body_id).collect::<Vec<_>>())
+                .bind::<Array<Nullable<BigInt>>, _>(ids_of(|r| r.contact_id.map(|c| c.0)))
+                .bind::<Array<Nullable<BigInt>>, _>(ids_of(|r| r.mailing_id.map(|m| m.0)))
                 .bind::<Array<Text>, _>(column(|r| r.message_id.clone()))
-                .bind::<Array<Text>, _>(column(|r| r.status.clone()))
+                .bind::<Array<Text>, _>(column(|r| r.status.as_str().into()))
                 .bind::<Array<Nullable<Text>>, _>(
                     chunk
                         .iter()
@@ -101,24 +86,6 @@ pub fn insert_batch(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<Vec<M
                 .bind::<Array<Text>, _>(column(|r| r.result.clone()))
                 .bind::<Array<Timestamp>, _>(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
                 .bind::<Array<Timestamp>, _>(chunk.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-                .bind::<Array<Nullable<BigInt>>, _>(
-                    chunk
-                        .iter()
-                        .map(|r| r.api_key_id.map(|k| k.0))
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Nullable<Text>>, _>(
-                    chunk
-                        .iter()
-                        .map(|r| r.references_header.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Nullable<Text>>, _>(
-                    chunk
-                        .iter()
-                        .map(|r| r.contact_ids.clone())
-                        .collect::<Vec<_>>(),
-                )
                 .load(c)?;
             let by_message_id: std::collections::HashMap<String, i64> = inserted
                 .into_iter()
@@ -174,13 +141,13 @@ fn index_batch(conn: &mut DbConn, first: MessageId, last: MessageId) -> QueryRes
 /// message).
 const INDEX_BATCH_SQLITE: [&str; 3] = [
     "INSERT INTO message_words (rowid, subject, body, ws) \
-     SELECT m.id, m.subject, substr(b.text_body, 1, 100000), 'w' || m.workspace_id || 'w' \
-     FROM messages m JOIN message_bodies b ON b.id = m.body_id \
+     SELECT m.id, s.subject, substr(s.text_body, 1, 100000), 'w' || m.workspace_id || 'w' \
+     FROM messages m JOIN sends s ON s.id = m.send_id \
      WHERE m.id BETWEEN ? AND ?",
     "INSERT INTO message_addresses (rowid, addresses, ws) \
-     SELECT id, recipient || ' ' || cc || ' ' || bcc || ' ' || from_address || ' ' || from_name, \
-        'w' || workspace_id || 'w' \
-     FROM messages WHERE id BETWEEN ? AND ?",
+     SELECT m.id, m.recipient || ' ' || s.cc || ' ' || s.bcc || ' ' || s.from_address || ' ' \
+        || s.from_name, 'w' || m.workspace_id || 'w' \
+     FROM messages m JOIN sends s ON s.id = m.send_id WHERE m.id BETWEEN ? AND ?",
     "INSERT INTO message_tallies (workspace_id, day, origin, status, n, first_id, last_id) \
      SELECT workspace_id, date(created_at), origin, status, count(*), min(id), max(id) \
      FROM messages WHERE id BETWEEN ? AND ? GROUP BY 1, 2, 3, 4 \
@@ -189,15 +156,14 @@ const INDEX_BATCH_SQLITE: [&str; 3] = [
          last_id = max(last_id, excluded.last_id)",
 ];
 
-/// Stores contents; returns their ids in order.
-pub fn insert_bodies(conn: &mut DbConn, rows: &[NewMessageBody]) -> QueryResult<Vec<i64>> {
+/// Stores sends; returns their ids in order.
+pub fn insert_sends(conn: &mut DbConn, rows: &[NewSend]) -> QueryResult<Vec<SendId>> {
     let mut ids = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(INSERT_CHUNK * 5) {
-        let mut chunk_ids: Vec<i64> =
-            per_backend!(conn, |c| diesel::insert_into(message_bodies::table)
-                .values(chunk)
-                .returning(message_bodies::id)
-                .get_results(c))?;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut chunk_ids: Vec<SendId> = per_backend!(conn, |c| diesel::insert_into(sends::table)
+            .values(chunk)
+            .returning(sends::id)
+            .get_results(c))?;
         ids.append(&mut chunk_ids);
     }
     Ok(ids)
@@ -213,30 +179,30 @@ pub fn insert_attachments(conn: &mut DbConn, rows: &[Attachment]) -> QueryResult
     Ok(())
 }
 
-/// Removes messages just stored in this transaction, and their content (an ingest
-/// request undone before commit).
-pub fn delete_unsent(conn: &mut DbConn, ids: &[MessageId], body_id: i64) -> QueryResult<()> {
+/// Removes messages just stored in this transaction, and their send (an ingest request
+/// undone before commit).
+pub fn delete_unsent(conn: &mut DbConn, ids: &[MessageId], send: SendId) -> QueryResult<()> {
     diesel::delete(messages::table.filter(messages::id.eq_any(ids))).execute(conn)?;
-    diesel::delete(message_bodies::table.find(body_id)).execute(conn)?;
+    diesel::delete(sends::table.find(send)).execute(conn)?;
     Ok(())
 }
 
-/// The files of these contents, in upload order.
-pub fn find_attachments(conn: &mut DbConn, body_ids: &[i64]) -> QueryResult<Vec<Attachment>> {
+/// The files of these sends, in upload order.
+pub fn find_attachments(conn: &mut DbConn, send_ids: &[SendId]) -> QueryResult<Vec<Attachment>> {
     message_attachments::table
-        .filter(message_attachments::body_id.eq_any(body_ids))
+        .filter(message_attachments::send_id.eq_any(send_ids))
         .order(message_attachments::id.asc())
         .select(Attachment::as_select())
         .load(conn)
 }
 
-/// Names, types and sizes of a content's files (for the message page).
+/// Names, types and sizes of a send's files (for the message page).
 pub fn list_attachments(
     conn: &mut DbConn,
-    body_id: i64,
+    send: SendId,
 ) -> QueryResult<Vec<(String, String, i64)>> {
     message_attachments::table
-        .filter(message_attachments::body_id.eq(body_id))
+        .filter(message_attachments::send_id.eq(send))
         .order(message_attachments::id.asc())
         .select((
             message_attachments::file_name,
@@ -246,43 +212,72 @@ pub fn list_attachments(
         .load(conn)
 }
 
-/// Contents by id (for the delivery engine, which serves every workspace).
-pub fn find_bodies(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<MessageBody>> {
-    message_bodies::table
-        .filter(message_bodies::id.eq_any(ids))
-        .select(MessageBody::as_select())
+/// Sends by id (for the delivery engine, which serves every workspace).
+pub fn find_sends(conn: &mut DbConn, ids: &[SendId]) -> QueryResult<Vec<Send>> {
+    sends::table
+        .filter(sends::id.eq_any(ids))
+        .select(Send::as_select())
         .load(conn)
 }
 
-/// Contents of the workspace by id (for pages).
-pub fn find_bodies_in(
+/// Sends of the workspace by id (for pages).
+pub fn find_sends_in(
     conn: &mut DbConn,
     workspace: WorkspaceId,
-    ids: &[i64],
-) -> QueryResult<Vec<MessageBody>> {
-    message_bodies::table
-        .filter(message_bodies::workspace_id.eq(workspace))
-        .filter(message_bodies::id.eq_any(ids))
-        .select(MessageBody::as_select())
+    ids: &[SendId],
+) -> QueryResult<Vec<Send>> {
+    sends::table
+        .filter(sends::workspace_id.eq(workspace))
+        .filter(sends::id.eq_any(ids))
+        .select(Send::as_select())
         .load(conn)
 }
 
-/// The first `chars` characters of the texts of the workspace's contents, by content id
-/// (what a history page previews: 50 whole texts were most of what it read and copied).
-pub fn find_text_starts_in(
+/// What a history page shows of each send: its subject, From name, and the first
+/// `chars` characters of its text (50 whole texts were most of what a page read and
+/// copied), or all of it (`None`: a search's snippet may be anywhere).
+pub fn find_send_heads_in(
     conn: &mut DbConn,
     workspace: WorkspaceId,
-    ids: &[i64],
-    chars: u32,
-) -> QueryResult<Vec<(i64, String)>> {
-    message_bodies::table
-        .filter(message_bodies::workspace_id.eq(workspace))
-        .filter(message_bodies::id.eq_any(ids))
+    ids: &[SendId],
+    chars: Option<u32>,
+) -> QueryResult<Vec<SendHead>> {
+    let text = match chars {
+        Some(chars) => format!("substr(text_body, 1, {chars})"),
+        None => "text_body".to_owned(),
+    };
+    sends::table
+        .filter(sends::workspace_id.eq(workspace))
+        .filter(sends::id.eq_any(ids))
         .select((
-            message_bodies::id,
-            diesel::dsl::sql::<diesel::sql_types::Text>(&format!("substr(text_body, 1, {chars})")),
+            sends::id,
+            sends::subject,
+            sends::from_name,
+            sends::cc,
+            sends::api_key_id,
+            sends::user_id,
+            diesel::dsl::sql::<diesel::sql_types::Text>(&text),
         ))
         .load(conn)
+}
+
+/// What a history page shows of a send.
+#[derive(Debug, Clone, Queryable)]
+pub struct SendHead {
+    /// The send.
+    pub id: SendId,
+    /// Its subject.
+    pub subject: String,
+    /// Its From name.
+    pub from_name: String,
+    /// Its CC addresses, one per line.
+    pub cc: String,
+    /// The API key that sent it.
+    pub api_key_id: Option<crate::api::model::ApiKeyId>,
+    /// Who sent it.
+    pub user_id: Option<crate::accounts::model::UserId>,
+    /// The start of its text (or the whole text, for a search's snippet).
+    pub text: String,
 }
 
 /// Stores events: multi-row statements on PostgreSQL (one round trip per chunk); on
@@ -828,7 +823,13 @@ pub fn page(
             query = query.filter(messages::origin.eq(*origin));
         }
         if let Some(key) = key {
-            query = query.filter(messages::api_key_id.eq(*key));
+            query = query.filter(
+                messages::send_id.eq_any(
+                    sends::table
+                        .filter(sends::api_key_id.eq(*key))
+                        .select(sends::id),
+                ),
+            );
         }
         if let Some(status) = status {
             query = query.filter(messages::status.eq(status.as_str()));
@@ -1047,37 +1048,37 @@ pub fn queue_depth(conn: &mut DbConn) -> QueryResult<Vec<(String, i64)>> {
         .load(conn)
 }
 
-/// Retention: deletes the text, HTML and files of contents created before `cutoff` whose
+/// Retention: deletes the text, HTML and files of sends created before `cutoff` whose
 /// messages are all final (none scheduled, queued, sending or held), at most `limit` per
-/// call; the messages' rows stay. Returns how many contents were purged.
-pub fn purge_bodies(
+/// call; the sends' and messages' records stay. Returns how many sends were purged.
+pub fn purge_sends(
     conn: &mut DbConn,
     cutoff: NaiveDateTime,
     now: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<usize> {
     let waiting = messages::table
-        .filter(messages::body_id.eq(message_bodies::id))
+        .filter(messages::send_id.eq(sends::id))
         .filter(messages::status.eq_any(["scheduled", "queued", "sending", "held"]));
-    let due: Vec<i64> = message_bodies::table
-        .filter(message_bodies::created_at.lt(cutoff))
-        .filter(message_bodies::purged_at.is_null())
+    let due: Vec<SendId> = sends::table
+        .filter(sends::created_at.lt(cutoff))
+        .filter(sends::purged_at.is_null())
         .filter(diesel::dsl::not(diesel::dsl::exists(waiting)))
-        .select(message_bodies::id)
-        .order(message_bodies::id.asc())
+        .select(sends::id)
+        .order(sends::id.asc())
         .limit(limit)
         .load(conn)?;
     if due.is_empty() {
         return Ok(0);
     }
-    diesel::delete(message_attachments::table.filter(message_attachments::body_id.eq_any(&due)))
+    diesel::delete(message_attachments::table.filter(message_attachments::send_id.eq_any(&due)))
         .execute(conn)?;
-    diesel::update(message_bodies::table.filter(message_bodies::id.eq_any(&due)))
+    diesel::update(sends::table.filter(sends::id.eq_any(&due)))
         .set((
-            message_bodies::text_body.eq(""),
-            message_bodies::html_body.eq(None::<String>),
-            message_bodies::attachments.eq(0),
-            message_bodies::purged_at.eq(now),
+            sends::text_body.eq(""),
+            sends::html_body.eq(None::<String>),
+            sends::attachments.eq(0),
+            sends::purged_at.eq(now),
         ))
         .execute(conn)
 }
@@ -1139,7 +1140,10 @@ impl RawSql {
                 .push_str(&format!(" AND m.origin IN ({})", placeholders.join(", ")));
         }
         if let Some(key) = key {
-            self.and("api_key_id", "=", Bind::Int(key.0));
+            let placeholder = self.bind(Bind::Int(key.0));
+            self.text.push_str(&format!(
+                " AND m.send_id IN (SELECT id FROM sends WHERE api_key_id = {placeholder})"
+            ));
         }
         if let Some(status) = status {
             self.and("status", "=", Bind::Text(status.as_str().into()));
@@ -1344,8 +1348,9 @@ fn scan_addresses(
 ) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Text, Timestamp};
     let mut sql = RawSql {
-        text: "SELECT m.id AS id, m.recipient || ' ' || m.cc || ' ' || m.bcc || ' ' || \
-               m.from_address || ' ' || m.from_name AS addresses FROM messages m WHERE 1 = 1"
+        text: "SELECT m.id AS id, m.recipient || ' ' || s.cc || ' ' || s.bcc || ' ' || \
+               s.from_address || ' ' || s.from_name AS addresses \
+               FROM messages m JOIN sends s ON s.id = m.send_id WHERE 1 = 1"
             .into(),
         binds: Vec::new(),
         pg: false,

@@ -1,5 +1,5 @@
-//! Message rules: composing (one row per To recipient, CC/BCC riding on each), cancelling,
-//! retrying now. No actix types.
+//! Message rules: composing (one send, one message per address: To, Cc and Bcc each get
+//! one copy), cancelling, retrying now. No actix types.
 
 use super::ingest::Prepared;
 use super::model::*;
@@ -73,8 +73,9 @@ pub fn console(sender: &Sender<'_>) -> Envelope {
     }
 }
 
-/// Prepares a send through `provider` (checked by the caller) for the ingest writer: its
-/// content once, its files, one message per To recipient.
+/// Prepares a send through `provider` (checked by the caller) for the ingest writer: the
+/// send once, its files, one message per address. An address listed twice (in To and Cc,
+/// say) gets one copy, under the first field that names it.
 pub fn prepare(
     workspace: &Workspace,
     provider: &Provider,
@@ -90,25 +91,30 @@ pub fn prepare(
     } else {
         Status::Queued
     };
-    let subject = prefixed_subject(workspace, &input.subject);
-    let rows: Vec<NewMessage> = input
+    let origin = envelope.origin.unwrap_or(Origin::Sys);
+    let mut seen = std::collections::HashSet::new();
+    let copies = input
         .to
         .iter()
-        .map(|recipient| NewMessage {
+        .map(|a| (RecipientKind::To, a))
+        .chain(input.cc.iter().map(|a| (RecipientKind::Cc, a)))
+        .chain(input.bcc.iter().map(|a| (RecipientKind::Bcc, a)))
+        .filter(|(_, a)| seen.insert(address_of(a).to_lowercase()));
+    let rows: Vec<NewMessage> = copies
+        .map(|(kind, recipient)| NewMessage {
             workspace_id: workspace.id,
-            origin: envelope.origin.unwrap_or(Origin::Sys).as_str().into(),
-            user_id: envelope.user,
-            session_public_id: envelope.session_public_id.clone(),
+            send_id: super::ingest::UNSTORED,
+            channel: Channel::Email,
+            direction: Direction::Outbound,
+            recipient_kind: kind,
+            origin: origin.as_str().into(),
             provider_id: Some(provider.id),
             from_address: provider.account_address.clone(),
-            from_name: provider.from_name.clone(),
             recipient: recipient.clone(),
-            cc: input.cc.join(", "),
-            bcc: input.bcc.join(", "),
-            subject: subject.clone(),
-            body_id: 0,
+            contact_id: None,
+            mailing_id: None,
             message_id: new_message_id(&provider.account_address),
-            status: status.as_str().into(),
+            status,
             hold_reason: envelope.hold.then(|| "api".to_owned()),
             attempts: 0,
             max_attempts: input.retry_count + 1,
@@ -118,18 +124,28 @@ pub fn prepare(
             result: String::new(),
             created_at: now,
             updated_at: now,
-            api_key_id: envelope.api_key,
-            references_header: envelope.references.clone(),
-            contact_ids: envelope.contact_ids.clone(),
         })
         .collect();
     Prepared {
-        body: NewMessageBody {
+        send: NewSend {
             workspace_id: workspace.id,
             text_body: input.text,
             html_body: input.html,
             attachments: i32::try_from(input.files.len()).unwrap_or(i32::MAX),
             created_at: now,
+            user_id: envelope.user,
+            session_public_id: envelope.session_public_id.clone(),
+            api_key_id: envelope.api_key,
+            from_address: provider.account_address.clone(),
+            from_name: provider.from_name.clone(),
+            reply_to: input.reply_to.unwrap_or_default(),
+            to_addresses: input.to.join("\n"),
+            cc: input.cc.join("\n"),
+            bcc: input.bcc.join("\n"),
+            subject: prefixed_subject(workspace, &input.subject),
+            references_header: envelope.references.clone(),
+            contact_ids: envelope.contact_ids.clone(),
+            mailing_id: None,
         },
         files: input.files,
         rows,
@@ -274,7 +290,7 @@ pub fn apply_retention(db: &crate::db::Db, days: u32) -> Result<usize, AppError>
     let mut total = 0;
     loop {
         let purged = db::write(&mut conn, |conn| -> Result<usize, AppError> {
-            Ok(queries::purge_bodies(conn, cutoff, now, 5_000)?)
+            Ok(queries::purge_sends(conn, cutoff, now, 5_000)?)
         })?;
         total += purged;
         if purged < 5_000 {
@@ -290,9 +306,9 @@ pub struct History {
     pub messages: Vec<Message>,
     /// The workspace's provider names.
     pub names: std::collections::HashMap<ProviderId, String>,
-    /// The texts of the messages' contents, by content id (for a page, the first 400
-    /// characters of each).
-    pub bodies: std::collections::HashMap<i64, String>,
+    /// The messages' sends, by id: subject, From name, who sent it, and their text (for a
+    /// page, the first 400 characters of each).
+    pub sends: std::collections::HashMap<SendId, queries::SendHead>,
     /// The workspace's API key names.
     pub keys: std::collections::HashMap<crate::api::model::ApiKeyId, String>,
     /// Messages per origin under the status and day filters, when `count`.
@@ -335,18 +351,19 @@ pub fn history(
         .into_iter()
         .map(|k| (k.id, k.name))
         .collect();
-    let body_ids: Vec<i64> = messages.iter().map(|m| m.body_id).collect();
+    let mut send_ids: Vec<SendId> = messages.iter().map(|m| m.send_id).collect();
+    send_ids.sort_unstable();
+    send_ids.dedup();
     // A search shows a snippet around the first match, anywhere in the text; a page
     // previews the start of each text.
-    let bodies = match rows {
-        Rows::Search(_) => queries::find_bodies_in(conn, workspace, &body_ids)?
-            .into_iter()
-            .map(|b| (b.id, b.text_body))
-            .collect(),
-        _ => queries::find_text_starts_in(conn, workspace, &body_ids, PREVIEW_SOURCE)?
-            .into_iter()
-            .collect(),
+    let chars = match rows {
+        Rows::Search(_) => None,
+        _ => Some(PREVIEW_SOURCE),
     };
+    let sends = queries::find_send_heads_in(conn, workspace, &send_ids, chars)?
+        .into_iter()
+        .map(|head| (head.id, head))
+        .collect();
     let counts = if count {
         Some(queries::tab_counts(
             conn,
@@ -361,7 +378,7 @@ pub fn history(
     Ok(History {
         messages,
         names,
-        bodies,
+        sends,
         keys,
         counts,
     })

@@ -3,7 +3,7 @@
 
 use askama::Template;
 
-use super::model::{ComposeForm, Message, MessageBody, MessageEvent, Status};
+use super::model::{ComposeForm, Message, MessageEvent, Send, Status};
 use super::search::Piece;
 use crate::providers::model::Provider;
 use crate::web::forms::FieldErrors;
@@ -109,7 +109,7 @@ pub struct HistoryPage {
     /// Providers to filter by: (id, name).
     pub providers: Vec<(i64, String)>,
     /// Statuses to filter by.
-    pub statuses: [Status; 7],
+    pub statuses: [Status; 8],
 }
 
 impl std::ops::Deref for HistoryPage {
@@ -149,43 +149,22 @@ pub struct HistoryTable {
     pub problems: Vec<String>,
 }
 
-/// `GET /w/{slug}/messages/{id}`.
+/// `GET /w/{slug}/messages/{id}`: the frame around the live part, whose fields the page
+/// reads through `Deref`.
 #[derive(Template)]
 #[template(path = "messages/show.html")]
 pub struct MessagePage {
     /// Frame.
     pub frame: Frame,
-    /// The message.
-    pub message: Message,
-    /// Its attempts and changes, oldest first.
-    pub events: Vec<MessageEvent>,
-    /// Its content.
-    pub body: Option<MessageBody>,
-    /// Attached files: name, type, size.
-    pub files: Vec<(String, String, i64)>,
-    /// Provider name.
-    pub provider: String,
-    /// Who sent it.
-    pub sender: String,
-    /// Whether the viewer may cancel or retry.
-    pub can_act: bool,
-    /// The URL of this page.
-    pub here: String,
-    /// The workspace slug.
-    pub slug: String,
+    /// Everything but the frame.
+    pub live: MessageLive,
 }
 
-impl MessagePage {
-    /// The CSRF token for the action forms.
-    pub fn csrf_token(&self) -> &str {
-        &self.frame.csrf
-    }
-}
+impl std::ops::Deref for MessagePage {
+    type Target = MessageLive;
 
-impl MessageLive {
-    /// The CSRF token for the action forms.
-    pub fn csrf_token(&self) -> &str {
-        &self.csrf
+    fn deref(&self) -> &MessageLive {
+        &self.live
     }
 }
 
@@ -199,6 +178,44 @@ impl ComposePage {
     }
 }
 
+impl MessageLive {
+    /// The CSRF token for the action forms.
+    pub fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+
+    /// The send record's "Result": `Successful` when it was; otherwise the last answer
+    /// (every answer stays in the timeline).
+    pub fn result(&self) -> &str {
+        if self.message.successful() {
+            "Successful"
+        } else if self.message.result.is_empty() {
+            "—"
+        } else {
+            &self.message.result
+        }
+    }
+
+    /// The send record's "Sent at": when the last attempt ended, successful or not.
+    pub fn last_attempt_at(&self) -> Option<chrono::NaiveDateTime> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.kind.as_str(), "sent" | "failed" | "retry"))
+            .map(|e| e.created_at)
+            .or(self.message.sent_at)
+    }
+
+    /// Where it came from, in words.
+    pub fn origin(&self) -> &'static str {
+        match self.message.origin.as_str() {
+            "web" => "Web (console)",
+            "alert" => "Sys (Mailroom's own alert)",
+            _ => "Sys (API)",
+        }
+    }
+}
+
 /// The live part of the message page (status, timeline, send record), for polling.
 #[derive(Template)]
 #[template(path = "messages/show.html", block = "live")]
@@ -207,8 +224,8 @@ pub struct MessageLive {
     pub message: Message,
     /// Events.
     pub events: Vec<MessageEvent>,
-    /// Its content.
-    pub body: Option<MessageBody>,
+    /// Its send: who, how, what.
+    pub send: Send,
     /// Attached files: name, type, size.
     pub files: Vec<(String, String, i64)>,
     /// Provider name.

@@ -268,7 +268,17 @@ async fn a_sent_message_is_read_back_with_every_field(backend: Backend) -> TestR
         .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let list = accepted["messages"].as_array().ok_or("messages")?;
-    assert_eq!(list.len(), 2, "one message per To recipient");
+    let to: Vec<&str> = list.iter().filter_map(|m| m["to"].as_str()).collect();
+    assert_eq!(
+        to,
+        [
+            "ann@example.com",
+            "bob@example.com",
+            "boss@example.com",
+            "audit@example.com"
+        ],
+        "one message per address"
+    );
     assert_eq!(list[0]["to"], "ann@example.com");
     assert_eq!(list[0]["status"], "queued");
     let id = list[0]["id"].as_i64().ok_or("id")?;
@@ -280,6 +290,11 @@ async fn a_sent_message_is_read_back_with_every_field(backend: Backend) -> TestR
     assert_eq!(record["smtp_code"], 250);
     assert_eq!(record["smtp_enhanced"], "2.0.0");
     assert_eq!(record["to"], "ann@example.com");
+    assert_eq!(record["recipient_kind"], "to");
+    assert_eq!(
+        record["to_all"],
+        json!(["ann@example.com", "bob@example.com"])
+    );
     assert_eq!(record["cc"], json!(["boss@example.com"]));
     assert_eq!(record["bcc"], json!(["audit@example.com"]));
     assert_eq!(record["from"], "ops@example.com");
@@ -295,21 +310,28 @@ async fn a_sent_message_is_read_back_with_every_field(backend: Backend) -> TestR
             .any(|e| e["kind"] == "sent" && e["smtp_code"] == 250)),
         "{record}"
     );
-    api.settled(list[1]["id"].as_i64().ok_or("id")?).await?;
+    for copy in &list[1..] {
+        api.settled(copy["id"].as_i64().ok_or("id")?).await?;
+    }
+    let (_, bcc_copy) = api
+        .get(&format!(
+            "/messages/{}",
+            list[3]["id"].as_i64().ok_or("id")?
+        ))
+        .await?;
+    assert_eq!(bcc_copy["recipient_kind"], "bcc");
     let captured = server.messages();
-    assert_eq!(captured.len(), 2);
+    assert_eq!(captured.len(), 4, "one copy to each address");
     let mail = captured
         .iter()
-        .find(|m| m.to.contains(&"ann@example.com".to_owned()))
-        .ok_or("ann's copy")?;
-    assert!(
-        mail.to.contains(&"audit@example.com".to_owned()),
-        "BCC in the envelope"
-    );
-    assert!(
-        !mail.data.contains("audit@example.com"),
-        "never in a header"
-    );
+        .find(|m| m.to == vec!["audit@example.com".to_owned()])
+        .ok_or("the BCC copy")?;
+    for mail in &captured {
+        assert!(
+            !mail.data.contains("audit@example.com"),
+            "a BCC address is never in a header"
+        );
+    }
     assert!(
         mail.data.contains("\r\n.\r\n")
             || mail.data.contains("\r\n..\r\n")

@@ -115,16 +115,14 @@ async fn compose_at(
         .await
 }
 
-async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
-    backend: Backend,
-) -> TestResult {
+async fn compose_sends_one_copy_to_every_address_of_to_cc_and_bcc(backend: Backend) -> TestResult {
     let (app, admin, server, provider) = sending_app(backend).await?;
     let response = compose(
         &admin,
         &provider,
         &[
             ("to", "ann@example.com, bob@example.com"),
-            ("cc", "cat@example.com"),
+            ("cc", "cat@example.com, Ann@Example.com"),
             ("bcc", "dan@example.com"),
         ],
     )
@@ -132,7 +130,19 @@ async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/w/acme/messages?tab=web");
     let done = settle(&app, &["sent"]).await?;
-    assert_eq!(done.len(), 2);
+    // One message per address: ann (To; her Cc listing is the same address), bob, cat,
+    // dan.
+    let mut recipients: Vec<&str> = done.iter().map(|r| r.recipient.as_str()).collect();
+    recipients.sort_unstable();
+    assert_eq!(
+        recipients,
+        [
+            "ann@example.com",
+            "bob@example.com",
+            "cat@example.com",
+            "dan@example.com"
+        ]
+    );
     for row in &done {
         assert_eq!(
             (row.attempts, row.smtp_code, row.smtp_enhanced.as_deref()),
@@ -141,24 +151,43 @@ async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
         assert!(row.result.starts_with("250 2.0.0"), "{}", row.result);
     }
     let captured = server.messages();
-    assert_eq!(captured.len(), 2);
-    for (mail, row) in captured.iter().zip(&done) {
+    assert_eq!(captured.len(), 4, "every address receives exactly one copy");
+    let mut envelope: Vec<Vec<String>> = captured.iter().map(|m| m.to.clone()).collect();
+    envelope.sort();
+    assert_eq!(
+        envelope,
+        [
+            vec!["ann@example.com".to_owned()],
+            vec!["bob@example.com".to_owned()],
+            vec!["cat@example.com".to_owned()],
+            vec!["dan@example.com".to_owned()]
+        ],
+        "each copy's envelope names its recipient alone"
+    );
+    for mail in &captured {
+        let row = done
+            .iter()
+            .find(|r| mail.to == vec![r.recipient.clone()])
+            .ok_or("the row of this copy")?;
         assert_eq!(mail.from, "ops@example.com");
-        assert_eq!(
-            mail.to,
-            vec![
-                row.recipient.clone(),
-                "cat@example.com".into(),
-                "dan@example.com".into()
-            ],
-            "CC and BCC ride on each"
-        );
         assert!(mail.data.contains("Subject: [Acme] Hello\r\n"));
         assert!(
             mail.data
                 .contains(&format!("Message-ID: {}\r\n", row.message_id))
         );
-        assert!(mail.data.contains("Cc: cat@example.com\r\n"));
+        // Every copy carries the send's headers, as a mail client writes them.
+        assert!(
+            mail.data
+                .contains("To: ann@example.com, bob@example.com\r\n"),
+            "{}",
+            mail.data
+        );
+        assert!(
+            mail.data
+                .contains("Cc: cat@example.com, Ann@Example.com\r\n"),
+            "{}",
+            mail.data
+        );
         let headers = mail.data.split("\r\n\r\n").next().unwrap_or_default();
         assert!(
             !headers
@@ -174,6 +203,10 @@ async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
             mail.data
         );
     }
+    let done: Vec<Row> = done
+        .into_iter()
+        .filter(|r| r.recipient == "ann@example.com")
+        .collect();
     // The send record shows every field.
     let (status, html) = admin
         .page(&format!("/w/acme/messages/{}", done[0].id))
@@ -214,7 +247,7 @@ async fn compose_sends_one_message_per_to_recipient_with_cc_and_bcc(
     );
     Ok(())
 }
-both!(compose_sends_one_message_per_to_recipient_with_cc_and_bcc);
+both!(compose_sends_one_copy_to_every_address_of_to_cc_and_bcc);
 
 async fn a_lone_dot_after_a_bare_lf_does_not_end_data_early(backend: Backend) -> TestResult {
     let (app, admin, server, provider) = sending_app(backend).await?;
@@ -872,7 +905,11 @@ async fn a_refusal_older_than_the_last_check_turns_nothing_red(backend: Backend)
                 &mailroom::messages::queries::LogFilter::default(),
                 10,
             )?;
-            Ok((provider.status, rows[0].status.clone(), rows[0].attempts))
+            Ok((
+                provider.status,
+                rows[0].status.to_string(),
+                rows[0].attempts,
+            ))
         })
         .await?;
     assert_eq!(
@@ -976,7 +1013,7 @@ both!(a_deleted_providers_connections_are_closed);
 /// provider vanished between the check and the insert) fails alone.
 async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) -> TestResult {
     use mailroom::messages::ingest::{Ingest, Prepared};
-    use mailroom::messages::model::{NewMessage, NewMessageBody};
+    use mailroom::messages::model::{NewMessage, NewSend, Origin, Status};
     let (app, _admin) = TestApp::with_admin(backend).await?;
     let db = app.db();
     let workspace = db
@@ -989,41 +1026,21 @@ async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) -> TestRe
     let request = |provider: Option<i64>, to: &str| {
         let now = mailroom::db::now();
         Prepared {
-            body: NewMessageBody {
-                workspace_id: workspace.id,
-                text_body: "x".into(),
-                html_body: None,
-                attachments: 0,
-                created_at: now,
-            },
+            send: NewSend::new(workspace.id, "ops@example.com", "S".into(), "x".into(), now),
             files: Vec::new(),
             rows: vec![NewMessage {
-                workspace_id: workspace.id,
-                origin: "sys".into(),
-                user_id: None,
-                session_public_id: None,
                 provider_id: provider.map(mailroom::providers::model::ProviderId),
-                from_address: "ops@example.com".into(),
-                from_name: String::new(),
-                recipient: to.into(),
-                cc: String::new(),
-                bcc: String::new(),
-                subject: "S".into(),
-                body_id: 0,
-                message_id: mailroom::messages::service::new_message_id("ops@example.com"),
-                status: "held".into(),
+                status: Status::Held,
                 hold_reason: Some("api".into()),
-                attempts: 0,
                 max_attempts: 1,
-                due_at: now,
-                send_at: None,
-                possible_duplicate: false,
-                result: String::new(),
-                created_at: now,
-                updated_at: now,
-                api_key_id: None,
-                references_header: None,
-                contact_ids: None,
+                ..NewMessage::email(
+                    workspace.id,
+                    mailroom::messages::ingest::UNSTORED,
+                    Origin::Sys,
+                    "ops@example.com",
+                    to.into(),
+                    now,
+                )
             }],
             after: None,
         }

@@ -335,8 +335,8 @@ async fn retention_deletes_old_contents_and_keeps_the_records(backend: Backend) 
     let (old, db2) = (mailroom::db::now() - chrono::Duration::days(31), db.clone());
     db.run(move |conn| {
         use diesel::prelude::*;
-        use mailroom::db::schema::message_bodies::dsl::*;
-        Ok(diesel::update(message_bodies)
+        use mailroom::db::schema::sends::dsl::*;
+        Ok(diesel::update(sends)
             .set(created_at.eq(old))
             .execute(conn)?)
     })

@@ -347,12 +347,49 @@ async fn an_upgrade_gives_old_alerts_their_own_origin(backend: Backend) -> TestR
             .get_result(&mut conn)?;
     assert_eq!(events.n, 1, "the alert's events are kept");
 
+    // One send per content: what every message repeated now lives once on it, lists of
+    // addresses one per line; each message keeps its recipient (as a To copy).
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Sent {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = Text)]
+        subject: String,
+        #[diesel(sql_type = Text)]
+        from_name: String,
+        #[diesel(sql_type = Text)]
+        to_addresses: String,
+        #[diesel(sql_type = Text)]
+        recipient_kind: String,
+        #[diesel(sql_type = Text)]
+        channel: String,
+    }
+    let sent: Vec<Sent> = diesel::sql_query(
+        "SELECT m.id, s.subject, s.from_name, s.to_addresses, m.recipient_kind, m.channel \
+         FROM messages m JOIN sends s ON s.id = m.send_id ORDER BY m.id",
+    )
+    .load(&mut conn)?;
+    assert_eq!(sent.len(), 4, "every message kept, each with its send");
+    assert_eq!(
+        (sent[0].subject.as_str(), sent[0].from_name.as_str()),
+        ("Provider turned red", "Mailroom")
+    );
+    // (The fixture's four messages share one content, as one call's recipients do.)
+    assert_eq!(
+        sent[0].to_addresses,
+        "admin@example.com\nann@example.com\nbob@example.com\ncy@example.com"
+    );
+    assert!(
+        sent.iter()
+            .all(|s| s.recipient_kind == "to" && s.channel == "email")
+    );
+
     // The new origin is accepted; a new message gets an id never used before.
     conn.batch_execute(
-        "INSERT INTO messages (workspace_id, origin, from_address, from_name, recipient, cc, bcc,
-            subject, body_id, message_id, status, attempts, max_attempts, due_at, possible_duplicate,
-            result, created_at, updated_at) VALUES (1, 'alert', 'mailroom@localhost', 'Mailroom',
-            'admin@example.com', '', '', 'Another', 1, '<10@x>', 'queued', 0, 4,
+        "INSERT INTO messages (workspace_id, send_id, channel, direction, recipient_kind, origin,
+            from_address, recipient, message_id, status, attempts, max_attempts, due_at,
+            possible_duplicate, result, created_at, updated_at) VALUES (1, 1, 'email', 'outbound',
+            'to', 'alert', 'mailroom@localhost', 'admin@example.com', '<10@x>', 'queued', 0, 4,
             '2026-12-07 10:00:00', FALSE, '', '2026-12-07 10:00:00', '2026-12-07 10:00:00')",
     )?;
     let newest: Row = diesel::sql_query("SELECT id, origin FROM messages ORDER BY id DESC LIMIT 1")

@@ -443,7 +443,7 @@ async fn log_of(
     count: usize,
     text: impl Fn(usize) -> (String, String, &'static str) + Send + 'static,
 ) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
-    use mailroom::messages::model::{NewMessage, NewMessageBody};
+    use mailroom::messages::model::{NewMessage, NewSend, Origin, Status};
     use mailroom::messages::queries as q;
     let slug = slug.to_owned();
     let ids = app
@@ -457,48 +457,29 @@ async fn log_of(
                 .first::<mailroom::workspaces::model::WorkspaceId>(conn)?;
             let at = mailroom::db::now() - chrono::Duration::days(days_ago);
             let rows: Vec<(String, String, &str)> = (0..count).map(&text).collect();
-            let bodies: Vec<NewMessageBody> = rows
+            let sends: Vec<NewSend> = rows
                 .iter()
-                .map(|(_, text, _)| NewMessageBody {
-                    workspace_id: workspace,
-                    text_body: text.clone(),
-                    html_body: None,
-                    attachments: 0,
-                    created_at: at,
+                .map(|(_, text, _)| NewSend {
+                    from_name: "Acme News".into(),
+                    ..NewSend::new(
+                        workspace,
+                        "news@acme.example",
+                        "Weekly letter".into(),
+                        text.clone(),
+                        at,
+                    )
                 })
                 .collect();
-            let body_ids = q::insert_bodies(conn, &bodies)?;
+            let send_ids = q::insert_sends(conn, &sends)?;
             let messages: Vec<NewMessage> = rows
                 .into_iter()
-                .zip(body_ids)
+                .zip(send_ids)
                 .enumerate()
-                .map(|(i, ((to, _, status), body_id))| NewMessage {
-                    workspace_id: workspace,
-                    origin: "sys".into(),
-                    user_id: None,
-                    session_public_id: None,
-                    provider_id: None,
-                    from_address: "news@acme.example".into(),
-                    from_name: "Acme News".into(),
-                    recipient: to,
-                    cc: String::new(),
-                    bcc: String::new(),
-                    subject: "Weekly letter".into(),
-                    body_id,
+                .map(|(i, ((to, _, status), send))| NewMessage {
                     message_id: format!("<{slug}.{days_ago}.{i}@acme.example>"),
-                    status: status.into(),
-                    hold_reason: None,
+                    status: Status::parse(status).unwrap_or(Status::Sent),
                     attempts: 1,
-                    max_attempts: 4,
-                    due_at: at,
-                    send_at: None,
-                    possible_duplicate: false,
-                    result: String::new(),
-                    created_at: at,
-                    updated_at: at,
-                    api_key_id: None,
-                    references_header: None,
-                    contact_ids: None,
+                    ..NewMessage::email(workspace, send, Origin::Sys, "news@acme.example", to, at)
                 })
                 .collect();
             Ok(q::insert_batch(conn, &messages)?
