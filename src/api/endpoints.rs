@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::ApiCaller;
 use super::problem::{ApiError, FieldProblem, responses};
 use crate::error::AppError;
-use crate::messages::model::{Compose, Message, MessageEvent, MessageId, Status, parse_addresses};
+use crate::messages::model::{Compose, Message, MessageEvent, MessageId, Status, address_of};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
@@ -83,14 +83,20 @@ pub enum ContactId {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    /// To recipients (1–50): one message each.
+    /// To recipients (1–50), one address per entry as people write it
+    /// (`ann@example.com`, `Ann Lee <ann@example.com>`, `"Lee, Ann" <ann@example.com>`).
+    /// Every address of `to`, `cc` and `bcc` gets one copy (one message each); every copy
+    /// carries the To and Cc headers.
     pub to: Vec<String>,
-    /// CC, on every message.
+    /// CC, one address per entry.
     #[serde(default)]
     pub cc: Vec<String>,
-    /// BCC, on every message's envelope.
+    /// BCC, one address per entry: never in a header.
     #[serde(default)]
     pub bcc: Vec<String>,
+    /// Reply-To: one address.
+    #[serde(default)]
+    pub reply_to: Option<String>,
     /// Subject (the workspace's site name is put in front).
     pub subject: String,
     /// From: the provider's account address (for now), or any address with `smtp`.
@@ -165,19 +171,24 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
         if list.len() > max {
             problem(field.into(), format!("At most {max} {field} addresses."));
         }
-        let mut parsed = Vec::new();
-        for (i, address) in list.iter().enumerate() {
-            // One address per entry: a separator or line break would smuggle in more.
-            if address.contains([',', ';', '\r', '\n']) {
-                problem(
+        let mut parsed: Vec<String> = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            // One address per entry, as people write it (`"Lee, Ann" <ann@x.test>` is one);
+            // the whole entry must be that one address, so nothing more rides along.
+            match crate::messages::model::parse_mailbox(entry) {
+                Ok(mailbox) => {
+                    let address = address_of(&mailbox).to_lowercase();
+                    if !parsed
+                        .iter()
+                        .any(|m| address_of(m).to_lowercase() == address)
+                    {
+                        parsed.push(mailbox);
+                    }
+                }
+                Err(why) => problem(
                     format!("{field}[{i}]"),
-                    "One address per entry, without line breaks.".into(),
-                );
-                continue;
-            }
-            match parse_addresses(address, field, 1, true) {
-                Ok(mut one) => parsed.append(&mut one),
-                Err(why) => problem(format!("{field}[{i}]"), why),
+                    format!("{why} One address per entry."),
+                ),
             }
         }
         parsed
@@ -296,6 +307,16 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
     if request.contact_ids.len() > 1_000 {
         problem("contact_ids".into(), "At most 1,000 contact ids.".into());
     }
+    let reply_to = match request.reply_to.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(entry) => match crate::messages::model::parse_mailbox(entry) {
+            Ok(mailbox) => Some(mailbox),
+            Err(why) => {
+                problem("reply_to".into(), why);
+                None
+            }
+        },
+    };
     for (i, id) in request.contact_ids.iter().enumerate() {
         if let ContactId::Text(text) = id
             && (text.is_empty() || text.len() > 100 || text.chars().any(char::is_control))
@@ -322,7 +343,7 @@ fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiE
         send_at,
         retry_count,
         files: Vec::new(),
-        reply_to: None,
+        reply_to,
     })
 }
 

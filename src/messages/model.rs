@@ -690,6 +690,8 @@ pub struct ComposeForm {
     pub cc: String,
     /// BCC.
     pub bcc: String,
+    /// Reply-To (optional).
+    pub reply_to: String,
     /// Subject (the site name is put in front).
     pub subject: String,
     /// Text body.
@@ -709,6 +711,7 @@ pub struct ComposeUpload {
     to: Option<Text<String>>,
     cc: Option<Text<String>>,
     bcc: Option<Text<String>>,
+    reply_to: Option<Text<String>>,
     subject: Option<Text<String>>,
     text: Option<Text<String>>,
     html: Option<Text<String>>,
@@ -751,6 +754,7 @@ impl ComposeUpload {
             to: text(self.to),
             cc: text(self.cc),
             bcc: text(self.bcc),
+            reply_to: text(self.reply_to),
             subject: text(self.subject),
             text: text(self.text),
             html: text(self.html),
@@ -818,26 +822,75 @@ pub const MAX_TO: usize = 100;
 /// Most CC or BCC recipients.
 pub const MAX_COPIES: usize = 50;
 
-/// Parses a list of addresses; every one must be a plain address (no display names, no
-/// line breaks: CR/LF would inject headers).
+/// Parses one address as people write it (RFC 5322 `mailbox`): `ann@example.com`,
+/// `Ann Lee <ann@example.com>` or `"Lee, Ann" <ann@example.com>`. The display name
+/// travels into the header. Returns it as it will be written (names quoted where they must
+/// be). Line breaks and other control characters are refused: they would start a header.
+pub fn parse_mailbox(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    let wrong = || {
+        format!(
+            "{entry:?} is not an email address like name@example.com or Ann Lee <ann@example.com>."
+        )
+    };
+    if entry.chars().any(char::is_control) {
+        return Err(format!(
+            "{entry:?} holds a line break or another control character."
+        ));
+    }
+    let mailbox: lettre::message::Mailbox = entry.parse().map_err(|_| wrong())?;
+    // The parser stops at the end of the first mailbox: the whole entry must be it.
+    let whole = match entry.find('<') {
+        Some(_) => entry.ends_with('>'),
+        None => entry.eq_ignore_ascii_case(mailbox.email.as_ref()),
+    };
+    if !whole {
+        return Err(wrong());
+    }
+    Ok(mailbox.to_string())
+}
+
+/// Splits a list of addresses at commas, semicolons and line breaks, except inside a
+/// quoted name or angle brackets (`"Lee, Ann" <ann@example.com>` is one entry).
+pub fn split_addresses(input: &str) -> Vec<&str> {
+    let (mut entries, mut start) = (Vec::new(), 0);
+    let (mut quoted, mut angle, mut escaped) = (false, false, false);
+    for (i, c) in input.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' | ';' | '\n' | '\r' if !quoted && !angle => {
+                entries.push(&input[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    entries.push(&input[start..]);
+    entries
+        .into_iter()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// Parses a list of addresses (see [`parse_mailbox`]); an address listed twice is kept
+/// once.
 pub fn parse_addresses(
     input: &str,
     field: &str,
     max: usize,
     required: bool,
 ) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for part in input
-        .split([',', ';', '\n', '\r'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let address: lettre::Address = part
-            .parse()
-            .map_err(|_| format!("{part:?} is not an email address like name@example.com."))?;
-        let address = address.to_string();
-        if !out.contains(&address) {
-            out.push(address);
+    let mut out: Vec<String> = Vec::new();
+    for part in split_addresses(input) {
+        let mailbox = parse_mailbox(part)?;
+        let address = address_of(&mailbox).to_lowercase();
+        if !out.iter().any(|m| address_of(m).to_lowercase() == address) {
+            out.push(mailbox);
         }
     }
     if required && out.is_empty() {
@@ -867,6 +920,13 @@ impl ComposeForm {
         let to = errors.check("to", parse_addresses(&self.to, "To", MAX_TO, true));
         let cc = errors.check("cc", parse_addresses(&self.cc, "CC", MAX_COPIES, false));
         let bcc = errors.check("bcc", parse_addresses(&self.bcc, "BCC", MAX_COPIES, false));
+        let reply_to = errors.check(
+            "reply_to",
+            match self.reply_to.trim() {
+                "" => Ok(None),
+                entry => parse_mailbox(entry).map(Some),
+            },
+        );
         let subject = self.subject.trim();
         if subject.is_empty() {
             errors.add("subject", "Enter a subject.");
@@ -915,7 +975,7 @@ impl ComposeForm {
             send_at: send_at?,
             retry_count: retry_count?,
             files: Vec::new(),
-            reply_to: None,
+            reply_to: reply_to?,
         })
     }
 }
@@ -942,7 +1002,51 @@ fn parse_send_at(input: &str) -> Result<Option<NaiveDateTime>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::file_name;
+    use super::{Status, file_name, parse_addresses, parse_mailbox, split_addresses};
+
+    #[test]
+    fn addresses_are_taken_as_people_write_them() {
+        assert_eq!(
+            split_addresses("a@x.test, \"Lee, Ann\" <ann@x.test>; Bo <bo@x.test>\nc@x.test"),
+            [
+                "a@x.test",
+                "\"Lee, Ann\" <ann@x.test>",
+                "Bo <bo@x.test>",
+                "c@x.test"
+            ]
+        );
+        assert_eq!(parse_mailbox("ann@x.test"), Ok("ann@x.test".into()));
+        assert_eq!(
+            parse_mailbox("Ann Lee <ann@x.test>"),
+            Ok("Ann Lee <ann@x.test>".into())
+        );
+        assert_eq!(
+            parse_mailbox("\"Lee, Ann\" <ann@x.test>"),
+            Ok("\"Lee, Ann\" <ann@x.test>".into())
+        );
+        for wrong in [
+            "not an address",
+            "a@x.test, b@x.test",
+            "Ann <ann@x.test> trailing",
+            "Ann\r\nBcc: <ann@x.test>",
+            "a@x.test\nb@x.test",
+            "<>",
+        ] {
+            assert!(parse_mailbox(wrong).is_err(), "{wrong:?}");
+        }
+        assert_eq!(
+            parse_addresses("Ann <a@x.test>, A@X.test, b@x.test", "To", 10, true),
+            Ok(vec!["Ann <a@x.test>".to_owned(), "b@x.test".to_owned()]),
+            "an address listed twice is kept once"
+        );
+    }
+
+    #[test]
+    fn a_status_the_code_does_not_know_is_an_error() {
+        assert_eq!(Status::parse("sent"), Some(Status::Sent));
+        assert_eq!(Status::parse("received"), Some(Status::Received));
+        assert_eq!(Status::parse("paused"), None);
+    }
 
     #[test]
     fn uploaded_file_names_are_made_safe_for_headers() {

@@ -1288,3 +1288,82 @@ async fn a_workspace_has_a_bounded_number_of_per_request_smtp_servers(
     Ok(())
 }
 both!(a_workspace_has_a_bounded_number_of_per_request_smtp_servers);
+
+/// Addresses as people write them: quoted display names (with a comma), names travelling
+/// into the headers, a Reply-To; one entry is one address.
+async fn addresses_with_display_names_and_a_reply_to_travel_into_the_headers(
+    backend: Backend,
+) -> TestResult {
+    let (_app, _admin, server, api) = api_app(backend).await?;
+    let (status, answer) = api
+        .post(
+            "/messages?wait=10",
+            &json!({
+                "to": ["\"Lee, Ann\" <ann@example.test>", "Bo Chen <bo@example.test>"],
+                "cc": ["Cy <cy@example.test>"],
+                "reply_to": "Help Desk <desk@example.test>",
+                "subject": "Names", "provider": "Ops SMTP", "text": "Hi."
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let captured = server.messages();
+    assert_eq!(captured.len(), 3);
+    let mut envelope: Vec<String> = captured.iter().flat_map(|m| m.to.clone()).collect();
+    envelope.sort();
+    assert_eq!(
+        envelope,
+        ["ann@example.test", "bo@example.test", "cy@example.test"]
+    );
+    let named = |list: Option<&mail_parser::Address>| -> Vec<(String, String)> {
+        list.map(|l| {
+            l.iter()
+                .map(|a| {
+                    (
+                        a.name().unwrap_or_default().to_owned(),
+                        a.address().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let pair = |n: &str, a: &str| (n.to_owned(), a.to_owned());
+    for mail in &captured {
+        let parsed = mail_parser::MessageParser::default()
+            .parse(mail.data.as_bytes())
+            .ok_or("a message")?;
+        assert_eq!(
+            named(parsed.to()),
+            [
+                pair("Lee, Ann", "ann@example.test"),
+                pair("Bo Chen", "bo@example.test")
+            ],
+            "{}",
+            mail.data
+        );
+        assert_eq!(named(parsed.cc()), [pair("Cy", "cy@example.test")]);
+        assert_eq!(
+            named(parsed.reply_to()),
+            [pair("Help Desk", "desk@example.test")]
+        );
+    }
+    let id = answer["messages"][0]["id"].as_i64().ok_or("id")?;
+    let (_, record) = api.get(&format!("/messages/{id}")).await?;
+    assert_eq!(record["reply_to"], "Help Desk <desk@example.test>");
+    assert_eq!(record["to"], "\"Lee, Ann\" <ann@example.test>");
+    // One entry is one address; a wrong Reply-To is named.
+    let (status, problem) = api
+        .post(
+            "/messages",
+            &json!({
+                "to": ["a@example.test, b@example.test"], "reply_to": "not an address",
+                "subject": "S", "provider": "Ops SMTP", "text": "x"
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&problem), vec!["to[0]", "reply_to"]);
+    Ok(())
+}
+both!(addresses_with_display_names_and_a_reply_to_travel_into_the_headers);
