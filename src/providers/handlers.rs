@@ -190,7 +190,48 @@ fn flash_outcome(
     }
 }
 
-/// `POST /w/{slug}/providers` (admins): saves, then verifies.
+/// Signs in with the settings and password of a form before anything is stored (seed 002:
+/// a provider whose sign-in is refused is not created, and a working one is not changed
+/// to credentials that fail). `None` when the server accepted them (the words it said);
+/// otherwise the field the answer belongs to and what to show there.
+async fn verify_first(
+    state: &AppState,
+    settings: &Settings,
+    password: Option<String>,
+) -> Result<String, (&'static str, String)> {
+    if !settings.username.is_empty() && password.is_none() {
+        return Err((
+            "password",
+            "Enter the password: the server signs in with it before the provider is saved.".into(),
+        ));
+    }
+    let endpoint = Endpoint {
+        host: settings.host.clone(),
+        port: settings.port,
+        tls: settings.tls,
+        username: settings.username.clone(),
+        password,
+    };
+    smtp::check(&endpoint, &state.egress, timeout(state))
+        .await
+        .map_err(|failure| {
+            if failure.is_auth_failure() {
+                (
+                    "password",
+                    format!("The server refused the sign-in: {failure}. Check the username and password."),
+                )
+            } else if failure.detail.contains("TLS") {
+                ("tls", format!("The server could not be reached over TLS: {failure}"))
+            } else {
+                ("host", format!("The server could not be reached: {failure}"))
+            }
+        })
+}
+
+/// `POST /w/{slug}/providers` (admins): verifies the settings by signing in, then saves
+/// the provider green; a refused sign-in, an unreachable host or a timeout stores
+/// nothing and shows the form again with the server's answer (every value kept but the
+/// password).
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -199,33 +240,54 @@ pub async fn create(
     form: web::Form<ProviderForm>,
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
-    let form = form.into_inner();
+    let mut form = form.into_inner();
     let mut errors = FieldErrors::new();
     let Some(settings) = parse_and_police(&state, &form, &mut errors).await else {
         return reject(&session, &ctx, None, form, errors);
     };
     let password = (!form.password.is_empty()).then(|| form.password.clone());
+    let said = match verify_first(&state, &settings, password.clone()).await {
+        Ok(said) => said,
+        Err((field, why)) => {
+            errors.add(field, why);
+            form.password.clear();
+            return reject(&session, &ctx, None, form, errors);
+        }
+    };
     let sealed = password.as_deref().map(|p| {
         state
             .sealer
             .seal(p, &Provider::seal_context(ctx.workspace.id))
     });
-    let to_save = settings.clone();
+    let (to_save, from) = (settings.clone(), state.settings.system_from.clone());
     let created = ctx
         .write_as(&state.db, move |conn, workspace, actor| {
-            service::create(conn, workspace, actor, &to_save, sealed.as_deref())
+            let id = service::create(conn, workspace, actor, &to_save, sealed.as_deref())?;
+            service::record_check(conn, workspace, id, &Ok(said), &from)?;
+            Ok(id)
         })
         .await;
     let id = match created {
         Ok(id) => id,
         Err(AppError::Conflict(message)) => {
             errors.add("name", message);
+            form.password.clear();
             return reject(&session, &ctx, None, form, errors);
         }
         Err(e) => return Err(e),
     };
-    let stored = load(&state, &ctx, id.0).await?;
-    check_and_show(&req, &state, &session, &ctx, &stored, "saved ").await
+    flash(
+        &session,
+        Level::Success,
+        format!(
+            "Provider {} saved and verified: it can send.",
+            settings.name
+        ),
+    );
+    Ok(htmx::redirect(
+        &req,
+        &ctx.path(&format!("/providers/{}", id.0)),
+    ))
 }
 
 /// Checks a stored provider, records the outcome, says it in a flash, and shows its page.
@@ -287,7 +349,10 @@ pub async fn edit_form(
     ))
 }
 
-/// `POST /w/{slug}/providers/{id}` (admins): saves; verifies when it can.
+/// `POST /w/{slug}/providers/{id}` (admins). A change of the server, port, TLS mode,
+/// username or password is verified by signing in first: refused, the provider keeps its
+/// working settings and the form says why (a stored password is never sent to other
+/// settings: those need it typed again). Other changes are saved, then checked.
 pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -299,7 +364,7 @@ pub async fn update(
     ctx.require_admin()?;
     let provider = load(&state, &ctx, path.id).await?;
     // The kind is fixed once a provider exists.
-    let form = ProviderForm {
+    let mut form = ProviderForm {
         kind: provider.kind.clone(),
         ..form.into_inner()
     };
@@ -307,48 +372,83 @@ pub async fn update(
     let Some(settings) = parse_and_police(&state, &form, &mut errors).await else {
         return reject(&session, &ctx, Some(provider), form, errors);
     };
+    let typed = (!form.password.is_empty()).then(|| form.password.clone());
+    let endangered = settings.endangers_secret_of(&provider);
+    let verified = if typed.is_some() || endangered {
+        match verify_first(&state, &settings, typed.clone()).await {
+            Ok(said) => Some(said),
+            Err((field, why)) => {
+                let why = if endangered && typed.is_none() {
+                    "The server, port, TLS mode or username changed: enter the password for the new settings (the stored one is never sent anywhere else).".to_owned()
+                } else {
+                    why
+                };
+                errors.add(field, why);
+                flash(
+                    &session,
+                    Level::Error,
+                    format!(
+                        "The change was not saved: provider {} keeps its working settings.",
+                        provider.name
+                    ),
+                );
+                form.password.clear();
+                return reject(&session, &ctx, Some(provider), form, errors);
+            }
+        }
+    } else {
+        None
+    };
     let id = provider.id;
-    let sealed = (!form.password.is_empty()).then(|| {
+    let sealed = typed.as_deref().map(|p| {
         state
             .sealer
-            .seal(&form.password, &Provider::seal_context(ctx.workspace.id))
+            .seal(p, &Provider::seal_context(ctx.workspace.id))
     });
-    let to_save = settings.clone();
+    let (to_save, from, recorded) = (
+        settings.clone(),
+        state.settings.system_from.clone(),
+        verified.clone(),
+    );
     let saved = ctx
         .write_as(&state.db, move |conn, workspace, actor| {
-            service::update(conn, workspace, actor, id, &to_save, sealed.as_deref())
+            let outcome = service::update(conn, workspace, actor, id, &to_save, sealed.as_deref())?;
+            if let Some(said) = recorded {
+                service::record_check(conn, workspace, id, &Ok(said), &from)?;
+                // Green again: what was held for it goes out now.
+                let stored = queries::find_by_workspace_and_id(conn, workspace.id, id)?
+                    .ok_or(AppError::NotFound)?;
+                crate::messages::service::release_for_provider(conn, workspace, &stored)?;
+            }
+            Ok(outcome)
         })
         .await;
-    let outcome = match saved {
-        Ok(outcome) => outcome,
+    match saved {
+        Ok(SecretOutcome::Cleared) => {
+            return Err(AppError::Unexpected(anyhow::anyhow!(
+                "a provider's password was cleared although its change was verified"
+            )));
+        }
+        Ok(_) => {}
         Err(AppError::Conflict(message)) => {
             errors.add("name", message);
+            form.password.clear();
             return reject(&session, &ctx, Some(provider), form, errors);
         }
         Err(e) => return Err(e),
-    };
+    }
     let stored = load(&state, &ctx, path.id).await?;
-    if outcome == SecretOutcome::Cleared {
-        errors.add(
-            "password",
-            "The server, port, TLS mode or username changed, so the stored password was cleared. Enter the password for the new settings.",
-        );
+    if verified.is_some() {
+        state.engine.wake();
         flash(
             &session,
-            Level::Warning,
-            format!(
-                "Provider {} saved without its password: it cannot send until you enter it.",
-                stored.name
-            ),
+            Level::Success,
+            format!("Provider {} saved and verified: it can send.", stored.name),
         );
-        let page = form_page(
-            &session,
-            &ctx,
-            Some(stored.clone()),
-            ProviderForm::from_provider(&stored),
-            errors,
-        );
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        return Ok(htmx::redirect(
+            &req,
+            &ctx.path(&format!("/providers/{}", stored.id.0)),
+        ));
     }
     check_and_show(&req, &state, &session, &ctx, &stored, "saved ").await
 }

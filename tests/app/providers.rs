@@ -108,20 +108,46 @@ async fn an_admin_adds_an_smtp_provider_that_checks_green(backend: Backend) -> T
 }
 both!(an_admin_adds_an_smtp_provider_that_checks_green);
 
-async fn a_wrong_password_saves_the_provider_red_with_the_server_reply(
-    backend: Backend,
-) -> TestResult {
+/// Seed 002: a provider whose sign-in is refused is not created; the form comes back with
+/// the server's answer and every value kept but the password. An unreachable server the
+/// same.
+async fn a_provider_whose_sign_in_is_refused_is_not_created(backend: Backend) -> TestResult {
     let (_app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
-    let page = add_provider(&admin, &server, "not the password").await?;
-    let (_, html) = admin.page(&page).await?;
-    assert!(html.contains("badge red"), "saved red");
-    assert!(html.contains("535"), "the server's reply is shown");
-    assert!(html.contains("refused the sign-in"), "the form warns");
+    let port = server.port.to_string();
+    let response = admin
+        .post_form(
+            "/w/acme/providers",
+            &provider_form(&port, "not the password"),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text().await?;
+    assert!(html.contains("535"), "the server's reply is shown: {html}");
+    assert!(html.contains("refused the sign-in"), "the form says why");
+    assert!(html.contains("value=\"Ops SMTP\""), "values are kept");
+    assert!(!html.contains("not the password"), "but not the password");
+    let (_, list) = admin.page("/w/acme/providers").await?;
+    assert!(list.contains("No providers yet"), "nothing was stored");
+    // Nothing listening there: the same, on the server field.
+    drop(server);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let response = admin
+        .post_form(
+            "/w/acme/providers",
+            &provider_form(&closed.to_string(), SMTP_PASSWORD),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().await?.contains("could not be reached"));
+    let (_, list) = admin.page("/w/acme/providers").await?;
+    assert!(list.contains("No providers yet"));
     Ok(())
 }
-both!(a_wrong_password_saves_the_provider_red_with_the_server_reply);
+both!(a_provider_whose_sign_in_is_refused_is_not_created);
 
 async fn the_egress_policy_refuses_loopback_and_metadata_addresses(backend: Backend) -> TestResult {
     let app = TestApp::spawn_with(backend, |s| s.egress_allow = String::new()).await?;
@@ -154,9 +180,10 @@ async fn the_egress_policy_refuses_loopback_and_metadata_addresses(backend: Back
 }
 both!(the_egress_policy_refuses_loopback_and_metadata_addresses);
 
-async fn changing_the_server_or_username_clears_the_stored_password(
-    backend: Backend,
-) -> TestResult {
+/// A stored password is never sent to other settings: a change of server, port, TLS mode
+/// or username needs it typed again, and a change whose sign-in fails is not saved (the
+/// provider keeps its working settings and says why).
+async fn a_provider_keeps_its_working_settings_when_a_change_fails(backend: Backend) -> TestResult {
     let (_app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
@@ -168,7 +195,7 @@ async fn changing_the_server_or_username_clears_the_stored_password(
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(admin.page(&page).await?.1.contains("badge green\">active"));
 
-    // Another server: the password is cleared and asked for.
+    // Another server without the password: refused, asked for, never sent there.
     let other = SmtpServer::start().await?;
     other.require_credentials(SMTP_USER, SMTP_PASSWORD);
     let moved = with(
@@ -179,19 +206,29 @@ async fn changing_the_server_or_username_clears_the_stored_password(
     let response = post(&admin, &page, &moved).await?;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = response.text().await?;
-    assert!(html.contains("so the stored password was cleared"));
-    assert!(html.contains("Not stored: enter it"));
+    assert!(
+        html.contains("enter the password for the new settings"),
+        "{html}"
+    );
     assert_eq!(
         other.auth_attempts(),
         0,
         "the old password never went to the new server"
     );
+    let (_, kept) = admin.page(&page).await?;
+    assert!(kept.contains("badge green\">active"), "it keeps working");
     assert!(
-        !admin.page(&page).await?.1.contains("badge green"),
-        "it cannot send"
+        kept.contains(&format!("value=\"{}\"", server.port)),
+        "on its old server"
     );
 
-    // Entering it again makes it green.
+    // A wrong password for the new server: refused with the server's answer.
+    let response = post(&admin, &page, &with(moved.clone(), "password", "wrong")).await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().await?.contains("535"));
+    assert!(admin.page(&page).await?.1.contains("badge green\">active"));
+
+    // The right one moves it, green.
     let response = post(
         &admin,
         &page,
@@ -199,20 +236,22 @@ async fn changing_the_server_or_username_clears_the_stored_password(
     )
     .await?;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert!(admin.page(&page).await?.1.contains("badge green\">active"));
+    let (_, moved_page) = admin.page(&page).await?;
+    assert!(moved_page.contains("badge green\">active"));
+    assert!(moved_page.contains(&format!("value=\"{}\"", other.port)));
 
-    // A different username clears it too.
+    // A different username needs it again too.
     let response = post(&admin, &page, &with(moved, "username", "someone-else")).await?;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         response
             .text()
             .await?
-            .contains("so the stored password was cleared")
+            .contains("enter the password for the new settings")
     );
     Ok(())
 }
-both!(changing_the_server_or_username_clears_the_stored_password);
+both!(a_provider_keeps_its_working_settings_when_a_change_fails);
 
 async fn check_now_turns_a_provider_red_when_the_server_refuses(backend: Backend) -> TestResult {
     let (_app, admin) = TestApp::with_admin(backend).await?;
