@@ -121,7 +121,14 @@ impl EngineHandle {
         match self
             .ctx
             .db
-            .write(move |conn| Ok(messages::release_owned(conn, &owner, &started, db::now())?))
+            .write(move |conn| {
+                Ok(super::queries::release_owned(
+                    conn,
+                    &owner,
+                    &started,
+                    db::now(),
+                )?)
+            })
             .await
         {
             Ok(released) if released > 0 => {
@@ -259,7 +266,7 @@ async fn run(ctx: Arc<Ctx>) {
             .db
             .write(move |conn| {
                 let now = db::now();
-                Ok(messages::claim_due(
+                Ok(super::queries::claim_due(
                     conn,
                     &owner,
                     now,
@@ -851,8 +858,8 @@ async fn heartbeat(ctx: Arc<Ctx>) {
             .db
             .write(move |conn| {
                 let now = db::now();
-                messages::renew_leases(conn, &owner, now + lease)?;
-                Ok(messages::reclaim_expired_with_events(conn, now)?)
+                super::queries::renew_leases(conn, &owner, now + lease)?;
+                Ok(super::queries::reclaim_expired_with_events(conn, now)?)
             })
             .await;
         match result {

@@ -6,6 +6,7 @@ pub mod build;
 pub mod engine;
 pub mod metrics;
 pub mod outcome;
+pub mod queries;
 pub mod system;
 
 pub use engine::{EngineConfig, EngineHandle, start};

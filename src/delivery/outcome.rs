@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use lettre::transport::smtp::response::Response;
 
+use super::queries::{self as queue, Finish};
 use crate::db::DbConn;
 use crate::error::AppError;
 use crate::messages::model::{Message, NewMessageEvent, Status};
-use crate::messages::queries::{self as messages, Finish};
+use crate::messages::queries as messages;
 use crate::providers::model::ProviderId;
 use crate::providers::queries as providers;
 use crate::providers::smtp::SmtpFailure;
@@ -175,7 +176,7 @@ pub fn apply(
                 (base(Status::Failed, reply), "failed", reply.text.clone())
             }
             OutcomeKind::Orphaned => {
-                let reply = Reply::text(messages::PROVIDER_DELETED);
+                let reply = Reply::text(queue::PROVIDER_DELETED);
                 (
                     Finish {
                         uncount_attempt: true,
@@ -305,7 +306,7 @@ pub fn apply(
         finishes.push(finish);
     }
     // A message another node took over meanwhile is not overwritten, nor given an event.
-    let written: std::collections::HashSet<_> = messages::finish_many(conn, owner, &finishes, now)?
+    let written: std::collections::HashSet<_> = queue::finish_many(conn, owner, &finishes, now)?
         .into_iter()
         .collect();
     events.retain(|e| written.contains(&e.message_id));
@@ -318,14 +319,14 @@ pub fn apply(
         .map(|f| f.id)
         .collect();
     if !back.is_empty() {
-        messages::cancel_orphaned(conn, &back, now)?;
+        queue::cancel_orphaned(conn, &back, now)?;
     }
     let mut alerted = false;
     for (provider, (workspace, reply)) in refused {
         let was = providers::find_by_workspace_and_id(conn, workspace, provider)?;
         providers::mark_red(conn, workspace, provider, &reply.text)?;
         let detail = format!("held: the provider refused the sign-in ({})", reply.text);
-        let held = messages::hold_for_provider(conn, provider, &detail, now)?;
+        let held = queue::hold_for_provider(conn, provider, &detail, now)?;
         if let Some(was) = was.filter(|p| p.is_active()) {
             let text = format!(
                 "The provider {} turned red: the server refused the sign-in.\n\n{}\n\nIts messages are held, not failed ({} more were waiting). Check the username and password on the provider's page; once it checks green again, they go out.",

@@ -206,7 +206,7 @@ pub fn retry_now(
     if message.status() == Status::Failed && message.provider_deleted() {
         return Err(AppError::Conflict(format!(
             "This message cannot be retried: {}; it is not sent any other way.",
-            queries::PROVIDER_DELETED
+            crate::delivery::queries::PROVIDER_DELETED
         )));
     }
     let queued = queries::requeue_failed(conn, workspace.id, id, now)?;
@@ -261,7 +261,8 @@ pub fn release_for_provider(
     workspace: &Workspace,
     provider: &Provider,
 ) -> Result<usize, AppError> {
-    let released = queries::release_for_provider(conn, workspace.id, provider.id, db::now())?;
+    let released =
+        crate::delivery::queries::release_for_provider(conn, workspace.id, provider.id, db::now())?;
     let events: Vec<NewMessageEvent> = released
         .iter()
         .map(|(id, attempts)| {

@@ -178,7 +178,7 @@ pub fn delete(
     let provider =
         queries::find_by_workspace_and_id(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
     let cancelled =
-        crate::messages::queries::cancel_for_provider(conn, workspace.id, id, db::now())?;
+        crate::delivery::queries::cancel_for_provider(conn, workspace.id, id, db::now())?;
     if cancelled > 0 {
         tracing::info!(cancelled, provider = %provider.name, "unsent messages of a deleted provider cancelled");
     }

@@ -157,7 +157,7 @@ async fn metrics(
     }
     let depth = state
         .db
-        .run(|conn| Ok(crate::messages::queries::queue_depth(conn)?))
+        .run(|conn| Ok(crate::delivery::queries::queue_depth(conn)?))
         .await?;
     let metrics = crate::delivery::metrics::metrics();
     for status in ["scheduled", "queued", "sending", "held"] {

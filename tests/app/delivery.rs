@@ -868,7 +868,7 @@ async fn a_refusal_older_than_the_last_check_turns_nothing_red(backend: Backend)
     let verdict = db
         .write(move |conn| {
             let now = mailroom::db::now();
-            let claimed = mailroom::messages::queries::claim_due(
+            let claimed = mailroom::delivery::queries::claim_due(
                 conn,
                 "node-a",
                 now,
