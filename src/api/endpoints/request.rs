@@ -1,0 +1,296 @@
+//! What `POST /api/v1/messages` takes, and the checks that need no database.
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::api::problem::{ApiError, FieldProblem};
+use crate::messages::model::{Compose, address_of};
+use crate::providers::model::ProviderId;
+
+/// The provider to send through: its id, or its name.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ProviderRef {
+    /// Id.
+    Id(i64),
+    /// Name.
+    Name(String),
+}
+
+/// A contact id as the caller's system knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ContactId {
+    /// Numeric.
+    Number(i64),
+    /// Text.
+    Text(String),
+}
+
+/// `POST /api/v1/messages`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// To recipients (1–50), one address per entry as people write it
+    /// (`ann@example.com`, `Ann Lee <ann@example.com>`, `"Lee, Ann" <ann@example.com>`).
+    /// Every address of `to`, `cc` and `bcc` gets one copy (one message each); every copy
+    /// carries the To and Cc headers.
+    pub to: Vec<String>,
+    /// CC, one address per entry.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// BCC, one address per entry: never in a header.
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    /// Reply-To: one address.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Subject (the workspace's site name is put in front).
+    pub subject: String,
+    /// From: the provider's account address (for now), or any address with `smtp`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Provider id or name; or, instead, `smtp`.
+    #[serde(default)]
+    pub provider: Option<ProviderRef>,
+    /// This call's own SMTP server instead of a provider (only when the workspace turned
+    /// per-request SMTP on; always under the egress policy).
+    #[serde(default)]
+    pub smtp: Option<SmtpOverride>,
+    /// Text body.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// HTML body.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// Ids of files uploaded with `POST /api/v1/files`, attached to every message.
+    #[serde(default)]
+    pub attachments: Vec<i64>,
+    /// Id of an earlier message of the workspace this one answers.
+    #[serde(default)]
+    pub in_reply_to: Option<i64>,
+    /// The caller's contact ids (stored).
+    #[serde(default)]
+    pub contact_ids: Vec<ContactId>,
+    /// The member the messages are sent for (default: the key's creator).
+    #[serde(default)]
+    pub owner: Option<i64>,
+    /// Retries after temporary failures (0–10; default from the settings).
+    #[serde(default)]
+    pub retry_count: Option<i32>,
+    /// When to send, RFC 3339 (e.g. `2026-12-01T09:30:00Z`).
+    #[serde(default)]
+    pub send_at: Option<String>,
+    /// Store without sending until released.
+    #[serde(default)]
+    pub hold: bool,
+}
+
+/// SMTP settings brought by one API call.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpOverride {
+    /// Host name or address.
+    pub server: String,
+    /// Port (e.g. 587, 465, 25).
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit) or `none`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// User name for AUTH (none: no AUTH).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password for AUTH; stored sealed, never shown.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Most To recipients of one API call.
+const MAX_TO: usize = 50;
+
+/// Checks every field that needs no database; collects every problem.
+pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiError> {
+    let mut problems = Vec::new();
+    let mut problem = |field: String, detail: String| problems.push(FieldProblem { field, detail });
+    let mut addresses = |field: &str, list: &[String], required: bool, max: usize| {
+        if required && list.is_empty() {
+            problem(field.into(), format!("Give at least one {field} address."));
+        }
+        if list.len() > max {
+            problem(field.into(), format!("At most {max} {field} addresses."));
+        }
+        let mut parsed: Vec<String> = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            // One address per entry, as people write it (`"Lee, Ann" <ann@x.test>` is one);
+            // the whole entry must be that one address, so nothing more rides along.
+            match crate::messages::model::parse_mailbox(entry) {
+                Ok(mailbox) => {
+                    let address = address_of(&mailbox).to_lowercase();
+                    if !parsed
+                        .iter()
+                        .any(|m| address_of(m).to_lowercase() == address)
+                    {
+                        parsed.push(mailbox);
+                    }
+                }
+                Err(why) => problem(
+                    format!("{field}[{i}]"),
+                    format!("{why} One address per entry."),
+                ),
+            }
+        }
+        parsed
+    };
+    let to = addresses("to", &request.to, true, MAX_TO);
+    let cc = addresses("cc", &request.cc, false, crate::messages::model::MAX_COPIES);
+    let bcc = addresses(
+        "bcc",
+        &request.bcc,
+        false,
+        crate::messages::model::MAX_COPIES,
+    );
+    let subject = request.subject.trim();
+    if subject.is_empty() {
+        problem("subject".into(), "Give a subject.".into());
+    } else if subject.chars().any(char::is_control) {
+        problem(
+            "subject".into(),
+            "A subject cannot contain line breaks or control characters.".into(),
+        );
+    } else if subject.chars().count() > 900 {
+        problem(
+            "subject".into(),
+            "A subject has at most 900 characters.".into(),
+        );
+    }
+    if let Some(from) = &request.from
+        && from.chars().any(char::is_control)
+    {
+        problem(
+            "from".into(),
+            "From cannot contain line breaks or control characters.".into(),
+        );
+    }
+    if let Some(ProviderRef::Name(name)) = &request.provider
+        && name.chars().any(char::is_control)
+    {
+        problem(
+            "provider".into(),
+            "A provider name has no line breaks.".into(),
+        );
+    }
+    match (&request.provider, &request.smtp) {
+        (None, None) => problem(
+            "provider".into(),
+            "Give a provider (id or name), or `smtp` settings.".into(),
+        ),
+        (Some(_), Some(_)) => problem(
+            "smtp".into(),
+            "Give either a provider or `smtp` settings, not both.".into(),
+        ),
+        _ => {}
+    }
+    if let Some(smtp) = &request.smtp {
+        let server = smtp.server.trim();
+        if server.is_empty()
+            || server.len() > 253
+            || server.contains(|c: char| c.is_control() || c.is_whitespace())
+        {
+            problem("smtp.server".into(), "A host name or address.".into());
+        }
+        if smtp.port == 0 {
+            problem("smtp.port".into(), "From 1 to 65535.".into());
+        }
+        if smtp
+            .tls
+            .as_deref()
+            .is_some_and(|t| crate::providers::model::TlsMode::parse(t).is_none())
+        {
+            problem("smtp.tls".into(), "One of starttls, tls or none.".into());
+        }
+        for (field, value) in [("smtp.user", &smtp.user), ("smtp.password", &smtp.password)] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().any(char::is_control) || v.len() > 500)
+            {
+                problem(
+                    field.into(),
+                    "At most 500 characters, no line breaks.".into(),
+                );
+            }
+        }
+        match request.from.as_deref().map(str::trim) {
+            None | Some("") => problem(
+                "from".into(),
+                "With `smtp` settings, give the From address.".into(),
+            ),
+            Some(from) if from.parse::<lettre::Address>().is_err() => problem(
+                "from".into(),
+                format!("{from:?} is not an email address like name@example.com."),
+            ),
+            Some(_) => {}
+        }
+    }
+    let text = request.text.as_deref().unwrap_or_default();
+    let html = request.html.as_deref().unwrap_or_default();
+    if text.trim().is_empty() && html.trim().is_empty() {
+        problem(
+            "text".into(),
+            "Give a text or an HTML body (or both).".into(),
+        );
+    }
+    for (field, value) in [("text", text), ("html", html)] {
+        if let Some(why) = crate::messages::model::body_problem(value) {
+            problem(field.into(), why.into());
+        }
+    }
+    let retry_count = request.retry_count.unwrap_or(default_retries);
+    if !(0..=10).contains(&retry_count) {
+        problem("retry_count".into(), "From 0 to 10.".into());
+    }
+    let send_at = rfc3339(request.send_at.as_deref()).unwrap_or_else(|why| {
+        problem("send_at".into(), why);
+        None
+    });
+    if request.contact_ids.len() > 1_000 {
+        problem("contact_ids".into(), "At most 1,000 contact ids.".into());
+    }
+    let reply_to = match request.reply_to.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(entry) => match crate::messages::model::parse_mailbox(entry) {
+            Ok(mailbox) => Some(mailbox),
+            Err(why) => {
+                problem("reply_to".into(), why);
+                None
+            }
+        },
+    };
+    for (i, id) in request.contact_ids.iter().enumerate() {
+        if let ContactId::Text(text) = id
+            && (text.is_empty() || text.len() > 100 || text.chars().any(char::is_control))
+        {
+            problem(
+                format!("contact_ids[{i}]"),
+                "A contact id is a number or 1–100 characters without line breaks.".into(),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    Ok(Compose {
+        provider: ProviderId(0),
+        to,
+        cc,
+        bcc,
+        subject: subject.to_owned(),
+        text: crate::delivery::build::crlf(text),
+        html: Some(html.trim())
+            .filter(|h| !h.is_empty())
+            .map(crate::delivery::build::crlf),
+        send_at,
+        retry_count,
+        files: Vec::new(),
+        reply_to,
+    })
+}
