@@ -80,7 +80,8 @@ pub async fn upload(
             ),
         ));
     }
-    let name = crate::messages::model::file_name(file.file_name.as_deref().unwrap_or("attachment"));
+    let name =
+        crate::messages::compose::file_name(file.file_name.as_deref().unwrap_or("attachment"));
     let content_type = file
         .content_type
         .as_ref()

@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use actix_multipart::form::MultipartForm;
 
-use super::model::{ComposeForm, ComposeUpload, MessageId, SendId, Status, Tab};
+use super::compose::{ComposeForm, ComposeUpload};
+use super::model::{MessageId, SendId, Status, Tab};
 use super::search::{self, Search};
 use super::views::*;
 use super::{queries, service};

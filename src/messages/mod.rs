@@ -1,7 +1,9 @@
 //! Messages: the log and the queue (one row per recipient), compose, history, detail.
 
+pub mod compose;
 pub mod handlers;
 pub mod ingest;
+pub mod kinds;
 pub mod model;
 pub mod queries;
 pub mod search;

@@ -1,6 +1,7 @@
 //! Message rules: composing (one send, one message per address: To, Cc and Bcc each get
 //! one copy), cancelling, retrying now. No actix types.
 
+use super::compose::{Compose, address_of};
 use super::ingest::Prepared;
 use super::model::*;
 use super::queries;

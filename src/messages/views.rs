@@ -3,7 +3,8 @@
 
 use askama::Template;
 
-use super::model::{ComposeForm, Message, MessageEvent, Send, Status};
+use super::compose::ComposeForm;
+use super::model::{Message, MessageEvent, Send, Status};
 use super::search::Piece;
 use crate::providers::model::Provider;
 use crate::web::forms::FieldErrors;

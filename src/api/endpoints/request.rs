@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::api::problem::{ApiError, FieldProblem};
-use crate::messages::model::{Compose, address_of};
+use crate::messages::compose::{Compose, address_of};
 use crate::providers::model::ProviderId;
 
 /// The provider to send through: its id, or its name.
@@ -123,7 +123,7 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         for (i, entry) in list.iter().enumerate() {
             // One address per entry, as people write it (`"Lee, Ann" <ann@x.test>` is one);
             // the whole entry must be that one address, so nothing more rides along.
-            match crate::messages::model::parse_mailbox(entry) {
+            match crate::messages::compose::parse_mailbox(entry) {
                 Ok(mailbox) => {
                     let address = address_of(&mailbox).to_lowercase();
                     if !parsed
@@ -142,12 +142,17 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         parsed
     };
     let to = addresses("to", &request.to, true, MAX_TO);
-    let cc = addresses("cc", &request.cc, false, crate::messages::model::MAX_COPIES);
+    let cc = addresses(
+        "cc",
+        &request.cc,
+        false,
+        crate::messages::compose::MAX_COPIES,
+    );
     let bcc = addresses(
         "bcc",
         &request.bcc,
         false,
-        crate::messages::model::MAX_COPIES,
+        crate::messages::compose::MAX_COPIES,
     );
     let subject = request.subject.trim();
     if subject.is_empty() {
@@ -240,7 +245,7 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         );
     }
     for (field, value) in [("text", text), ("html", html)] {
-        if let Some(why) = crate::messages::model::body_problem(value) {
+        if let Some(why) = crate::messages::compose::body_problem(value) {
             problem(field.into(), why.into());
         }
     }
@@ -257,7 +262,7 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
     }
     let reply_to = match request.reply_to.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(entry) => match crate::messages::model::parse_mailbox(entry) {
+        Some(entry) => match crate::messages::compose::parse_mailbox(entry) {
             Ok(mailbox) => Some(mailbox),
             Err(why) => {
                 problem("reply_to".into(), why);
