@@ -3,10 +3,14 @@
 
 pub mod alerts;
 pub mod build;
+pub mod claimer;
 pub mod engine;
 pub mod metrics;
 pub mod outcome;
 pub mod queries;
+pub mod recorder;
+pub mod sender;
+pub mod smtp_sender;
 pub mod system;
 
 pub use engine::{EngineConfig, EngineHandle, start};

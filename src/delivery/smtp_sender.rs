@@ -1,0 +1,358 @@
+//! The email sender: per provider, a pool of our own SMTP connections (TCP_NODELAY,
+//! TLS, AUTH) with its concurrency cap and rate limits; the system provider's pool for
+//! Mailroom's own alerts.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use tokio::sync::mpsc;
+
+use super::build::build;
+use super::engine::{Ctx, OutcomeTx};
+use super::outcome::{Outcome, OutcomeKind, Reply};
+use super::sender::{ChannelSender, Job};
+use crate::messages::model::{Attachment, Message, Send};
+use crate::providers::egress::EgressPolicy;
+use crate::providers::model::{Provider, ProviderId};
+use crate::providers::service as provider_rules;
+use crate::providers::smtp::{self, Endpoint, SmtpFailure};
+
+/// The key of the system provider's pool (no stored provider has id 0).
+const SYSTEM: ProviderId = ProviderId(0);
+
+fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>) {
+    (p.status.clone(), p.updated_at, p.checked_at)
+}
+
+/// One provider's pool: `max_connections` workers sharing a queue and its rate limits.
+struct ProviderSender {
+    version: (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>),
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+/// How a pool's messages leave.
+enum Transport {
+    /// SMTP, under this egress policy.
+    Smtp(Endpoint, EgressPolicy),
+    /// `.eml` files (the system provider without SMTP settings).
+    Outbox(lettre::AsyncFileTransport<lettre::Tokio1Executor>),
+}
+
+struct Pool {
+    ctx: Arc<Ctx>,
+    name: String,
+    /// The system provider's pool.
+    system: bool,
+    transport: Transport,
+    limits: Vec<DefaultDirectRateLimiter>,
+    /// Set when the provider refused the sign-in: everything left is held, nothing sent.
+    refused: Mutex<Option<Reply>>,
+    /// When the provider had last been checked as this pool was built.
+    checked_at: Option<chrono::NaiveDateTime>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
+    done: OutcomeTx,
+    latency: prometheus::Histogram,
+}
+
+impl ProviderSender {
+    fn start(
+        ctx: &Arc<Ctx>,
+        provider: &Provider,
+        done: OutcomeTx,
+    ) -> Result<Self, crate::error::AppError> {
+        let endpoint = provider_rules::endpoint(provider, &ctx.sealer)?;
+        let quota = |n: Option<i32>, make: fn(NonZeroU32) -> Quota| {
+            n.and_then(|n| NonZeroU32::new(n.max(1) as u32)).map(make)
+        };
+        let limits = [
+            quota(provider.per_second, Quota::per_second),
+            quota(provider.per_minute, Quota::per_minute),
+            quota(provider.per_hour, Quota::per_hour),
+        ]
+        .into_iter()
+        .flatten()
+        .map(RateLimiter::direct)
+        .collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pool = Arc::new(Pool {
+            ctx: ctx.clone(),
+            name: provider.name.clone(),
+            system: false,
+            checked_at: provider.checked_at,
+            transport: Transport::Smtp(
+                endpoint,
+                if provider.per_request {
+                    ctx.per_request_egress.clone()
+                } else {
+                    ctx.egress.clone()
+                },
+            ),
+            limits,
+            refused: Mutex::new(None),
+            rx: tokio::sync::Mutex::new(rx),
+            done,
+            latency: super::metrics::metrics()
+                .smtp_seconds
+                .with_label_values(&[provider.id.0.to_string().as_str()]),
+        });
+        for _ in 0..provider.max_connections.clamp(1, 100) {
+            actix_web::rt::spawn(worker(pool.clone()));
+        }
+        Ok(Self {
+            version: version(provider),
+            tx,
+        })
+    }
+
+    /// The system provider's pool: two connections (or the outbox), no rate limits; the
+    /// operator's own server is not subject to the providers' egress policy.
+    fn start_system(ctx: &Arc<Ctx>, done: OutcomeTx) -> Self {
+        let transport = match &ctx.system.transport {
+            super::system::SystemTransport::Smtp(endpoint) => {
+                Transport::Smtp(endpoint.clone(), ctx.egress.allowing_everything())
+            }
+            super::system::SystemTransport::Outbox(dir) => {
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot create the outbox");
+                }
+                Transport::Outbox(lettre::AsyncFileTransport::new(dir))
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pool = Arc::new(Pool {
+            ctx: ctx.clone(),
+            name: "system".into(),
+            system: true,
+            checked_at: None,
+            transport,
+            limits: Vec::new(),
+            refused: Mutex::new(None),
+            rx: tokio::sync::Mutex::new(rx),
+            done,
+            latency: super::metrics::metrics()
+                .smtp_seconds
+                .with_label_values(&["system"]),
+        });
+        for _ in 0..2 {
+            actix_web::rt::spawn(worker(pool.clone()));
+        }
+        Self {
+            version: (String::new(), chrono::NaiveDateTime::MIN, None),
+            tx,
+        }
+    }
+}
+
+/// One SMTP connection of a pool: opened on first need, reused, reopened after a failure.
+/// How long a pooled connection may sit idle before it is probed before use.
+const IDLE_PROBE: Duration = Duration::from_secs(20);
+
+async fn worker(pool: Arc<Pool>) {
+    let mut conn: Option<AsyncSmtpConnection> = None;
+    let mut last_used = std::time::Instant::now();
+    loop {
+        let next = pool.rx.lock().await.recv().await;
+        let Some(Job {
+            message,
+            body,
+            files,
+        }) = next
+        else {
+            break;
+        };
+        // A connection idle for a while may have been closed by the server: ask (NOOP)
+        // before spending an attempt on it.
+        if let Some(open) = conn.as_mut()
+            && last_used.elapsed() > IDLE_PROBE
+            && !open.test_connected().await
+        {
+            conn = None;
+        }
+        let kind = deliver(&pool, &mut conn, &message, &body, &files).await;
+        last_used = std::time::Instant::now();
+        let _ = pool.done.send(Outcome { message, kind });
+    }
+    if let Some(mut conn) = conn {
+        let _ = conn.quit().await;
+    }
+}
+
+async fn deliver(
+    pool: &Pool,
+    conn: &mut Option<AsyncSmtpConnection>,
+    message: &Message,
+    body: &Send,
+    files: &[Attachment],
+) -> OutcomeKind {
+    if let Some(reply) = pool.refused.lock().expect("lock").clone() {
+        return OutcomeKind::ProviderRefused(reply, pool.checked_at);
+    }
+    let (envelope, bytes) = match build(message, body, files) {
+        Ok(built) => built,
+        Err(e) => return OutcomeKind::Failed(Reply::text(&e.to_string())),
+    };
+    for limit in &pool.limits {
+        limit.until_ready().await;
+    }
+    let (endpoint, egress) = match &pool.transport {
+        Transport::Smtp(endpoint, egress) => (endpoint, egress),
+        Transport::Outbox(files) => {
+            use lettre::AsyncTransport;
+            return match files.send_raw(&envelope, &bytes).await {
+                Ok(id) => {
+                    OutcomeKind::Sent(Reply::text(&format!("written to the outbox as {id}.eml")))
+                }
+                Err(e) => {
+                    OutcomeKind::Retry(Reply::text(&format!("cannot write to the outbox: {e}")))
+                }
+            };
+        }
+    };
+    if conn.is_none() {
+        match smtp::connect(endpoint, egress, pool.ctx.cfg.smtp_timeout, &pool.ctx.hello).await {
+            Ok(opened) => *conn = Some(opened),
+            // The system provider is the operator's: its mail is never held (nothing would
+            // release it); it is retried like any temporary failure.
+            Err(failure) if failure.is_auth_failure() && !pool.system => {
+                let reply = Reply::from_failure(&failure);
+                *pool.refused.lock().expect("lock") = Some(reply.clone());
+                tracing::warn!(provider = %pool.name, detail = %failure, "provider refused the sign-in; holding its messages");
+                return OutcomeKind::ProviderRefused(reply, pool.checked_at);
+            }
+            Err(failure) => return OutcomeKind::Retry(Reply::from_failure(&failure)),
+        }
+    }
+    let Some(open) = conn.as_mut() else {
+        return OutcomeKind::Retry(Reply::text("no connection"));
+    };
+    {
+        // At a graceful stop the untouched messages are given back; one that is given
+        // back must not be sent as well.
+        let mut started = pool.ctx.started.lock().expect("lock");
+        if pool.ctx.closing.load(Ordering::Acquire) {
+            return OutcomeKind::Retry(Reply::text("stopping"));
+        }
+        started.insert(message.id);
+    }
+    let clock = std::time::Instant::now();
+    let sent =
+        tokio::time::timeout(pool.ctx.cfg.smtp_timeout * 4, open.send(&envelope, &bytes)).await;
+    pool.latency.observe(clock.elapsed().as_secs_f64());
+    match sent {
+        Ok(Ok(response)) => OutcomeKind::Sent(Reply::from_response(&response)),
+        Ok(Err(e)) => {
+            // lettre aborts the connection after any refusal: open a new one next time.
+            *conn = None;
+            let failure = SmtpFailure::from(e);
+            match failure.code {
+                Some(code) if code >= 500 => OutcomeKind::Failed(Reply::from_failure(&failure)),
+                Some(_) => OutcomeKind::Retry(Reply::from_failure(&failure)),
+                // Refused on our side (e.g. an address the server cannot take): final.
+                None if failure.client => OutcomeKind::Failed(Reply::from_failure(&failure)),
+                // No reply after the exchange began: it may have been accepted.
+                None => OutcomeKind::CutOff(Reply::from_failure(&failure)),
+            }
+        }
+        Err(_) => {
+            *conn = None;
+            OutcomeKind::CutOff(Reply::text(&format!(
+                "no answer within {} s",
+                (pool.ctx.cfg.smtp_timeout * 4).as_secs()
+            )))
+        }
+    }
+}
+
+/// The email channel's sender: a pool per provider, rebuilt when the provider changed
+/// since it was built, and the system provider's pool.
+pub(super) struct SmtpSender {
+    ctx: Arc<Ctx>,
+    done: OutcomeTx,
+    pools: HashMap<ProviderId, ProviderSender>,
+}
+
+impl SmtpSender {
+    /// A sender with no pool yet (each opens at its provider's first message).
+    pub(super) fn new(ctx: Arc<Ctx>, done: OutcomeTx) -> Self {
+        Self {
+            ctx,
+            done,
+            pools: HashMap::new(),
+        }
+    }
+
+    fn fail(&self, job: Job, kind: OutcomeKind) {
+        let _ = self.done.send(Outcome {
+            kind,
+            message: job.message,
+        });
+    }
+}
+
+impl ChannelSender for SmtpSender {
+    fn take(&mut self, job: Job, provider: Option<&Provider>) {
+        let Some(provider) = provider else {
+            // Mailroom's own mail: through the system provider.
+            let pool = self
+                .pools
+                .entry(SYSTEM)
+                .or_insert_with(|| ProviderSender::start_system(&self.ctx, self.done.clone()));
+            if let Err(mpsc::error::SendError(job)) = pool.tx.send(job) {
+                self.fail(
+                    job,
+                    OutcomeKind::Retry(Reply::text("the system pool closed")),
+                );
+            }
+            return;
+        };
+        let fresh = self
+            .pools
+            .get(&provider.id)
+            .is_some_and(|s| s.version == version(provider));
+        if !fresh {
+            match ProviderSender::start(&self.ctx, provider, self.done.clone()) {
+                Ok(pool) => {
+                    self.pools.insert(provider.id, pool);
+                }
+                Err(e) => {
+                    // Its password cannot be opened (the secret key changed): like a
+                    // refused sign-in, the provider turns red and its mail is held.
+                    let reply = Reply::text(&format!(
+                        "{e}: enter the password again on the provider's page"
+                    ));
+                    self.fail(
+                        job,
+                        OutcomeKind::ProviderRefused(reply, provider.checked_at),
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(pool) = self.pools.get(&provider.id)
+            && let Err(mpsc::error::SendError(job)) = pool.tx.send(job)
+        {
+            self.fail(
+                job,
+                OutcomeKind::Retry(Reply::text("the connection pool closed")),
+            );
+        }
+    }
+
+    fn keep_only(&mut self, active: &HashSet<ProviderId>) {
+        self.pools
+            .retain(|id, _| *id == SYSTEM || active.contains(id));
+    }
+
+    fn providers(&self) -> Vec<ProviderId> {
+        self.pools
+            .keys()
+            .copied()
+            .filter(|id| *id != SYSTEM)
+            .collect()
+    }
+}
