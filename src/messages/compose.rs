@@ -256,25 +256,16 @@ impl ComposeForm {
                 entry => parse_mailbox(entry).map(Some),
             },
         );
-        let subject = self.subject.trim();
-        if subject.is_empty() {
-            errors.add("subject", "Enter a subject.");
-        } else if subject.chars().any(char::is_control) {
-            errors.add(
-                "subject",
-                "A subject cannot contain line breaks or control characters.",
-            );
-        } else if subject.chars().count() > 900 {
-            errors.add("subject", "A subject has at most 900 characters.");
-        }
-        if self.text.trim().is_empty() && self.html.trim().is_empty() {
-            errors.add("text", "Write the message (text, HTML, or both).");
-        }
-        for (field, value) in [("text", &self.text), ("html", &self.html)] {
-            if let Some(why) = body_problem(value) {
-                errors.add(field, why);
+        let subject = errors.check("subject", parse_subject(&self.subject));
+        let bodies = match Bodies::parse(&self.text, &self.html) {
+            Ok(bodies) => Some(bodies),
+            Err(problems) => {
+                for (field, why) in problems {
+                    errors.add(field, why);
+                }
+                None
             }
-        }
+        };
         let send_at = errors.check("send_at", parse_send_at(&self.send_at));
         let retry_count = errors.check(
             "retry_count",
@@ -282,29 +273,88 @@ impl ComposeForm {
                 "" => Ok(default_retries),
                 value => value
                     .parse::<i32>()
-                    .ok()
-                    .filter(|n| (0..=10).contains(n))
-                    .ok_or_else(|| "Retries are a number from 0 to 10.".to_string()),
+                    .map_err(|_| RETRIES.to_string())
+                    .and_then(retries),
             },
         );
         if !errors.is_empty() {
             return None;
         }
-        let html = Some(self.html.trim())
-            .filter(|h| !h.is_empty())
-            .map(crate::delivery::build::crlf);
+        let Bodies { text, html } = bodies?;
         Some(Compose {
             provider: provider?,
             to: to?,
             cc: cc?,
             bcc: bcc?,
-            subject: subject.to_owned(),
-            text: crate::delivery::build::crlf(&self.text),
+            subject: subject?,
+            text,
             html,
             send_at: send_at?,
             retry_count: retry_count?,
             files: Vec::new(),
             reply_to: reply_to?,
+        })
+    }
+}
+
+/// A subject as the console and the API take it: trimmed, present, on one line (a line
+/// break would start a header), at most 900 characters (the site name goes in front).
+pub fn parse_subject(input: &str) -> Result<String, String> {
+    let subject = input.trim();
+    if subject.is_empty() {
+        Err("Enter a subject.".into())
+    } else if subject.chars().any(char::is_control) {
+        Err("A subject cannot contain line breaks or control characters.".into())
+    } else if subject.chars().count() > 900 {
+        Err("A subject has at most 900 characters.".into())
+    } else {
+        Ok(subject.to_owned())
+    }
+}
+
+const RETRIES: &str = "Retries are a number from 0 to 10.";
+
+/// A retry count: 0 to 10.
+pub fn retries(count: i32) -> Result<i32, String> {
+    (0..=10)
+        .contains(&count)
+        .then_some(count)
+        .ok_or_else(|| RETRIES.to_string())
+}
+
+/// The text and HTML of a send, line endings made CRLF (what goes on the wire).
+#[derive(Debug, Clone)]
+pub struct Bodies {
+    /// The text (possibly empty when there is HTML).
+    pub text: String,
+    /// The HTML, when there is any.
+    pub html: Option<String>,
+}
+
+impl Bodies {
+    /// At least one of the two, neither holding what nothing can carry; otherwise what is
+    /// wrong, by field (`text`, `html`).
+    pub fn parse(text: &str, html: &str) -> Result<Bodies, Vec<(&'static str, String)>> {
+        let mut problems = Vec::new();
+        if text.trim().is_empty() && html.trim().is_empty() {
+            problems.push((
+                "text",
+                "Write the message (text, HTML, or both).".to_owned(),
+            ));
+        }
+        for (field, value) in [("text", text), ("html", html)] {
+            if let Some(why) = body_problem(value) {
+                problems.push((field, why.to_owned()));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Bodies {
+            text: crate::delivery::build::crlf(text),
+            html: Some(html.trim())
+                .filter(|h| !h.is_empty())
+                .map(crate::delivery::build::crlf),
         })
     }
 }

@@ -93,7 +93,6 @@ pub async fn compose(
     input.files = files;
     let (workspace, user, session_id) =
         (ctx.workspace.clone(), ctx.user.id, ctx.session_id.clone());
-    let count = input.to.len();
     let checked = {
         let (workspace, id) = (workspace.clone(), input.provider);
         state
@@ -114,17 +113,16 @@ pub async fn compose(
     };
     let ids = match stored {
         Ok(ids) => ids,
-        Err(AppError::Validation(message)) => {
-            errors.add("provider", message);
+        Err(AppError::Invalid { field, message }) => {
+            errors.add(field, message);
             let page = compose_page(&state, &session, &ctx, form, errors).await?;
             return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
         Err(e) => return Err(e),
     };
-    let text = if count == 1 {
-        "Message queued.".to_owned()
-    } else {
-        format!("{count} messages queued, one per To recipient.")
+    let text = match ids.len() {
+        1 => "Message queued.".to_owned(),
+        count => format!("{count} messages queued, one per address."),
     };
     flash(&session, Level::Success, text);
     let to = match ids.as_slice() {

@@ -53,15 +53,32 @@ pub struct Envelope {
     pub hold: bool,
 }
 
-/// The provider a send goes through: the workspace's own, and green.
+/// The provider a send goes through: the workspace's own, and green. One rule for the
+/// console and the API (`provider` names the field either way).
+pub fn green_provider(found: Option<Provider>) -> Result<Provider, AppError> {
+    match found {
+        Some(p) if p.is_active() => Ok(p),
+        Some(p) => Err(AppError::Invalid {
+            field: "provider",
+            message: format!(
+                "The provider {} is {}; only a provider that checked green sends.",
+                p.name, p.status
+            ),
+        }),
+        None => Err(AppError::Invalid {
+            field: "provider",
+            message: "No such provider in this workspace.".into(),
+        }),
+    }
+}
+
+/// The workspace's provider `id`, if it may send (see [`green_provider`]).
 pub fn sending_provider(
     conn: &mut DbConn,
     workspace: &Workspace,
     id: crate::providers::model::ProviderId,
 ) -> Result<Provider, AppError> {
-    providers::find_by_workspace_and_id(conn, workspace.id, id)?
-        .filter(Provider::is_active)
-        .ok_or_else(|| AppError::Validation("Choose a provider that checked green.".into()))
+    green_provider(providers::find_by_workspace_and_id(conn, workspace.id, id)?)
 }
 
 /// The console's envelope: sent by this user from this session.

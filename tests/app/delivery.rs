@@ -524,7 +524,7 @@ async fn only_editors_and_admins_compose_and_messages_stay_in_their_workspace(
         response
             .text()
             .await?
-            .contains("Choose a provider that checked green")
+            .contains("No such provider in this workspace")
     );
     Ok(())
 }

@@ -154,20 +154,10 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         false,
         crate::messages::compose::MAX_COPIES,
     );
-    let subject = request.subject.trim();
-    if subject.is_empty() {
-        problem("subject".into(), "Give a subject.".into());
-    } else if subject.chars().any(char::is_control) {
-        problem(
-            "subject".into(),
-            "A subject cannot contain line breaks or control characters.".into(),
-        );
-    } else if subject.chars().count() > 900 {
-        problem(
-            "subject".into(),
-            "A subject has at most 900 characters.".into(),
-        );
-    }
+    // The console's rules, shared (`messages::compose`).
+    let subject = crate::messages::compose::parse_subject(&request.subject)
+        .map_err(|why| problem("subject".into(), why))
+        .ok();
     if let Some(from) = &request.from
         && from.chars().any(char::is_control)
     {
@@ -236,23 +226,20 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
             Some(_) => {}
         }
     }
-    let text = request.text.as_deref().unwrap_or_default();
-    let html = request.html.as_deref().unwrap_or_default();
-    if text.trim().is_empty() && html.trim().is_empty() {
-        problem(
-            "text".into(),
-            "Give a text or an HTML body (or both).".into(),
-        );
-    }
-    for (field, value) in [("text", text), ("html", html)] {
-        if let Some(why) = crate::messages::compose::body_problem(value) {
-            problem(field.into(), why.into());
+    let bodies = crate::messages::compose::Bodies::parse(
+        request.text.as_deref().unwrap_or_default(),
+        request.html.as_deref().unwrap_or_default(),
+    )
+    .map_err(|wrong| {
+        for (field, why) in wrong {
+            problem(field.into(), why);
         }
-    }
-    let retry_count = request.retry_count.unwrap_or(default_retries);
-    if !(0..=10).contains(&retry_count) {
-        problem("retry_count".into(), "From 0 to 10.".into());
-    }
+    })
+    .ok();
+    let retry_count =
+        crate::messages::compose::retries(request.retry_count.unwrap_or(default_retries))
+            .map_err(|why| problem("retry_count".into(), why))
+            .ok();
     let send_at = rfc3339(request.send_at.as_deref()).unwrap_or_else(|why| {
         problem("send_at".into(), why);
         None
@@ -280,6 +267,9 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
             );
         }
     }
+    let (Some(subject), Some(bodies), Some(retry_count)) = (subject, bodies, retry_count) else {
+        return Err(ApiError::Invalid(problems));
+    };
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
@@ -288,11 +278,9 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         to,
         cc,
         bcc,
-        subject: subject.to_owned(),
-        text: crate::delivery::build::crlf(text),
-        html: Some(html.trim())
-            .filter(|h| !h.is_empty())
-            .map(crate::delivery::build::crlf),
+        subject,
+        text: bodies.text,
+        html: bodies.html,
         send_at,
         retry_count,
         files: Vec::new(),

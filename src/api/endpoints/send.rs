@@ -449,18 +449,5 @@ fn find_provider(all: &[Provider], wanted: &ProviderRef) -> Result<Provider, App
             ProviderRef::Name(name) => p.name.eq_ignore_ascii_case(name.trim()),
         })
         .cloned();
-    match found {
-        Some(p) if p.is_active() => Ok(p),
-        Some(p) => Err(AppError::Invalid {
-            field: "provider",
-            message: format!(
-                "The provider {} is {}; only a provider that checked green sends.",
-                p.name, p.status
-            ),
-        }),
-        None => Err(AppError::Invalid {
-            field: "provider",
-            message: "No such provider in this workspace (give its id or name).".into(),
-        }),
-    }
+    message_rules::green_provider(found)
 }
