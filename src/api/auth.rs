@@ -13,8 +13,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::model::{ApiKey, ApiKeyId};
-use super::problem::ApiError;
 use super::{queries, service};
+use crate::error::AppError;
 use crate::providers::model::Provider;
 use crate::web::AppState;
 use crate::workspaces::model::{Workspace, WorkspaceId};
@@ -144,25 +144,31 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 }
 
 impl FromRequest for ApiCaller {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| {
-                ApiError::App(crate::error::AppError::Unexpected(anyhow::anyhow!(
-                    "application state missing"
-                )))
+                AppError::Unexpected(anyhow::anyhow!("application state missing"))
             })?;
-            let token = token.ok_or(ApiError::Unauthorized)?;
+            let token = token.ok_or(AppError::Unauthorized)?;
             let found = state
                 .db
                 .run(move |conn| service::authenticate(conn, &token))
                 .await?;
-            let (key, workspace) = found.ok_or(ApiError::Unauthorized)?;
-            state.api.admit(&key).map_err(ApiError::RateLimited)?;
+            let (key, workspace) = found.ok_or(AppError::Unauthorized)?;
+            state
+                .api
+                .admit(&key)
+                .map_err(|retry_after| AppError::Limited {
+                    message: format!(
+                        "This API key's rate limit is reached; retry after {retry_after} s."
+                    ),
+                    retry_after,
+                })?;
             if state.api.should_touch(key.id) {
                 let id = key.id;
                 let db = state.db.clone();

@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::auth::ApiCaller;
 use super::endpoints::timestamp;
 use super::model::NewApiFile;
-use super::problem::{ApiError, responses};
+use super::problem::responses;
 use super::queries;
+use crate::error::AppError;
 use crate::web::AppState;
 
 /// The upload: one part named `file`.
@@ -68,11 +69,11 @@ pub async fn upload(
     state: web::Data<AppState>,
     caller: ApiCaller,
     form: MultipartForm<FileUpload>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let FileUpload { file } = form.into_inner();
     let limit = state.settings.attachment_limit_mb * 1024 * 1024;
     if file.data.len() > limit {
-        return Err(ApiError::field(
+        return Err(AppError::field(
             "file",
             format!(
                 "At most {} MB per file.",
@@ -111,8 +112,8 @@ pub async fn upload(
     }))
 }
 
-fn file_id(path: &str) -> Result<i64, ApiError> {
-    path.parse::<i64>().map_err(|_| ApiError::NotFound("file"))
+fn file_id(path: &str) -> Result<i64, AppError> {
+    path.parse::<i64>().map_err(|_| AppError::NoSuch("file"))
 }
 
 #[utoipa::path(
@@ -133,14 +134,14 @@ pub async fn show(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = file_id(&path)?;
     let workspace = caller.workspace.id;
     let info = state
         .db
         .run(move |conn| Ok(queries::file_info(conn, workspace, id)?))
         .await?
-        .ok_or(ApiError::NotFound("file"))?;
+        .ok_or(AppError::NoSuch("file"))?;
     Ok(HttpResponse::Ok().json(FileView {
         id: info.id,
         name: info.file_name,
@@ -168,7 +169,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = file_id(&path)?;
     let workspace = caller.workspace.id;
     let deleted = state
@@ -176,7 +177,7 @@ pub async fn delete(
         .write(move |conn| Ok(queries::delete_file(conn, workspace, id)?))
         .await?;
     if !deleted {
-        return Err(ApiError::NotFound("file"));
+        return Err(AppError::NoSuch("file"));
     }
     Ok(HttpResponse::NoContent().finish())
 }

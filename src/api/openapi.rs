@@ -26,7 +26,7 @@ use super::{endpoints, files, problem};
         files::delete,
     ),
     components(
-        schemas(problem::Problem, problem::FieldProblem),
+        schemas(crate::error::Problem, crate::error::FieldProblem),
         responses(
             problem::responses::Malformed,
             problem::responses::Unauthorized,

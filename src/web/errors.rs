@@ -63,14 +63,19 @@ fn heading(status: StatusCode) -> &'static str {
 pub fn render<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    // The API answers problem documents (an `AppError`'s own response) or JSON; a page
+    // answers HTML. Anything else becomes one of those.
+    let api = res.request().path().starts_with("/api/");
     let is_ours = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.starts_with("text/html")
-                || v.starts_with("application/json")
-                || v.starts_with("application/problem+json")
+            if api {
+                v.starts_with("application/json") || v.starts_with("application/problem+json")
+            } else {
+                v.starts_with("text/html")
+            }
         });
     if is_ours {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
@@ -86,7 +91,7 @@ pub fn render<B: MessageBody + 'static>(
             Some(e) => e.to_string(),
             None => status.canonical_reason().unwrap_or("Error").to_owned(),
         };
-        let mut problem = crate::api::problem::Problem::new(status, detail).response();
+        let mut problem = crate::error::Problem::new(status, detail).response();
         for (name, value) in response.headers() {
             if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
                 problem.headers_mut().insert(name.clone(), value.clone());

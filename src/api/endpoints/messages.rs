@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::api::auth::ApiCaller;
-use crate::api::problem::{ApiError, FieldProblem, responses};
+use crate::api::problem::responses;
 use crate::error::AppError;
+use crate::error::FieldProblem;
 use crate::messages::model::{Message, MessageEvent, MessageId};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::web::AppState;
@@ -167,7 +168,7 @@ pub async fn show(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = message_id(&path)?;
     let found = state
         .db
@@ -185,7 +186,7 @@ pub async fn show(
             Ok(Some((message, send, events, source)))
         })
         .await?;
-    let (message, send, events, source) = found.ok_or(ApiError::NotFound("message"))?;
+    let (message, send, events, source) = found.ok_or(AppError::NoSuch("message"))?;
     Ok(HttpResponse::Ok().json(MessageView::new(message, &send, events, source)))
 }
 
@@ -218,7 +219,7 @@ async fn change(
         MessageId,
         &str,
     ) -> Result<Message, AppError>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let changed = state
         .db
         .write(move |conn| {
@@ -238,7 +239,7 @@ async fn change(
             Ok(Some((message, send, events, source)))
         })
         .await?;
-    let (message, send, events, source) = changed.ok_or(ApiError::NotFound("message"))?;
+    let (message, send, events, source) = changed.ok_or(AppError::NoSuch("message"))?;
     state.engine.wake();
     Ok(HttpResponse::Ok().json(MessageView::new(message, &send, events, source)))
 }
@@ -262,7 +263,7 @@ pub async fn cancel(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = message_id(&path)?;
     change(&state, caller, id, message_rules::cancel).await
 }
@@ -286,7 +287,7 @@ pub async fn release(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = message_id(&path)?;
     change(&state, caller, id, message_rules::release).await
 }
@@ -362,7 +363,7 @@ pub async fn list(
     state: web::Data<AppState>,
     caller: ApiCaller,
     query: web::Query<std::collections::HashMap<String, String>>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let raw = query.into_inner();
     let query: ListQuery = serde_json::to_value(&raw)
         .and_then(serde_json::from_value)
@@ -373,7 +374,7 @@ pub async fn list(
                 .nth(1)
                 .unwrap_or("query")
                 .to_owned();
-            ApiError::field(name, e.to_string())
+            AppError::field(name, e.to_string())
         })?;
     let mut problems = Vec::new();
     let status = match query.status.as_deref() {
@@ -424,7 +425,7 @@ pub async fn list(
         },
     };
     if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
+        return Err(AppError::Fields(problems));
     }
     let filter = messages::LogFilter {
         key: (!caller.key.can_read()).then_some(caller.key.id),

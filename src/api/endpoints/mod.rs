@@ -17,11 +17,11 @@ use actix_web::HttpResponse;
 use chrono::NaiveDateTime;
 use serde::de::DeserializeOwned;
 
-use crate::api::problem::ApiError;
+use crate::error::AppError;
 
 /// Parses a JSON body: malformed JSON is a 400 with line and column; a well-formed body
 /// with a wrong, missing or unknown field is a 422 naming the field.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -32,7 +32,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             .map_or(message.as_str(), |(m, _)| m)
             .to_owned();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::Malformed {
+            return AppError::Malformed {
                 message,
                 line: inner.line(),
                 column: inner.column(),
@@ -52,9 +52,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             (path, Some(name)) if message.starts_with("missing") => format!("{path}.{name}"),
             (path, _) => path.to_owned(),
         };
-        ApiError::field(field, message)
+        AppError::field(field, message)
     })?;
-    de.end().map_err(|e| ApiError::Malformed {
+    de.end().map_err(|e| AppError::Malformed {
         message: "trailing characters after the JSON value".into(),
         line: e.line(),
         column: e.column(),
@@ -79,11 +79,10 @@ pub(super) fn timestamp(at: NaiveDateTime) -> String {
 }
 
 /// Any other path under `/api/`: a problem document, not a page.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("endpoint"))
+pub async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NoSuch("endpoint"))
 }
 
-fn message_id(path: &str) -> Result<i64, ApiError> {
-    path.parse::<i64>()
-        .map_err(|_| ApiError::NotFound("message"))
+fn message_id(path: &str) -> Result<i64, AppError> {
+    path.parse::<i64>().map_err(|_| AppError::NoSuch("message"))
 }

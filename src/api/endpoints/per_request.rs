@@ -1,7 +1,6 @@
 //! Per-request SMTP: the hidden provider an API call's own `smtp` settings become.
 
 use super::*;
-use crate::api::problem::ApiError;
 use crate::error::AppError;
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
@@ -19,10 +18,10 @@ pub(super) async fn per_request_provider(
     workspace: &crate::workspaces::model::Workspace,
     smtp: &SmtpOverride,
     from: &str,
-) -> Result<Provider, ApiError> {
+) -> Result<Provider, AppError> {
     use crate::providers::model::{Kind, ProviderRow, Settings, TlsMode};
     if !workspace.per_request_smtp {
-        return Err(ApiError::field(
+        return Err(AppError::field(
             "smtp",
             "Per-request SMTP is off for this workspace; an admin can turn it on under API keys.",
         ));
@@ -41,7 +40,7 @@ pub(super) async fn per_request_provider(
                 }
                 _ => "smtp.server",
             };
-            ApiError::field(field, e.to_string())
+            AppError::field(field, e.to_string())
         })?;
     let tls = smtp
         .tls
@@ -147,7 +146,12 @@ pub(super) async fn per_request_provider(
                 .map(Some)
         })
         .await?
-        .ok_or(ApiError::ServersInUse(limit))?;
+        .ok_or_else(|| AppError::Limited {
+            message: format!(
+                "This workspace already has {limit} per-request SMTP servers (the limit, MAILROOM_PER_REQUEST_SMTP_LIMIT), each with mail still to send; retry once one of them has sent its mail, or use a provider."
+            ),
+            retry_after: 60,
+        })?;
     // Its From is the call's: the provider's account follows the latest call.
     Ok(Provider {
         account_address: from.trim().to_owned(),

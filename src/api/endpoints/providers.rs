@@ -4,7 +4,8 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use crate::api::auth::ApiCaller;
-use crate::api::problem::{ApiError, responses};
+use crate::api::problem::responses;
+use crate::error::AppError;
 use crate::providers::queries as providers;
 use crate::web::AppState;
 
@@ -43,7 +44,7 @@ pub struct ProviderList {
 pub async fn list_providers(
     state: web::Data<AppState>,
     caller: ApiCaller,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let workspace = caller.workspace.id;
     let rows = state
         .db

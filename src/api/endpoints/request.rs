@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::api::problem::{ApiError, FieldProblem};
+use crate::error::AppError;
+use crate::error::FieldProblem;
 use crate::messages::compose::{Compose, address_of};
 use crate::providers::model::ProviderId;
 
@@ -109,7 +110,7 @@ pub struct SmtpOverride {
 const MAX_TO: usize = 50;
 
 /// Checks every field that needs no database; collects every problem.
-pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, ApiError> {
+pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Compose, AppError> {
     let mut problems = Vec::new();
     let mut problem = |field: String, detail: String| problems.push(FieldProblem { field, detail });
     let mut addresses = |field: &str, list: &[String], required: bool, max: usize| {
@@ -268,10 +269,10 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         }
     }
     let (Some(subject), Some(bodies), Some(retry_count)) = (subject, bodies, retry_count) else {
-        return Err(ApiError::Invalid(problems));
+        return Err(AppError::Fields(problems));
     };
     if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
+        return Err(AppError::Fields(problems));
     }
     Ok(Compose {
         provider: ProviderId(0),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::per_request::per_request_provider;
 use super::*;
 use crate::api::auth::ApiCaller;
-use crate::api::problem::{ApiError, responses};
+use crate::api::problem::responses;
 use crate::error::AppError;
 use crate::messages::model::{Message, MessageId, Status};
 use crate::messages::{queries as messages, service as message_rules};
@@ -82,7 +82,7 @@ pub async fn send(
     caller: ApiCaller,
     query: web::Query<SendQuery>,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let idempotency = idempotency_key(&req)?;
     // Only a request with an Idempotency-Key needs its fingerprint.
     let fingerprint = match &idempotency {
@@ -98,7 +98,7 @@ pub async fn send(
     let _in_flight = match &idempotency {
         Some(idem) => {
             let guard = state.api.begin(caller.key.id, idem).ok_or_else(|| {
-                ApiError::Conflict(
+                AppError::Conflict(
                     "A request with this Idempotency-Key is still being served; retry when it has answered."
                         .into(),
                 )
@@ -123,7 +123,7 @@ pub async fn send(
                 .parse::<u64>()
                 .ok()
                 .filter(|n| *n <= MAX_WAIT)
-                .ok_or_else(|| ApiError::field("wait", format!("Seconds from 0 to {MAX_WAIT}.")))?,
+                .ok_or_else(|| AppError::field("wait", format!("Seconds from 0 to {MAX_WAIT}.")))?,
         ),
     };
     let request: SendRequest = parse_json(&body)?;
@@ -302,7 +302,7 @@ fn remember_for() -> chrono::Duration {
 }
 
 /// The `Idempotency-Key` header: 1–255 visible ASCII characters.
-fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiError> {
+fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, AppError> {
     let Some(value) = req.headers().get("Idempotency-Key") else {
         return Ok(None);
     };
@@ -313,7 +313,7 @@ fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiEr
         .filter(|v| !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(|v| Some(v.to_owned()))
         .ok_or_else(|| {
-            ApiError::field(
+            AppError::field(
                 "Idempotency-Key",
                 "1–255 visible ASCII characters, e.g. a UUID.",
             )
@@ -324,15 +324,15 @@ fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiEr
 fn replay(
     remembered: &crate::api::model::Remembered,
     fingerprint: &str,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     if remembered.request_hash != fingerprint {
-        return Err(ApiError::field(
+        return Err(AppError::field(
             "Idempotency-Key",
             "This key was used for a different request in the last 24 hours; use a new key for a new request.",
         ));
     }
     let (Some(code), Some(body)) = (remembered.status_code, remembered.response.clone()) else {
-        return Err(ApiError::Conflict(
+        return Err(AppError::Conflict(
             "A request with this Idempotency-Key is still being served; retry when it has answered."
                 .into(),
         ));
@@ -372,7 +372,7 @@ async fn wait_until_final(
     workspace: crate::workspaces::model::WorkspaceId,
     ids: &[MessageId],
     seconds: u64,
-) -> Result<Vec<Message>, ApiError> {
+) -> Result<Vec<Message>, AppError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         // Registered before the read: a commit between the read and the wait still wakes it.
