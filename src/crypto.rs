@@ -86,6 +86,13 @@ impl Sealer {
     }
 }
 
+/// A fresh random token (256 bits, URL-safe): one-time links, CSRF, the setup token.
+pub fn token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,13 +13,13 @@ use actix_web::middleware::{Compress, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
+use crate::accounts::gate::setup_gate;
 use crate::accounts::session_store::DbSessionStore;
 use crate::config::Settings;
 use crate::db::{Db, StartupDbError};
 use crate::error::AppError;
-use crate::web::{
-    AppState, RequestSpan, SetupGate, csrf, errors, request_id_header, security_headers, setup_gate,
-};
+use crate::state::{AppState, SetupGate};
+use crate::web::{RequestSpan, csrf, errors, request_id_header, security_headers};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +139,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::FormConfig::default().limit(256 * 1024))
                 .app_data(multipart_config(app_state.settings.attachment_limit_mb))
-                .configure(|cfg| crate::web::routes(cfg, &app_state.settings))
+                .configure(|cfg| routes(cfg, &app_state.settings))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(AppError::NotFound)
                 }))
@@ -293,4 +293,20 @@ async fn shutdown_signal() -> &'static str {
         },
         _ => std::future::pending().await,
     }
+}
+
+/// The route table of the whole console: every slice mounts its own routes here.
+fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    cfg.route(
+        "/static/{name:.*}",
+        web::get().to(crate::web::assets::serve),
+    );
+    crate::health::routes(cfg);
+    crate::accounts::routes(cfg);
+    crate::workspaces::routes(cfg);
+    crate::audit::routes(cfg);
+    crate::providers::routes(cfg);
+    crate::messages::routes(cfg);
+    // An API body carries the message and its text; files come separately.
+    crate::api::routes(cfg, settings.attachment_limit_mb.max(1) * 1024 * 1024);
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::extract::CurrentUser;
 use super::model::{EmailAddress, NewUser, Password, parse_name};
 use super::session_store::{PUBLIC_ID_KEY, SIGNED_IN_AT_KEY, USER_KEY, new_public_id};
 use super::views::*;
@@ -13,10 +14,11 @@ use super::{queries, service};
 use crate::audit;
 use crate::db;
 use crate::error::AppError;
-use crate::web::extract::{CurrentUser, client_ip};
+use crate::state::AppState;
+use crate::web::extract::client_ip;
 use crate::web::forms::FieldErrors;
 use crate::web::frame::{Frame, Level, flash};
-use crate::web::{AppState, csrf, htmx, render, render_status};
+use crate::web::{csrf, htmx, render, render_status};
 use crate::workspaces::model::{Slug, parse_label};
 use crate::workspaces::{queries as workspaces, service as workspace_rules};
 

@@ -1,6 +1,8 @@
 //! Accounts: first-run setup, sign-in with throttling, sign-out, one-time set-password
 //! links, changing one's password, and server-side sessions.
 
+pub mod extract;
+pub mod gate;
 pub mod handlers;
 pub mod model;
 pub mod queries;

@@ -5,7 +5,6 @@ use std::sync::OnceLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use base64::Engine;
 use chrono::Duration;
 use sha2::{Digest, Sha256};
 
@@ -65,8 +64,7 @@ pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
 
 /// A fresh random token (256 bits, URL-safe).
 pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    crate::crypto::token()
 }
 
 /// The stored form of a token: its SHA-256, hex.

@@ -13,7 +13,7 @@ use super::model::NewApiFile;
 use super::problem::responses;
 use super::queries;
 use crate::error::AppError;
-use crate::web::AppState;
+use crate::state::AppState;
 
 /// The upload: one part named `file`.
 #[derive(MultipartForm)]

@@ -9,10 +9,11 @@ use super::model::{ApiKeyId, KeyForm};
 use super::service::{self, Creator};
 use super::views::KeysPage;
 use crate::error::AppError;
-use crate::web::extract::WorkspaceCtx;
+use crate::state::AppState;
 use crate::web::forms::FieldErrors;
-use crate::web::frame::{Frame, Level, flash};
-use crate::web::{AppState, htmx, render, render_status};
+use crate::web::frame::{Level, flash};
+use crate::web::{htmx, render, render_status};
+use crate::workspaces::extract::WorkspaceCtx;
 
 async fn page(
     state: &AppState,
@@ -33,7 +34,7 @@ async fn page(
         })
         .await?;
     Ok(KeysPage {
-        frame: Frame::workspace(session, ctx, "api-keys", "API keys"),
+        frame: ctx.frame(session, "api-keys", "API keys"),
         keys,
         form,
         errors,
@@ -165,7 +166,7 @@ pub async fn per_request_smtp(
 /// `GET /w/{slug}/api-reference` (every member).
 pub async fn reference(session: Session, ctx: WorkspaceCtx) -> Result<HttpResponse, AppError> {
     render(&super::views::ReferencePage {
-        frame: Frame::workspace(&session, &ctx, "api-keys", "API reference"),
+        frame: ctx.frame(&session, "api-keys", "API reference"),
         operations: super::openapi::operations(),
     })
 }

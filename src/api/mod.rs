@@ -9,6 +9,7 @@ pub mod model;
 pub mod openapi;
 pub mod problem;
 pub mod queries;
+pub mod runtime;
 pub mod service;
 pub mod views;
 

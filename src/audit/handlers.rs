@@ -7,9 +7,9 @@ use serde::Deserialize;
 use super::queries::{self, Cursor};
 use super::views::AuditPage;
 use crate::error::AppError;
-use crate::web::extract::WorkspaceCtx;
-use crate::web::frame::Frame;
-use crate::web::{AppState, render};
+use crate::state::AppState;
+use crate::web::render;
+use crate::workspaces::extract::WorkspaceCtx;
 
 /// Entries per page.
 const PAGE: i64 = 50;
@@ -60,7 +60,7 @@ pub async fn index(
         Cursor::After(_) => None,
     };
     render(&AuditPage {
-        frame: Frame::workspace(&session, &ctx, "audit", "Audit log"),
+        frame: ctx.frame(&session, "audit", "Audit log"),
         entries,
         newer,
         older,

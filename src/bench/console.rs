@@ -177,13 +177,13 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
                 .ok_or(crate::error::AppError::NotFound)?
                 .slug;
             drop(conn);
-            let spec = crate::cli::AddUser {
+            let spec = crate::workspaces::operator::AddUser {
                 email: &email,
                 workspace: &slug,
                 role: "viewer",
                 name: "Bench reader",
             };
-            crate::cli::add_user(&db, &spec, || Ok(password))
+            crate::workspaces::operator::add_user(&db, &spec, || Ok(password))
                 .map_err(crate::error::AppError::Validation)?;
             Ok(slug)
         })

@@ -46,7 +46,7 @@ pub fn notify_admins(
                 workspace,
                 from,
                 subject.clone(),
-                crate::delivery::build::crlf(text),
+                crate::messages::compose::crlf(text),
                 now,
             )
         })

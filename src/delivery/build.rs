@@ -155,30 +155,8 @@ pub fn check_wire(bytes: &[u8]) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Normalizes every line ending to CRLF. lettre 0.11.23 still dot-stuffs only after CRLF
-/// (RUSTSEC-2026-0561): a line holding a lone "." after a bare LF would end DATA early and
-/// let the rest of the body be read as SMTP commands.
-pub fn crlf(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 32);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push_str("\r\n");
-            }
-            '\n' => out.push_str("\r\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::crlf;
 
     #[test]
     fn the_wire_check_refuses_bare_line_ends_nuls_and_long_lines() {
@@ -198,11 +176,5 @@ mod tests {
         assert!(check_wire(long.as_bytes()).is_err());
         let fits = format!("{}\r\n", "x".repeat(998));
         assert!(check_wire(fits.as_bytes()).is_ok());
-    }
-
-    #[test]
-    fn every_line_ending_becomes_crlf() {
-        assert_eq!(crlf("a\nb\r\nc\rd\n.\ne"), "a\r\nb\r\nc\r\nd\r\n.\r\ne");
-        assert_eq!(crlf("\r\r\n\n"), "\r\n\r\n\r\n");
     }
 }

@@ -351,10 +351,8 @@ impl Bodies {
             return Err(problems);
         }
         Ok(Bodies {
-            text: crate::delivery::build::crlf(text),
-            html: Some(html.trim())
-                .filter(|h| !h.is_empty())
-                .map(crate::delivery::build::crlf),
+            text: crlf(text),
+            html: Some(html.trim()).filter(|h| !h.is_empty()).map(crlf),
         })
     }
 }
@@ -379,9 +377,36 @@ fn parse_send_at(input: &str) -> Result<Option<NaiveDateTime>, String> {
         .ok_or_else(|| format!("{value:?} is not a date and time like 2026-12-01T09:30 (UTC)."))
 }
 
+/// Normalizes every line ending to CRLF. lettre 0.11.23 still dot-stuffs only after CRLF
+/// (RUSTSEC-2026-0561): a line holding a lone "." after a bare LF would end DATA early and
+/// let the rest of the body be read as SMTP commands.
+pub fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{file_name, parse_addresses, parse_mailbox, split_addresses};
+    use super::{crlf, file_name, parse_addresses, parse_mailbox, split_addresses};
+
+    #[test]
+    fn every_line_ending_becomes_crlf() {
+        assert_eq!(crlf("a\nb\r\nc\rd\n.\ne"), "a\r\nb\r\nc\r\nd\r\n.\r\ne");
+        assert_eq!(crlf("\r\r\n\n"), "\r\n\r\n\r\n");
+    }
 
     #[test]
     fn addresses_are_taken_as_people_write_them() {

@@ -17,10 +17,11 @@ use super::{queries, service};
 use crate::error::AppError;
 use crate::providers::model::ProviderId;
 use crate::providers::queries as providers;
-use crate::web::extract::WorkspaceCtx;
+use crate::state::AppState;
 use crate::web::forms::FieldErrors;
-use crate::web::frame::{Frame, Level, flash};
-use crate::web::{AppState, csrf, htmx, render, render_status};
+use crate::web::frame::{Level, flash};
+use crate::web::{csrf, htmx, render, render_status};
+use crate::workspaces::extract::WorkspaceCtx;
 
 /// Rows per history page.
 const PAGE: i64 = 50;
@@ -38,7 +39,7 @@ async fn compose_page(
         .run(move |conn| Ok(providers::list_by_workspace(conn, workspace)?))
         .await?;
     Ok(ComposePage {
-        frame: Frame::workspace(session, ctx, "compose", "Compose email"),
+        frame: ctx.frame(session, "compose", "Compose email"),
         providers: all.into_iter().filter(|p| p.is_active()).collect(),
         form,
         errors,
@@ -372,7 +373,7 @@ pub async fn index(
         return render(&table);
     }
     let page = HistoryPage {
-        frame: Frame::workspace(&session, &ctx, "history", "History"),
+        frame: ctx.frame(&session, "history", "History"),
         tab,
         table,
         query: query.into_inner(),
@@ -466,7 +467,7 @@ pub async fn show(
         return render(&live);
     }
     render(&MessagePage {
-        frame: Frame::workspace(&session, &ctx, "history", title),
+        frame: ctx.frame(&session, "history", title),
         live,
     })
 }

@@ -14,10 +14,11 @@ use super::service::{self, SecretOutcome};
 use super::smtp::{self, Endpoint};
 use super::views::{ProviderPage, ProvidersPage};
 use crate::error::AppError;
-use crate::web::extract::WorkspaceCtx;
+use crate::state::AppState;
 use crate::web::forms::FieldErrors;
-use crate::web::frame::{Frame, Level, flash};
-use crate::web::{AppState, htmx, render, render_status};
+use crate::web::frame::{Level, flash};
+use crate::web::{htmx, render, render_status};
+use crate::workspaces::extract::WorkspaceCtx;
 
 fn timeout(state: &AppState) -> Duration {
     Duration::from_secs(state.settings.smtp_timeout_secs)
@@ -36,7 +37,7 @@ pub async fn index(
         .run(move |conn| Ok(queries::list_by_workspace(conn, workspace)?))
         .await?;
     render(&ProvidersPage {
-        frame: Frame::workspace(&session, &ctx, "providers", "Providers"),
+        frame: ctx.frame(&session, "providers", "Providers"),
         providers,
         kinds: Kind::ALL,
     })
@@ -59,7 +60,7 @@ pub async fn new_form(
     let kind = Kind::parse(&query.kind).unwrap_or(Kind::Smtp);
     let title = format!("Add {} provider", kind.label());
     render(&ProviderPage::new(
-        Frame::workspace(&session, &ctx, "providers", title),
+        ctx.frame(&session, "providers", title),
         None,
         ProviderForm::new_of(kind),
         FieldErrors::new(),
@@ -78,7 +79,7 @@ fn form_page(
         None => format!("Add {} provider", form.kind().label()),
     };
     ProviderPage::new(
-        Frame::workspace(session, ctx, "providers", title),
+        ctx.frame(session, "providers", title),
         provider,
         form,
         errors,

@@ -26,14 +26,19 @@ pub fn token(session: &Session) -> String {
     if let Ok(Some(token)) = session.get::<String>(SESSION_KEY) {
         return token;
     }
-    let token = crate::accounts::service::new_token();
+    let token = new_token();
     let _ = session.insert(SESSION_KEY, &token);
     token
 }
 
+/// A fresh CSRF token.
+fn new_token() -> String {
+    crate::crypto::token()
+}
+
 /// Gives the session a new token (at sign-in, with the new session id).
 pub fn rotate(session: &Session) {
-    let _ = session.insert(SESSION_KEY, crate::accounts::service::new_token());
+    let _ = session.insert(SESSION_KEY, new_token());
 }
 
 fn same_origin(req: &ServiceRequest, public_url: Option<&str>) -> bool {
@@ -74,7 +79,7 @@ pub async fn protect(
             .map(ServiceResponse::map_into_boxed_body);
     }
     let public_url = req
-        .app_data::<actix_web::web::Data<super::AppState>>()
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .and_then(|s| s.settings.public_url.clone());
     if !same_origin(&req, public_url.as_deref()) {
         tracing::warn!(path = req.path(), "cross-origin state change refused");

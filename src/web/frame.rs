@@ -5,7 +5,6 @@ use actix_session::Session;
 use serde::{Deserialize, Serialize};
 
 use super::csrf;
-use super::extract::WorkspaceCtx;
 
 /// How a flash message looks.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -134,33 +133,11 @@ impl Frame {
         }
     }
 
-    /// A page of a workspace; `active` names the highlighted navigation item.
-    pub fn workspace(
-        session: &Session,
-        ctx: &WorkspaceCtx,
-        active: &'static str,
-        title: impl Into<String>,
-    ) -> Self {
-        let nav = Nav {
-            slug: ctx.workspace.slug.clone(),
-            name: ctx.workspace.name.clone(),
-            role: ctx.role.label(),
-            is_admin: ctx.role.is_admin(),
-            can_compose: ctx.role.can_compose(),
-            workspaces: ctx
-                .workspaces
-                .iter()
-                .map(|(w, r)| WorkspaceLink {
-                    slug: w.slug.clone(),
-                    name: w.name.clone(),
-                    role: r.label(),
-                })
-                .collect(),
-            active,
-        };
+    /// A page of a workspace, with its navigation, for its signed-in user.
+    pub fn workspace(session: &Session, nav: Nav, title: impl Into<String>, email: &str) -> Self {
         Self {
             nav: Some(nav),
-            ..Self::signed_in(session, title, &ctx.user.email)
+            ..Self::signed_in(session, title, email)
         }
     }
 

@@ -11,10 +11,11 @@ use super::views::*;
 use super::{queries, service};
 use crate::accounts::model::{EmailAddress, UserId};
 use crate::error::AppError;
-use crate::web::extract::WorkspaceCtx;
+use crate::state::AppState;
 use crate::web::forms::FieldErrors;
-use crate::web::frame::{Frame, Level, flash};
-use crate::web::{AppState, htmx, render, render_status};
+use crate::web::frame::{Level, flash};
+use crate::web::{htmx, render, render_status};
+use crate::workspaces::extract::WorkspaceCtx;
 
 /// `GET /w/{slug}/`.
 pub async fn overview(
@@ -38,7 +39,7 @@ pub async fn overview(
         chart: Chart::new(&log.days),
         log,
         providers,
-        frame: Frame::workspace(&session, &ctx, "overview", "Overview"),
+        frame: ctx.frame(&session, "overview", "Overview"),
         member_count: members.len(),
         admin_count: members.iter().filter(|(_, m)| m.role().is_admin()).count(),
         role: ctx.role,
@@ -103,7 +104,7 @@ async fn members_page(
         })
         .collect();
     Ok(MembersPage {
-        frame: Frame::workspace(session, ctx, "members", "Members"),
+        frame: ctx.frame(session, "members", "Members"),
         members,
         roles: Role::ALL,
         form,
@@ -369,7 +370,7 @@ pub async fn reset_link(
 pub async fn settings_form(session: Session, ctx: WorkspaceCtx) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     render(&SettingsPage {
-        frame: Frame::workspace(&session, &ctx, "settings", "Settings"),
+        frame: ctx.frame(&session, "settings", "Settings"),
         slug: ctx.workspace.slug.clone(),
         name: ctx.workspace.name.clone(),
         site_name: ctx.workspace.site_name.clone(),
@@ -404,7 +405,7 @@ pub async fn settings(
     );
     let (Some(new_name), Some(new_site)) = (parsed_name, parsed_site) else {
         let page = SettingsPage {
-            frame: Frame::workspace(&session, &ctx, "settings", "Settings"),
+            frame: ctx.frame(&session, "settings", "Settings"),
             slug: ctx.workspace.slug.clone(),
             name,
             site_name,

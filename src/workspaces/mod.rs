@@ -1,7 +1,9 @@
 //! Workspaces: overview, members and roles, settings.
 
+pub mod extract;
 pub mod handlers;
 pub mod model;
+pub mod operator;
 pub mod queries;
 pub mod service;
 pub mod views;

@@ -275,7 +275,7 @@ impl TestApp {
         email: &str,
     ) -> Result<Browser, Box<dyn std::error::Error>> {
         let db = self.db();
-        let spec = mailroom::cli::AddUser {
+        let spec = mailroom::workspaces::operator::AddUser {
             email,
             workspace: slug,
             role: "admin",
@@ -284,13 +284,13 @@ impl TestApp {
         let (db2, spec_email, spec_slug) =
             (db.clone(), spec.email.to_owned(), spec.workspace.to_owned());
         actix_web::web::block(move || {
-            let spec = mailroom::cli::AddUser {
+            let spec = mailroom::workspaces::operator::AddUser {
                 email: &spec_email,
                 workspace: &spec_slug,
                 role: "admin",
                 name: "",
             };
-            mailroom::cli::add_user(&db2, &spec, || Ok(PASSWORD.to_owned()))
+            mailroom::workspaces::operator::add_user(&db2, &spec, || Ok(PASSWORD.to_owned()))
         })
         .await??;
         let browser = self.browser();

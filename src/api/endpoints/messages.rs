@@ -10,7 +10,7 @@ use crate::error::AppError;
 use crate::error::FieldProblem;
 use crate::messages::model::{Message, MessageEvent, MessageId};
 use crate::messages::{queries as messages, service as message_rules};
-use crate::web::AppState;
+use crate::state::AppState;
 
 /// One attempt or state change.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -4,7 +4,7 @@ use super::*;
 use crate::error::AppError;
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
-use crate::web::AppState;
+use crate::state::AppState;
 
 /// The hidden provider for a call's own SMTP settings: only when the workspace allows
 /// them, only to public hosts on SMTP ports (the per-request egress policy); reused for

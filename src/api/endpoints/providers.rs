@@ -7,7 +7,7 @@ use crate::api::auth::ApiCaller;
 use crate::api::problem::responses;
 use crate::error::AppError;
 use crate::providers::queries as providers;
-use crate::web::AppState;
+use crate::state::AppState;
 
 /// A provider as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -12,7 +12,7 @@ use crate::error::AppError;
 use crate::messages::model::{Message, MessageId, Status};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::providers::model::Provider;
-use crate::web::AppState;
+use crate::state::AppState;
 
 /// One stored message in a 202 answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
