@@ -8,6 +8,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::db::fault::Fault;
+
 /// One wrong field of a request.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldProblem {
@@ -79,9 +81,22 @@ pub enum AppError {
     /// A state-changing request without a valid CSRF token or from another origin.
     #[error("The form has expired or came from another site. Reload the page and try again.")]
     Csrf,
+    /// The database cannot do its part now (full, down, read-only, out of connections):
+    /// 503 with `Retry-After`, counted and logged once per incident, never a 500.
+    #[error("{}", .0.describe())]
+    Unavailable(Fault),
     /// Anything unexpected; logged with its cause chain, shown as an opaque 500.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Unexpected(anyhow::Error),
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(e: anyhow::Error) -> Self {
+        match Fault::of_chain(&e) {
+            Some(fault) => AppError::Unavailable(fault),
+            None => AppError::Unexpected(e),
+        }
+    }
 }
 
 /// Word-like constructor for a 404.
@@ -107,6 +122,9 @@ impl AppError {
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
+        if let Some(fault) = Fault::of_diesel(&e) {
+            return AppError::Unavailable(fault);
+        }
         match e {
             Error::NotFound => AppError::NotFound,
             // Two people changed the same thing at once; the second change lost the race.
@@ -181,6 +199,7 @@ impl ResponseError for AppError {
             AppError::TooManyRequests { .. } | AppError::Limited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -215,6 +234,7 @@ impl ResponseError for AppError {
             AppError::TooManyRequests { retry_after } | AppError::Limited { retry_after, .. } => {
                 Some(*retry_after)
             }
+            AppError::Unavailable(fault) => Some(fault.retry_after()),
             _ => None,
         };
         if let Some(value) =

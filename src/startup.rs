@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::db::{Db, StartupDbError};
 use crate::error::AppError;
 use crate::state::{AppState, SetupGate};
-use crate::web::{RequestSpan, csrf, errors, request_id_header, security_headers};
+use crate::web::{RequestSpan, csrf, errors, faults, request_id_header, security_headers};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +146,7 @@ impl Application {
                 .wrap(from_fn(setup_gate))
                 .wrap(from_fn(csrf::protect))
                 .wrap(session)
+                .wrap(from_fn(faults::answer))
                 .wrap(ErrorHandlers::new().default_handler(errors::render))
                 .wrap(security_headers())
                 .wrap(Compress::default())
@@ -204,18 +205,19 @@ impl Application {
                         .write(|conn| Ok(crate::messages::queries::fold_tallies(conn)?))
                         .await
                     {
-                        tracing::warn!(error = %e, "folding the tallies failed");
+                        db.warn_unless_fault(&e, "folding the tallies failed");
                     }
                     if fold % 15 == 0
                         && let Err(e) = db
                             .run(|conn| Ok(crate::messages::queries::vacuum_tallies(conn)?))
                             .await
                     {
-                        tracing::warn!(error = %e, "vacuuming the tallies failed");
+                        db.warn_unless_fault(&e, "vacuuming the tallies failed");
                     }
                 }
             });
         }
+        actix_web::rt::spawn(crate::health::watch(db.clone()));
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(Duration::from_secs(600));
             loop {
@@ -232,7 +234,7 @@ impl Application {
                         days = retention_days,
                         "message contents past the retention period deleted"
                     ),
-                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                    Err(e) => db.warn_unless_fault(&e, "retention failed"),
                 }
                 match db.write(crate::accounts::service::sweep).await {
                     Ok((sessions, failures)) if sessions + failures > 0 => {
@@ -243,7 +245,7 @@ impl Application {
                         )
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    Err(e) => db.warn_unless_fault(&e, "sweep failed"),
                 }
             }
         });

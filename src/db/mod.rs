@@ -2,6 +2,7 @@
 //! picks the backend from the URL scheme, embedded migrations, and [`Db::run`], the one
 //! way request handlers reach the database (through `web::block`, never on the reactor).
 
+pub mod fault;
 pub mod schema;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::AppError;
+use fault::Fault;
 
 /// Migrations for the embedded SQLite default.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -184,6 +186,7 @@ pub type DbPool = r2d2::Pool<DbManager>;
 pub struct Db {
     pool: DbPool,
     target: DbTarget,
+    faults: std::sync::Arc<fault::Faults>,
 }
 
 impl Db {
@@ -208,7 +211,25 @@ impl Db {
     /// Another pool of `pool_size` connections to the same database, for work that must
     /// not wait behind the console's requests for a connection (the delivery engine).
     pub fn another(&self, pool_size: u32) -> Result<Self, StartupDbError> {
-        Self::pool(self.target.clone(), pool_size)
+        let mut another = Self::pool(self.target.clone(), pool_size)?;
+        another.faults = self.faults.clone();
+        Ok(another)
+    }
+
+    /// This database's faults: incidents, refusals, the health probe.
+    pub fn faults(&self) -> &fault::Faults {
+        &self.faults
+    }
+
+    /// For background work that retries by itself: a database fault is logged once per
+    /// incident, anything else as a warning each time.
+    pub fn warn_unless_fault(&self, error: &AppError, what: &str) {
+        match error {
+            AppError::Unavailable(fault) => {
+                self.faults.met_in_background(*fault, what);
+            }
+            other => tracing::warn!(error = %other, "{what}"),
+        }
     }
 
     fn pool(target: DbTarget, pool_size: u32) -> Result<Self, StartupDbError> {
@@ -219,13 +240,19 @@ impl Db {
             // throughput on PostgreSQL, measured); a connection the server dropped fails
             // once, diesel marks it broken, and the pool replaces it (tested).
             .test_on_check_out(false)
-            .connection_timeout(std::time::Duration::from_secs(10))
+            // A request waits this long for a connection before it is answered 503 (a server
+            // that is down is retried for this long too).
+            .connection_timeout(std::time::Duration::from_secs(5))
             .build(DbManager::new(target.clone()))
             .map_err(|e| StartupDbError {
                 url: target.masked(),
                 why: e.to_string(),
             })?;
-        Ok(Self { pool, target })
+        Ok(Self {
+            pool,
+            target,
+            faults: Default::default(),
+        })
     }
 
     /// Runs `f` with a pooled connection on actix's blocking thread pool.
@@ -235,13 +262,17 @@ impl Db {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
-        blocking(move || {
+        let result = blocking(move || {
             let mut conn = pool
                 .get()
-                .map_err(|e| AppError::Unexpected(anyhow::anyhow!("database pool: {e}")))?;
+                .map_err(|e| AppError::Unavailable(Fault::of_pool(&e)))?;
             f(&mut conn)
         })
-        .await
+        .await;
+        if let Err(AppError::Unavailable(fault)) = &result {
+            fault::note(*fault);
+        }
+        result
     }
 
     /// Runs `f` inside a write transaction (see [`write`]).
@@ -257,7 +288,7 @@ impl Db {
     pub fn get(&self) -> Result<r2d2::PooledConnection<DbManager>, AppError> {
         self.pool
             .get()
-            .map_err(|e| AppError::Unexpected(anyhow::anyhow!("database pool: {e}")))
+            .map_err(|e| AppError::Unavailable(Fault::of_pool(&e)))
     }
 }
 

@@ -67,7 +67,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::warn!(error = %e, "claim failed; retrying");
+                ctx.db.warn_unless_fault(&e, "claim failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -86,7 +86,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         }
         ctx.in_flight.fetch_add(claimed.len(), Ordering::AcqRel);
         if let Err(e) = dispatch(&ctx, &mut senders, claimed, &done_tx).await {
-            tracing::warn!(error = %e, "dispatch failed");
+            ctx.db.warn_unless_fault(&e, "dispatch failed");
         }
     }
     tracing::info!(owner = %ctx.owner, "delivery engine stopped claiming");
@@ -120,7 +120,9 @@ async fn prune(ctx: &Ctx, senders: &mut HashMap<Channel, Box<dyn ChannelSender>>
                 sender.keep_only(&active);
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read providers to close unused pools"),
+        Err(e) => ctx
+            .db
+            .warn_unless_fault(&e, "cannot read providers to close unused pools"),
     }
 }
 

@@ -256,7 +256,7 @@ pub(super) async fn heartbeat(ctx: Arc<Ctx>) {
                 ctx.wake.notify_one();
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+            Err(e) => ctx.db.warn_unless_fault(&e, "lease heartbeat failed"),
         }
         if ctx.stopping.load(Ordering::Acquire) && ctx.in_flight.load(Ordering::Acquire) == 0 {
             break;

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::engine::Ctx;
 use super::outcome::{Outcome, OutcomeKind, apply};
+use crate::error::AppError;
 use crate::messages::model::MessageId;
 use crate::providers::model::ProviderId;
 
@@ -55,7 +56,14 @@ pub(super) async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcom
                 }
                 Err(e) => {
                     // Outcomes must not be lost: keep them and try again.
-                    tracing::error!(error = %e, count, "recording outcomes failed; retrying");
+                    match &e {
+                        AppError::Unavailable(_) => ctx
+                            .db
+                            .warn_unless_fault(&e, "recording outcomes failed; retrying"),
+                        _ => {
+                            tracing::error!(error = %e, count, "recording outcomes failed; retrying")
+                        }
+                    }
                     pending = Some(kept);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

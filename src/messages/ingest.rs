@@ -100,6 +100,8 @@ async fn writer(
             .run(move |conn| {
                 match db::write(conn, |conn| store(conn, &prepared)) {
                     Ok(answers) => Ok(answers),
+                    // The database itself refused (full, down): every request hears so.
+                    Err(AppError::Unavailable(fault)) => Err(AppError::Unavailable(fault)),
                     // One bad request must not fail the others: each alone.
                     Err(_) if prepared.len() > 1 => Ok(prepared
                         .iter()
@@ -122,6 +124,11 @@ async fn writer(
                 }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(answer);
+                }
+            }
+            Err(AppError::Unavailable(fault)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(AppError::Unavailable(fault)));
                 }
             }
             Err(e) => {

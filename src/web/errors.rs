@@ -54,9 +54,34 @@ fn heading(status: StatusCode) -> &'static str {
         409 => "That conflicts with the current state",
         413 => "Too large",
         429 => "Too many attempts",
+        503 => "Temporarily unavailable",
         _ if status.is_server_error() => "Something went wrong on our side",
         _ => "Something went wrong",
     }
+}
+
+/// The error page's HTML (or its fragment, for a targeted htmx request).
+pub fn body(status: StatusCode, message: String, request_id: String, fragment: bool) -> String {
+    let heading = heading(status);
+    if fragment {
+        ErrorFragment {
+            status: status.as_u16(),
+            heading,
+            message,
+            request_id,
+        }
+        .render()
+    } else {
+        ErrorPage {
+            frame: Frame::bare(heading),
+            status: status.as_u16(),
+            heading,
+            message,
+            request_id,
+        }
+        .render()
+    }
+    .unwrap_or_else(|_| "Error".to_owned())
 }
 
 /// The `ErrorHandlers` default handler.
@@ -74,7 +99,9 @@ pub fn render<B: MessageBody + 'static>(
             if api {
                 v.starts_with("application/json") || v.starts_with("application/problem+json")
             } else {
+                // A page, or a plain answer a handler made on purpose (`/healthz`).
                 v.starts_with("text/html")
+                    || (v.starts_with("text/plain") && res.response().error().is_none())
             }
         });
     if is_ours {
@@ -134,6 +161,7 @@ pub fn render<B: MessageBody + 'static>(
     }
     let app_error = response.error().and_then(|e| e.as_error::<AppError>());
     let message = match app_error {
+        Some(e @ AppError::Unavailable(_)) => e.to_string(),
         _ if status.is_server_error() => {
             "The problem was logged. If it persists, give an operator the request id below."
                 .to_owned()
@@ -150,26 +178,7 @@ pub fn render<B: MessageBody + 'static>(
         .get::<RequestId>()
         .map(ToString::to_string)
         .unwrap_or_default();
-    let heading = heading(status);
-    let body = if htmx::is_targeted(&req) {
-        ErrorFragment {
-            status: status.as_u16(),
-            heading,
-            message,
-            request_id,
-        }
-        .render()
-    } else {
-        ErrorPage {
-            frame: Frame::bare(heading),
-            status: status.as_u16(),
-            heading,
-            message,
-            request_id,
-        }
-        .render()
-    }
-    .unwrap_or_else(|_| "Error".to_owned());
+    let body = body(status, message, request_id, htmx::is_targeted(&req));
     let mut builder = HttpResponse::build(status);
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

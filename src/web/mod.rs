@@ -6,6 +6,7 @@ pub mod assets;
 pub mod csrf;
 pub mod errors;
 pub mod extract;
+pub mod faults;
 pub mod fmt;
 pub mod forms;
 pub mod frame;
@@ -42,23 +43,30 @@ pub fn render_status<T: Template>(status: StatusCode, page: &T) -> Result<HttpRe
 /// mail, and some show a secret once: a new API key, a set-password link; only static
 /// assets set a cache policy of their own). <https://owasp.org/www-project-secure-headers/>
 pub fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
-        .add((header::CACHE_CONTROL, "no-store"))
-        .add((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
-             form-action 'self'; object-src 'none'",
-        ))
-        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .add((header::X_FRAME_OPTIONS, "DENY"))
-        .add((header::REFERRER_POLICY, "same-origin"))
-        .add(("Cross-Origin-Opener-Policy", "same-origin"))
-        .add((
-            "Permissions-Policy",
-            "camera=(), microphone=(), geolocation=()",
-        ))
+    SECURITY_HEADERS
+        .iter()
+        .fold(DefaultHeaders::new(), |headers, pair| headers.add(*pair))
 }
+
+/// The headers of [`security_headers`] (names in lower case, as HTTP/2 writes them), for
+/// a response made outside that middleware.
+pub const SECURITY_HEADERS: [(&str, &str); 7] = [
+    ("cache-control", "no-store"),
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+         form-action 'self'; object-src 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+    ("cross-origin-opener-policy", "same-origin"),
+    (
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+    ),
+];
 
 /// Echoes the request id in an `X-Request-Id` response header.
 pub async fn request_id_header(

@@ -110,7 +110,7 @@ async fn api_app(
 }
 
 /// The same with adjusted settings.
-async fn api_app_with(
+pub async fn api_app_with(
     backend: Backend,
     adjust: impl FnOnce(&mut mailroom::config::Settings),
 ) -> Result<(TestApp, Browser, SmtpServer, Api), Box<dyn std::error::Error>> {

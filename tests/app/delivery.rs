@@ -81,7 +81,7 @@ async fn compose(
 
 /// Posts the compose form as the page does (`multipart/form-data`, CSRF token in the
 /// header htmx sends), with files.
-async fn compose_at(
+pub async fn compose_at(
     browser: &Browser,
     slug: &str,
     provider: &str,

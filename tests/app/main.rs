@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod csrf;
 mod delivery;
+mod faults;
 mod history;
 mod isolation;
 mod members;
