@@ -86,7 +86,20 @@ pub async fn seed(
     size: usize,
     connections: u32,
 ) -> anyhow::Result<crate::workspaces::model::WorkspaceId> {
-    let (workspace, provider) = seed_provider(database, smtp_addr, connections).await?;
+    seed_limited(database, smtp_addr, messages, size, connections, None).await
+}
+
+/// [`seed`] with a provider limited to `per_second` messages a second.
+pub async fn seed_limited(
+    database: &Db,
+    smtp_addr: SocketAddr,
+    messages: usize,
+    size: usize,
+    connections: u32,
+    per_second: Option<i32>,
+) -> anyhow::Result<crate::workspaces::model::WorkspaceId> {
+    let (workspace, provider) =
+        seed_provider_limited(database, smtp_addr, connections, per_second).await?;
     seed_messages(database, workspace, provider, messages, size).await?;
     Ok(workspace)
 }
@@ -122,8 +135,24 @@ async fn seed_provider(
     crate::workspaces::model::WorkspaceId,
     crate::providers::model::ProviderId,
 )> {
+    seed_provider_limited(database, smtp_addr, connections, None).await
+}
+
+/// [`seed_provider`] with a rate limit.
+async fn seed_provider_limited(
+    database: &Db,
+    smtp_addr: SocketAddr,
+    connections: u32,
+    per_second: Option<i32>,
+) -> anyhow::Result<(
+    crate::workspaces::model::WorkspaceId,
+    crate::providers::model::ProviderId,
+)> {
     let slug = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
-    let settings = bench_settings(smtp_addr, connections);
+    let settings = ProviderSettings {
+        per_second,
+        ..bench_settings(smtp_addr, connections)
+    };
     let (workspace, provider) = database
         .write(move |conn| {
             let now = db::now();

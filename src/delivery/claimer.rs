@@ -31,6 +31,8 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
     );
     let prune_every = (ctx.cfg.lease / 3).max(Duration::from_millis(200));
     let mut pruned = std::time::Instant::now();
+    // Which provider is asked first this time: each in turn, so none waits behind another.
+    let mut turn = 0usize;
     tracing::info!(owner = %ctx.owner, "delivery engine started");
     while !ctx.stopping.load(Ordering::Acquire) {
         if pruned.elapsed() >= prune_every {
@@ -46,24 +48,14 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
             continue;
         }
         let limit = (room as i64).min(ctx.cfg.batch);
-        let owner = ctx.owner.clone();
-        let skip = ctx.saturated();
-        let lease = chrono::Duration::from_std(ctx.cfg.lease)
-            .unwrap_or_else(|_| chrono::Duration::minutes(2));
-        let claimed = ctx
-            .db
-            .write(move |conn| {
-                let now = db::now();
-                Ok(super::queries::claim_due(
-                    conn,
-                    &owner,
-                    now,
-                    now + lease,
-                    limit,
-                    &skip,
-                )?)
-            })
-            .await;
+        let held = ctx.held();
+        turn = turn.wrapping_add(1);
+        let claimed = {
+            let (owner, lease) = (ctx.owner.clone(), ctx.cfg.lease);
+            ctx.db
+                .write(move |conn| claim(conn, &owner, lease, limit, &held, turn))
+                .await
+        };
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -90,6 +82,65 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         }
     }
     tracing::info!(owner = %ctx.owner, "delivery engine stopped claiming");
+}
+
+/// Most of Mailroom's own alerts claimed at once.
+const ALERTS_AT_ONCE: i64 = 16;
+
+/// One claim, in one transaction: for each active provider in turn, as many due messages
+/// as it has room for on this node (see [`provider_cap`]) and, on PostgreSQL, as its
+/// shared rate buckets allow; then Mailroom's own alerts.
+fn claim(
+    conn: &mut db::DbConn,
+    owner: &str,
+    lease: Duration,
+    limit: i64,
+    held: &HashMap<ProviderId, usize>,
+    turn: usize,
+) -> Result<Vec<Message>, crate::error::AppError> {
+    use super::queries::{Buckets, active_providers, claim_due};
+    let now = db::now();
+    let lease_until =
+        now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(2));
+    let providers = active_providers(conn)?;
+    let mut left = limit;
+    let mut claimed = Vec::new();
+    for k in 0..providers.len() {
+        if left <= 0 {
+            break;
+        }
+        let provider = &providers[(turn + k) % providers.len()];
+        let room =
+            provider_cap(provider).saturating_sub(held.get(&provider.id).copied().unwrap_or(0));
+        let mut want = i64::try_from(room).unwrap_or(i64::MAX).min(left);
+        if want <= 0 {
+            continue;
+        }
+        let buckets = Buckets::lock(conn, provider, now)?;
+        if let Some(buckets) = &buckets {
+            want = want.min(buckets.available());
+        }
+        if want <= 0 {
+            continue;
+        }
+        let got = claim_due(conn, owner, now, lease_until, Some(provider.id), want)?;
+        if let Some(buckets) = buckets {
+            buckets.spend(conn, got.len(), now)?;
+        }
+        left -= i64::try_from(got.len()).unwrap_or(i64::MAX);
+        claimed.extend(got);
+    }
+    if left > 0 {
+        claimed.extend(claim_due(
+            conn,
+            owner,
+            now,
+            lease_until,
+            None,
+            left.min(ALERTS_AT_ONCE),
+        )?);
+    }
+    Ok(claimed)
 }
 
 /// Closes the pools of providers that were deleted or are no longer active: their workers

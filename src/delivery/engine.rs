@@ -181,14 +181,13 @@ fn hostname() -> String {
 }
 
 impl Ctx {
-    /// Providers that hold as many messages as they may.
-    pub(super) fn saturated(&self) -> Vec<ProviderId> {
+    /// Messages each provider holds on this node (claimed, not yet recorded).
+    pub(super) fn held(&self) -> HashMap<ProviderId, usize> {
         self.per_provider
             .lock()
             .expect("lock")
             .iter()
-            .filter(|(_, (held, cap))| held >= cap)
-            .map(|(id, _)| *id)
+            .map(|(id, (held, _))| (*id, *held))
             .collect()
     }
 
@@ -209,21 +208,26 @@ impl Ctx {
     }
 }
 
-/// How many claimed messages a provider may have on this node at once: about a minute of
-/// its rate limit, or 500 per connection when it has none (enough to keep a fast server's
-/// connections busy between claims).
+/// Messages a connection may have waiting for it: what a node may claim ahead of sending.
+pub(super) const PER_CONNECTION: usize = 8;
+
+/// How many claimed messages a provider may have on this node at once (claimed and not
+/// yet recorded): 8 per connection, and no more than about two seconds of its rate limit.
+/// Only these can be flagged as possible duplicates after a crash, so the bound is
+/// also the crash's bound: at most 8 per open connection.
 pub(super) fn provider_cap(p: &Provider) -> usize {
-    let by_connections = usize::try_from(p.max_connections.max(1)).unwrap_or(1) * 500;
-    let per_minute = [
-        p.per_second.map(|n| n * 60),
-        p.per_minute,
-        p.per_hour.map(|n| n / 60),
+    let by_connections =
+        usize::try_from(p.max_connections.clamp(1, 100)).unwrap_or(1) * PER_CONNECTION;
+    let two_seconds = [
+        p.per_second.map(|n| f64::from(n) * 2.0),
+        p.per_minute.map(|n| f64::from(n) / 30.0),
+        p.per_hour.map(|n| f64::from(n) / 1800.0),
     ]
     .into_iter()
     .flatten()
-    .min();
-    match per_minute {
-        Some(n) => usize::try_from(n.max(1)).unwrap_or(1).min(by_connections),
+    .reduce(f64::min);
+    match two_seconds {
+        Some(n) => (n.ceil().max(1.0) as usize).min(by_connections),
         None => by_connections,
     }
 }

@@ -17,48 +17,61 @@ use crate::messages::queries::{INSERT_CHUNK, insert_events};
 /// States a message is claimed from.
 const CLAIMABLE: [&str; 2] = ["scheduled", "queued"];
 
-/// The claim: due messages of active providers, oldest first. `{lock}` is
-/// `FOR UPDATE SKIP LOCKED` on PostgreSQL (nodes never wait on each other's rows) and empty
-/// on SQLite, where the caller's immediate transaction already serializes claimers.
+/// One provider's claim: its due messages, oldest first, read along
+/// `messages_provider_due` (provider_id, due_at, id). `{lock}` is `FOR UPDATE SKIP LOCKED`
+/// on PostgreSQL (nodes never wait on each other's rows) and empty on SQLite, where the
+/// caller's immediate transaction already serializes claimers. `{provider}` is either a
+/// provider's id or Mailroom's own alerts (no provider).
 const CLAIM_SQL: &str = "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, \
      attempts = attempts + 1, updated_at = $3 \
      WHERE id IN (SELECT m.id FROM messages m \
-        WHERE m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
-        AND (m.provider_id IN (SELECT p.id FROM providers p WHERE p.status = 'active') \
-             OR (m.provider_id IS NULL AND m.origin = 'alert')) \
-        AND (m.provider_id IS NULL OR {skip}) \
+        WHERE {provider} AND m.status IN ('scheduled', 'queued') AND m.due_at <= $3 \
         ORDER BY m.due_at, m.id LIMIT $4 {lock}) \
      RETURNING *";
 
-/// Claims up to `limit` due messages of active providers for `owner` until `lease_until`,
-/// counting the attempt (recorded before any SMTP DATA is sent). Providers in `skip`
-/// already have all this node will hold for them (a rate-limited provider must not fill
-/// the window and starve everyone else).
+/// The active providers (green: only they are claimed for; a red or grey provider's mail
+/// stays queued, not leased), with their limits.
+pub fn active_providers(conn: &mut DbConn) -> QueryResult<Vec<crate::providers::model::Provider>> {
+    use crate::db::schema::providers;
+    providers::table
+        .filter(providers::status.eq("active"))
+        .order(providers::id.asc())
+        .load(conn)
+}
+
+/// Claims up to `limit` due messages of one provider (`None`: Mailroom's own alerts) for
+/// `owner` until `lease_until`, counting the attempt (recorded before any SMTP DATA is
+/// sent).
 pub fn claim_due(
     conn: &mut DbConn,
     owner: &str,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
+    provider: Option<ProviderId>,
     limit: i64,
-    skip: &[ProviderId],
 ) -> QueryResult<Vec<Message>> {
-    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    let which = match provider {
+        Some(_) => "m.provider_id = $5",
+        None => "m.provider_id IS NULL AND m.origin = 'alert' AND $5 = 0",
+    };
+    let id = provider.map_or(0, |p| p.0);
     match conn {
         DbConn::Pg(c) => {
-            // Take the due rows in index order (messages_due is on due_at, id) and stop at
-            // the limit. Without fresh statistics (a large mailing just landed) the planner
-            // would rather sort every due row on every claim: quadratic work. SET LOCAL
-            // lasts until the end of this (claim) transaction only.
+            // Take the due rows in index order and stop at the limit. Without fresh
+            // statistics (a large mailing just landed) the planner would rather sort every
+            // due row on every claim: quadratic work. SET LOCAL lasts until the end of this
+            // (claim) transaction only.
             c.batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")?;
             let sql = CLAIM_SQL
                 .replace("{lock}", "FOR UPDATE SKIP LOCKED")
-                .replace("{skip}", "m.provider_id <> ALL($5::bigint[])");
+                .replace("{provider}", which);
             diesel::sql_query(sql)
                 .bind::<Text, _>(owner)
                 .bind::<Timestamp, _>(lease_until)
                 .bind::<Timestamp, _>(now)
                 .bind::<BigInt, _>(limit)
-                .bind::<Array<BigInt>, _>(skip.iter().map(|p| p.0).collect::<Vec<_>>())
+                .bind::<BigInt, _>(id)
                 .load(c)
         }
         DbConn::Sqlite(c) => {
@@ -66,22 +79,132 @@ pub fn claim_due(
             // number, as the query means.
             let sql = CLAIM_SQL
                 .replace("{lock}", "")
-                .replace(
-                    "{skip}",
-                    "m.provider_id NOT IN (SELECT value FROM json_each($5))",
-                )
+                .replace("{provider}", which)
                 .replace('$', "?");
-            let ids = serde_json::to_string(&skip.iter().map(|p| p.0).collect::<Vec<_>>())
-                .unwrap_or_else(|_| "[]".into());
             diesel::sql_query(sql)
                 .bind::<Text, _>(owner)
                 .bind::<Timestamp, _>(lease_until)
                 .bind::<Timestamp, _>(now)
                 .bind::<BigInt, _>(limit)
-                .bind::<Text, _>(ids)
+                .bind::<BigInt, _>(id)
                 .load(c)
         }
     }
+}
+
+/// A provider's rate limits as token buckets shared by every node (PostgreSQL): each
+/// window refills at its rate and holds about a second of it.
+pub struct Buckets {
+    provider: ProviderId,
+    /// (window in seconds, tokens available now, rate per second).
+    windows: Vec<(i32, f64, f64)>,
+}
+
+#[derive(QueryableByName)]
+struct BucketRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    window_secs: i32,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    tokens: f64,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    refilled_at: NaiveDateTime,
+}
+
+impl Buckets {
+    /// Locks the provider's buckets (created full on first use) and refills them to `now`.
+    /// `None` on SQLite (one process: its own limiter is the whole limit) and for a
+    /// provider without limits.
+    pub fn lock(
+        conn: &mut DbConn,
+        provider: &crate::providers::model::Provider,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<Self>> {
+        use diesel::sql_types::{BigInt, Double, Integer, Timestamp};
+        let DbConn::Pg(c) = conn else {
+            return Ok(None);
+        };
+        let limits: Vec<(i32, f64)> = [
+            (1, provider.per_second),
+            (60, provider.per_minute),
+            (3600, provider.per_hour),
+        ]
+        .into_iter()
+        .filter_map(|(window, limit)| limit.map(|n| (window, f64::from(n.max(1)))))
+        .collect();
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        for (window, limit) in &limits {
+            diesel::sql_query(
+                "INSERT INTO provider_tokens (provider_id, window_secs, tokens, refilled_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind::<BigInt, _>(provider.id.0)
+            .bind::<Integer, _>(*window)
+            .bind::<Double, _>(capacity(*limit, *window))
+            .bind::<Timestamp, _>(now)
+            .execute(c)?;
+        }
+        let rows: Vec<BucketRow> = diesel::sql_query(
+            "SELECT window_secs, tokens, refilled_at FROM provider_tokens \
+             WHERE provider_id = $1 ORDER BY window_secs FOR UPDATE",
+        )
+        .bind::<BigInt, _>(provider.id.0)
+        .load(c)?;
+        let windows = limits
+            .into_iter()
+            .map(|(window, limit)| {
+                let rate = limit / f64::from(window);
+                let tokens = rows.iter().find(|r| r.window_secs == window).map_or(
+                    capacity(limit, window),
+                    |r| {
+                        let elapsed = (now - r.refilled_at).as_seconds_f64().max(0.0);
+                        (r.tokens + elapsed * rate).min(capacity(limit, window))
+                    },
+                );
+                (window, tokens, rate)
+            })
+            .collect();
+        Ok(Some(Self {
+            provider: provider.id,
+            windows,
+        }))
+    }
+
+    /// Whole tokens available in every window.
+    pub fn available(&self) -> i64 {
+        self.windows
+            .iter()
+            .map(|(_, tokens, _)| tokens.floor() as i64)
+            .min()
+            .unwrap_or(0)
+            .max(0)
+    }
+
+    /// Takes `spent` tokens from every window and stores them, refilled as of `now`.
+    pub fn spend(self, conn: &mut DbConn, spent: usize, now: NaiveDateTime) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Double, Integer, Timestamp};
+        let DbConn::Pg(c) = conn else {
+            return Ok(());
+        };
+        for (window, tokens, _) in self.windows {
+            diesel::sql_query(
+                "UPDATE provider_tokens SET tokens = $3, refilled_at = $4 \
+                 WHERE provider_id = $1 AND window_secs = $2",
+            )
+            .bind::<BigInt, _>(self.provider.0)
+            .bind::<Integer, _>(window)
+            .bind::<Double, _>(tokens - spent as f64)
+            .bind::<Timestamp, _>(now)
+            .execute(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// A bucket holds about a second of its rate (at least one message).
+fn capacity(limit: f64, window: i32) -> f64 {
+    (limit / f64::from(window)).clamp(1.0, limit)
 }
 
 /// Extends every lease this node holds (its heartbeat): a live node never loses a message

@@ -1,7 +1,9 @@
-//! Crash safety: `mailroom serve` is killed with SIGKILL in the middle of delivering 2,000
-//! messages and started again. Nothing may be lost; a message delivered twice must be
-//! flagged as a possible duplicate and keep its Message-ID. A SIGTERM lets in-flight
-//! messages finish and gives the rest back.
+//! Crash safety: `mailroom serve` is killed with SIGKILL three times in the middle of
+//! delivering 1,200 messages through a rate-limited provider, and started again. Nothing
+//! may be lost; a message delivered twice must be flagged as a possible duplicate and keep
+//! its Message-ID; no more is flagged than was handed to a connection. A SIGTERM lets
+//! in-flight messages finish and gives the rest back. Two nodes on one PostgreSQL database
+//! keep to a provider's rate together.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -73,39 +75,46 @@ async fn wait_until(
 async fn a_killed_node_loses_nothing_and_flags_what_may_be_duplicated(
     backend: Backend,
 ) -> TestResult {
-    const COUNT: usize = 2_000;
+    const COUNT: usize = 1_200;
+    const KILLS: usize = 3;
+    const CONNECTIONS: usize = 4;
     let dir = tempfile::tempdir()?;
     let (url, _guard) = fresh_database(backend, dir.path());
     let server = SmtpServer::start().await?;
     server.delay_each(Duration::from_millis(2));
     let db = mailroom::db::Db::open(&url, 2)?;
     let addr = format!("127.0.0.1:{}", server.port).parse()?;
-    mailroom::bench::seed(&db, addr, COUNT, 512, 4).await?;
+    // A provider limited to 150 messages a second: a node that claimed far ahead of it
+    // would have hundreds claimed and unsent at each kill.
+    mailroom::bench::seed_limited(&db, addr, COUNT, 512, CONNECTIONS as u32, Some(150)).await?;
 
-    let mut first = serve(dir.path(), &url)?;
-    wait_until(
-        "some messages were delivered",
-        Duration::from_secs(60),
-        async || Ok(server.messages().len() >= COUNT / 4),
-    )
-    .await?;
-    first.kill()?; // SIGKILL: no chance to finish or release anything.
-    first.wait()?;
+    for kill in 1..=KILLS {
+        let mut node = serve(dir.path(), &url)?;
+        let target = kill * COUNT / (KILLS + 1);
+        wait_until(
+            "more messages were delivered",
+            Duration::from_secs(60),
+            async || Ok(server.messages().len() >= target),
+        )
+        .await?;
+        node.kill()?; // SIGKILL: no chance to finish or release anything.
+        node.wait()?;
+    }
     let at_kill = server.messages().len();
     assert!(
         at_kill < COUNT,
         "killed mid-delivery ({at_kill} of {COUNT})"
     );
 
-    let mut second = serve(dir.path(), &url)?;
+    let mut last = serve(dir.path(), &url)?;
     let waited = wait_until(
         "every message is final",
         Duration::from_secs(90),
         async || Ok(finals(&db).await?.iter().all(|m| m.status == "sent")),
     )
     .await;
-    second.kill()?;
-    second.wait()?;
+    last.kill()?;
+    last.wait()?;
     waited?;
 
     let stored = finals(&db).await?;
@@ -139,10 +148,15 @@ async fn a_killed_node_loses_nothing_and_flags_what_may_be_duplicated(
         unflagged.len()
     );
     assert_eq!(stored.len(), COUNT);
+    let flagged = stored.iter().filter(|m| m.possible_duplicate).count();
     println!(
-        "crash test: {COUNT} messages, {at_kill} delivered before SIGKILL, {} duplicates (all flagged), {} flagged in all",
+        "crash test: {COUNT} messages at 150/s, {KILLS} kills, {} duplicates (all flagged), {flagged} flagged in all",
         captured.values().filter(|n| **n > 1).count(),
-        stored.iter().filter(|m| m.possible_duplicate).count()
+    );
+    // Only what was handed to a connection may be flagged: 8 per connection per kill.
+    assert!(
+        flagged <= KILLS * CONNECTIONS * 8,
+        "{flagged} flagged after {KILLS} kills with {CONNECTIONS} connections"
     );
     Ok(())
 }
@@ -222,3 +236,46 @@ async fn sigterm_finishes_what_is_in_flight_and_gives_back_the_rest(
     Ok(())
 }
 both!(sigterm_finishes_what_is_in_flight_and_gives_back_the_rest);
+
+/// Two nodes on one PostgreSQL database and a provider limited to 200 messages a second:
+/// together they send at that rate, not twice it (measured at the SMTP server).
+#[actix_web::test]
+async fn two_nodes_together_keep_to_a_providers_rate() -> TestResult {
+    const COUNT: usize = 3_000;
+    const RATE: f64 = 200.0;
+    if !postgres_or_skip("two_nodes_together_keep_to_a_providers_rate") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (url, _guard) = fresh_database(Backend::Postgres, dir.path());
+    let server = SmtpServer::start().await?;
+    let db = mailroom::db::Db::open(&url, 2)?;
+    let addr = format!("127.0.0.1:{}", server.port).parse()?;
+    mailroom::bench::seed_limited(&db, addr, COUNT, 256, 4, Some(RATE as i32)).await?;
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut a = serve(dir_a.path(), &url)?;
+    let mut b = serve(dir_b.path(), &url)?;
+    let waited = wait_until(
+        "every message is sent",
+        Duration::from_secs(60),
+        async || Ok(server.messages().len() >= COUNT),
+    )
+    .await;
+    a.kill()?;
+    b.kill()?;
+    a.wait()?;
+    b.wait()?;
+    waited?;
+    let times: Vec<std::time::Instant> = server.messages().iter().map(|m| m.at).collect();
+    assert_eq!(times.len(), COUNT, "each message once");
+    // The steady rate, past the first second (a bucket starts full: one second's worth).
+    let skip = RATE as usize;
+    let seconds = (times[COUNT - 1] - times[skip]).as_secs_f64();
+    let rate = (COUNT - 1 - skip) as f64 / seconds;
+    println!("two nodes: {COUNT} messages at {rate:.1} msgs/s against a limit of {RATE}");
+    assert!(
+        (rate - RATE).abs() <= RATE * 0.1,
+        "{rate:.1} msgs/s is not within 10 % of {RATE}"
+    );
+    Ok(())
+}

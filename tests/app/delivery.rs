@@ -868,13 +868,16 @@ async fn a_refusal_older_than_the_last_check_turns_nothing_red(backend: Backend)
     let verdict = db
         .write(move |conn| {
             let now = mailroom::db::now();
+            let provider = mailroom::delivery::queries::active_providers(conn)?
+                .first()
+                .map(|p| p.id);
             let claimed = mailroom::delivery::queries::claim_due(
                 conn,
                 "node-a",
                 now,
                 now + chrono::Duration::minutes(1),
+                provider,
                 10,
-                &[],
             )?;
             let message = claimed
                 .into_iter()

@@ -39,6 +39,8 @@ pub struct Captured {
     pub raw: Vec<u8>,
     /// Whether it arrived over TLS.
     pub encrypted: bool,
+    /// When the server accepted it.
+    pub at: std::time::Instant,
 }
 
 /// Where in the conversation a fault happens.
@@ -338,6 +340,7 @@ impl SmtpServer {
                             data,
                             raw,
                             encrypted,
+                            at: std::time::Instant::now(),
                         });
                         format!("250 2.0.0 Ok: queued as {}", state.messages.len())
                     }
