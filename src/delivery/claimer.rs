@@ -1,6 +1,8 @@
 //! The claimer: claims what is due in batches with a lease (never more than a provider may
 //! hold on this node), reads the claimed messages' sends, files and providers, and hands
 //! each to the sender of its channel. Every claimed message yields exactly one outcome.
+//! Its loop ([`run`]) is the engine's: each turn records outcomes and claims in one
+//! transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,9 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::engine::{Ctx, OutcomeTx, heartbeat, provider_cap};
+use super::engine::{Asked, Ctx, OutcomeTx, heartbeat, provider_cap};
 use super::outcome::{Outcome, OutcomeKind, Reply};
-use super::recorder::writer;
 use super::sender::{ChannelSender, Job};
 use super::smtp_sender::SmtpSender;
 use crate::db;
@@ -20,9 +21,13 @@ use crate::messages::queries as messages;
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
 
+/// The engine's loop. Each turn is one transaction that records the outcomes that came
+/// in (the recorder) and claims what there is room for (the claimer); after it commits,
+/// the claimed messages go to their channel's sender. One commit per turn, whatever
+/// the mix, keeps the SQLite writer free for the API.
 pub(super) async fn run(ctx: Arc<Ctx>) {
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    actix_web::rt::spawn(writer(ctx.clone(), done_rx));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let done_tx = OutcomeTx::new(done_tx, ctx.clone());
     actix_web::rt::spawn(heartbeat(ctx.clone()));
     let mut senders: HashMap<Channel, Box<dyn ChannelSender>> = HashMap::new();
     senders.insert(
@@ -34,54 +39,107 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
     // Which provider is asked first this time: each in turn, so none waits behind another.
     let mut turn = 0usize;
     tracing::info!(owner = %ctx.owner, "delivery engine started");
-    while !ctx.stopping.load(Ordering::Acquire) {
+    // Claim at once at start; then when new work comes (ingest wakes), when a provider
+    // with more due has a quarter of its room free again, or every `poll` (due retries,
+    // scheduled messages, rate buckets refilled).
+    let mut claim_now = true;
+    // Outcomes not yet recorded (kept across a failed write).
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    // After a failed turn the next records only, so a claim's error cannot hold outcomes.
+    let mut record_only = false;
+    loop {
+        let stopping = ctx.stopping.load(Ordering::Acquire);
+        if stopping && outcomes.is_empty() && ctx.in_flight.load(Ordering::Acquire) == 0 {
+            break;
+        }
         if pruned.elapsed() >= prune_every {
             prune(&ctx, &mut senders).await;
             pruned = std::time::Instant::now();
         }
+        if outcomes.is_empty() && (!claim_now || stopping) {
+            let woke = tokio::time::timeout(ctx.cfg.poll, async {
+                tokio::select! {
+                    outcome = done_rx.recv() => {
+                        outcomes.extend(outcome);
+                        false
+                    }
+                    _ = ctx.wake.notified() => true,
+                    _ = ctx.room.notified() => ctx.worth_claiming(),
+                }
+            })
+            .await;
+            claim_now |= woke.unwrap_or(true);
+        }
+        super::recorder::gather(&mut done_rx, &mut outcomes);
+        claim_now |= ctx.worth_claiming();
         let room = ctx
             .cfg
             .max_in_flight
             .saturating_sub(ctx.in_flight.load(Ordering::Acquire));
-        if room == 0 {
-            let _ = tokio::time::timeout(ctx.cfg.poll, ctx.room.notified()).await;
+        let limit = if claim_now && !stopping && !record_only {
+            (room as i64).min(ctx.cfg.batch)
+        } else {
+            0
+        };
+        if outcomes.is_empty() && limit == 0 {
             continue;
         }
-        let limit = (room as i64).min(ctx.cfg.batch);
+        claim_now = false;
+        record_only = false;
         let held = ctx.held();
         turn = turn.wrapping_add(1);
-        let claimed = {
-            let (owner, lease) = (ctx.owner.clone(), ctx.cfg.lease);
+        let batch = outcomes.clone();
+        let turned = {
+            let ctx = ctx.clone();
             ctx.db
-                .write(move |conn| claim(conn, &owner, lease, limit, &held, turn))
+                .clone()
+                .write(move |conn| {
+                    let alerted = if batch.is_empty() {
+                        false
+                    } else {
+                        super::recorder::record(conn, &ctx, batch)?
+                    };
+                    let claimed = if limit > 0 {
+                        Some(claim(conn, &ctx.owner, ctx.cfg.lease, limit, &held, turn)?)
+                    } else {
+                        None
+                    };
+                    Ok((alerted, claimed))
+                })
                 .await
         };
-        let claimed = match claimed {
-            Ok(claimed) => claimed,
+        let (alerted, claimed) = match turned {
+            Ok(turned) => turned,
             Err(e) => {
-                ctx.db.warn_unless_fault(&e, "claim failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if outcomes.is_empty() {
+                    ctx.db.warn_unless_fault(&e, "claim failed; retrying");
+                } else {
+                    super::recorder::failed(&ctx, &e, outcomes.len());
+                    record_only = true;
+                }
+                claim_now = true;
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        if claimed.is_empty() {
-            // Nothing due, or only providers that are full: new work (ingest) or room
-            // (an outcome recorded) is worth another claim.
-            let _ = tokio::time::timeout(ctx.cfg.poll, async {
-                tokio::select! {
-                    _ = ctx.wake.notified() => {}
-                    _ = ctx.room.notified() => {}
-                }
-            })
-            .await;
-            continue;
+        if !outcomes.is_empty() {
+            super::recorder::recorded(&ctx, &outcomes, alerted);
+            outcomes.clear();
         }
-        ctx.in_flight.fetch_add(claimed.len(), Ordering::AcqRel);
-        if let Err(e) = dispatch(&ctx, &mut senders, claimed, &done_tx).await {
-            ctx.db.warn_unless_fault(&e, "dispatch failed");
+        let Some((claimed, asked, loaded)) = claimed else {
+            continue;
+        };
+        ctx.claimed(&asked);
+        if claimed.len() as i64 >= limit {
+            // The whole window was taken: more may be due.
+            claim_now = true;
+        }
+        if !claimed.is_empty() {
+            ctx.in_flight.fetch_add(claimed.len(), Ordering::AcqRel);
+            dispatch(&ctx, &mut senders, claimed, loaded, &done_tx);
         }
     }
-    tracing::info!(owner = %ctx.owner, "delivery engine stopped claiming");
+    tracing::info!(owner = %ctx.owner, "delivery engine stopped");
 }
 
 /// Most of Mailroom's own alerts claimed at once.
@@ -97,7 +155,7 @@ fn claim(
     limit: i64,
     held: &HashMap<ProviderId, usize>,
     turn: usize,
-) -> Result<Vec<Message>, crate::error::AppError> {
+) -> Result<(Vec<Message>, Vec<Asked>, Loaded), crate::error::AppError> {
     use super::queries::{Buckets, active_providers, claim_due};
     let now = db::now();
     let lease_until =
@@ -105,29 +163,38 @@ fn claim(
     let providers = active_providers(conn)?;
     let mut left = limit;
     let mut claimed = Vec::new();
+    let mut asked = Vec::new();
     for k in 0..providers.len() {
         if left <= 0 {
             break;
         }
         let provider = &providers[(turn + k) % providers.len()];
-        let room =
-            provider_cap(provider).saturating_sub(held.get(&provider.id).copied().unwrap_or(0));
-        let mut want = i64::try_from(room).unwrap_or(i64::MAX).min(left);
-        if want <= 0 {
+        let cap = provider_cap(provider);
+        let room = cap.saturating_sub(held.get(&provider.id).copied().unwrap_or(0));
+        let wanted = i64::try_from(room).unwrap_or(i64::MAX).min(left);
+        if wanted <= 0 {
             continue;
         }
         let buckets = Buckets::lock(conn, provider, now)?;
-        if let Some(buckets) = &buckets {
-            want = want.min(buckets.available());
-        }
-        if want <= 0 {
-            continue;
-        }
-        let got = claim_due(conn, owner, now, lease_until, Some(provider.id), want)?;
+        let take = match &buckets {
+            Some(buckets) => wanted.min(buckets.available()),
+            None => wanted,
+        };
+        let got = if take > 0 {
+            claim_due(conn, owner, now, lease_until, Some(provider.id), take)?
+        } else {
+            Vec::new()
+        };
         if let Some(buckets) = buckets {
             buckets.spend(conn, got.len(), now)?;
         }
         left -= i64::try_from(got.len()).unwrap_or(i64::MAX);
+        asked.push(Asked {
+            provider: provider.id,
+            cap,
+            wanted: usize::try_from(wanted).unwrap_or(0),
+            got: got.len(),
+        });
         claimed.extend(got);
     }
     if left > 0 {
@@ -140,7 +207,8 @@ fn claim(
             left.min(ALERTS_AT_ONCE),
         )?);
     }
-    Ok(claimed)
+    let loaded = load(conn, &claimed, providers)?;
+    Ok((claimed, asked, loaded))
 }
 
 /// Closes the pools of providers that were deleted or are no longer active: their workers
@@ -177,80 +245,75 @@ async fn prune(ctx: &Ctx, senders: &mut HashMap<Channel, Box<dyn ChannelSender>>
     }
 }
 
-/// Reads what the claimed messages need (their sends, files and providers) and hands each
-/// to the sender of its channel.
-async fn dispatch(
-    ctx: &Arc<Ctx>,
-    senders: &mut HashMap<Channel, Box<dyn ChannelSender>>,
-    claimed: Vec<Message>,
-    done: &OutcomeTx,
-) -> Result<(), crate::error::AppError> {
-    let ids: Vec<ProviderId> = claimed
-        .iter()
-        .filter_map(|m| m.provider_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let body_ids: Vec<SendId> = claimed
+/// What the claimed messages need: their providers, sends and files.
+pub(super) struct Loaded {
+    providers: HashMap<ProviderId, Provider>,
+    sends: HashMap<SendId, Arc<Send>>,
+    files: HashMap<SendId, Arc<Vec<Attachment>>>,
+}
+
+/// Reads what the claimed messages need, in the claim's own transaction (one round trip
+/// to the database per claim).
+fn load(
+    conn: &mut db::DbConn,
+    claimed: &[Message],
+    providers: Vec<Provider>,
+) -> Result<Loaded, crate::error::AppError> {
+    let send_ids: Vec<SendId> = claimed
         .iter()
         .map(|m| m.send_id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let (rows, bodies) = match ctx
-        .db
-        .run(move |conn| {
-            Ok((
-                providers::find_many(conn, &ids)?,
-                messages::find_sends(conn, &body_ids)?,
-            ))
-        })
-        .await
-    {
-        Ok(loaded) => loaded,
-        Err(e) => return Err(give_back(claimed, done, e)),
-    };
-    let rows: HashMap<ProviderId, Provider> = rows.into_iter().map(|p| (p.id, p)).collect();
+    let sends = messages::find_sends(conn, &send_ids)?;
     // Files only for the contents that have any: most messages have none.
-    let with_files: Vec<SendId> = bodies
+    let with_files: Vec<SendId> = sends
         .iter()
         .filter(|b| b.attachments > 0)
         .map(|b| b.id)
         .collect();
     let mut files: HashMap<SendId, Vec<Attachment>> = HashMap::new();
     if !with_files.is_empty() {
-        let found = match ctx
-            .db
-            .run(move |conn| Ok(messages::find_attachments(conn, &with_files)?))
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => return Err(give_back(claimed, done, e)),
-        };
-        for file in found {
+        for file in messages::find_attachments(conn, &with_files)? {
             files.entry(file.send_id).or_default().push(file);
         }
     }
-    let files: HashMap<SendId, Arc<Vec<Attachment>>> =
-        files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    Ok(Loaded {
+        providers: providers.into_iter().map(|p| (p.id, p)).collect(),
+        sends: sends.into_iter().map(|b| (b.id, Arc::new(b))).collect(),
+        files: files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+    })
+}
+
+/// Hands each claimed message to the sender of its channel.
+fn dispatch(
+    ctx: &Arc<Ctx>,
+    senders: &mut HashMap<Channel, Box<dyn ChannelSender>>,
+    claimed: Vec<Message>,
+    loaded: Loaded,
+    done: &OutcomeTx,
+) {
+    let Loaded {
+        providers: rows,
+        sends: bodies,
+        files,
+    } = loaded;
     let no_files = Arc::new(Vec::new());
-    let bodies: HashMap<SendId, Arc<Send>> =
-        bodies.into_iter().map(|b| (b.id, Arc::new(b))).collect();
     for message in claimed {
         // Counted before anything else: every claimed message yields exactly one outcome,
         // and the writer uncounts it then.
         if let Some(provider) = message.provider_id {
-            ctx.hold(provider, rows.get(&provider).map_or(1, provider_cap));
+            ctx.hold(provider);
         }
         let Some(body) = bodies.get(&message.send_id).cloned() else {
-            let _ = done.send(Outcome {
+            done.send(Outcome {
                 kind: OutcomeKind::Failed(Reply::text("its content is missing")),
                 message,
             });
             continue;
         };
         if message.provider_deleted() {
-            let _ = done.send(Outcome {
+            done.send(Outcome {
                 kind: OutcomeKind::Orphaned,
                 message,
             });
@@ -263,7 +326,7 @@ async fn dispatch(
                 Some(provider) => Some(provider),
                 None => {
                     // Deleted between the claim and this read.
-                    let _ = done.send(Outcome {
+                    done.send(Outcome {
                         kind: OutcomeKind::Orphaned,
                         message,
                     });
@@ -283,7 +346,7 @@ async fn dispatch(
             Some(sender) => sender.take(job, provider),
             None => {
                 let channel = job.message.channel;
-                let _ = done.send(Outcome {
+                done.send(Outcome {
                     kind: OutcomeKind::Failed(Reply::text(&format!(
                         "this node cannot send {channel} messages"
                     ))),
@@ -292,23 +355,4 @@ async fn dispatch(
             }
         }
     }
-    Ok(())
-}
-
-/// Claimed messages whose data could not be read go back as a retry, so none is left
-/// claimed and forgotten while this node renews its leases.
-fn give_back(
-    claimed: Vec<Message>,
-    done: &OutcomeTx,
-    error: crate::error::AppError,
-) -> crate::error::AppError {
-    for message in claimed {
-        let _ = done.send(Outcome {
-            kind: OutcomeKind::Retry(Reply::text(&format!(
-                "its content could not be read: {error}"
-            ))),
-            message,
-        });
-    }
-    error
 }

@@ -55,7 +55,7 @@ pub(crate) struct Ctx {
     pub(super) closing: AtomicBool,
     pub(super) started: Mutex<HashSet<MessageId>>,
     /// Per provider: messages held by this node and the most it may hold.
-    pub(super) per_provider: Mutex<HashMap<ProviderId, (usize, usize)>>,
+    pub(super) per_provider: Mutex<HashMap<ProviderId, Room>>,
     pub(super) hello: ClientId,
     pub(super) system: super::system::SystemProvider,
 }
@@ -181,40 +181,82 @@ fn hostname() -> String {
 }
 
 impl Ctx {
-    /// Messages each provider holds on this node (claimed, not yet recorded).
+    /// Messages each provider holds on this node (claimed, not yet sent).
     pub(super) fn held(&self) -> HashMap<ProviderId, usize> {
         self.per_provider
             .lock()
             .expect("lock")
             .iter()
-            .map(|(id, (held, _))| (*id, *held))
+            .map(|(id, room)| (*id, room.held))
             .collect()
     }
 
-    pub(super) fn hold(&self, provider: ProviderId, cap: usize) {
-        let mut counts = self.per_provider.lock().expect("lock");
-        let entry = counts.entry(provider).or_insert((0, cap));
-        entry.0 += 1;
-        entry.1 = cap;
+    pub(super) fn hold(&self, provider: ProviderId) {
+        let mut rooms = self.per_provider.lock().expect("lock");
+        rooms.entry(provider).or_default().held += 1;
     }
 
     pub(super) fn release(&self, providers: &[Option<ProviderId>]) {
-        let mut counts = self.per_provider.lock().expect("lock");
+        let mut rooms = self.per_provider.lock().expect("lock");
         for provider in providers.iter().flatten() {
-            if let Some(entry) = counts.get_mut(provider) {
-                entry.0 = entry.0.saturating_sub(1);
+            if let Some(room) = rooms.get_mut(provider) {
+                room.held = room.held.saturating_sub(1);
             }
         }
     }
+
+    /// What a claim found per provider: its cap, and whether it took all it wanted (if
+    /// not, nothing more is due for it, or its rate allows no more now).
+    pub(super) fn claimed(&self, asked: &[Asked]) {
+        let mut rooms = self.per_provider.lock().expect("lock");
+        for a in asked {
+            let room = rooms.entry(a.provider).or_default();
+            room.cap = a.cap;
+            room.drained = a.got < a.wanted;
+        }
+    }
+
+    /// Whether a claim is worth its transaction now: some provider with more due has a
+    /// quarter of its room free (so claims come in batches, not one per sent message).
+    pub(super) fn worth_claiming(&self) -> bool {
+        self.per_provider
+            .lock()
+            .expect("lock")
+            .values()
+            .any(|room| {
+                !room.drained && room.cap.saturating_sub(room.held) >= (room.cap / 2).max(1)
+            })
+    }
+}
+
+/// One provider's room on this node.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Room {
+    /// Claimed and not yet through a connection.
+    held: usize,
+    /// The most it may hold ([`provider_cap`]).
+    cap: usize,
+    /// The last claim found no more due for it (or no rate left).
+    drained: bool,
+}
+
+/// A claim's dealings with one provider.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Asked {
+    pub(super) provider: ProviderId,
+    pub(super) cap: usize,
+    pub(super) wanted: usize,
+    pub(super) got: usize,
 }
 
 /// Messages a connection may have waiting for it: what a node may claim ahead of sending.
 pub(super) const PER_CONNECTION: usize = 8;
 
-/// How many claimed messages a provider may have on this node at once (claimed and not
-/// yet recorded): 8 per connection, and no more than about two seconds of its rate limit.
-/// Only these can be flagged as possible duplicates after a crash, so the bound is
-/// also the crash's bound: at most 8 per open connection.
+/// How many claimed messages a provider may have waiting on this node at once (claimed
+/// and not yet through a connection): 8 per connection, and no more than about two
+/// seconds of its rate limit. After a crash only these, and the few sent whose outcome
+/// was not yet stored (the recorder commits every few milliseconds), are flagged as
+/// possible duplicates: about 8 per open connection.
 pub(super) fn provider_cap(p: &Provider) -> usize {
     let by_connections =
         usize::try_from(p.max_connections.clamp(1, 100)).unwrap_or(1) * PER_CONNECTION;
@@ -232,8 +274,28 @@ pub(super) fn provider_cap(p: &Provider) -> usize {
     }
 }
 
-/// Outcomes flow from the connection workers to the writer.
-pub(super) type OutcomeTx = mpsc::UnboundedSender<Outcome>;
+/// Outcomes flow from the connection workers to the recorder. Sending one ends the
+/// message's hold on its provider's room (it is no longer waiting for a connection), so
+/// the claimer may take the next at once, while the recorder stores this one.
+#[derive(Clone)]
+pub(super) struct OutcomeTx {
+    tx: mpsc::UnboundedSender<Outcome>,
+    ctx: Arc<Ctx>,
+}
+
+impl OutcomeTx {
+    pub(super) fn new(tx: mpsc::UnboundedSender<Outcome>, ctx: Arc<Ctx>) -> Self {
+        Self { tx, ctx }
+    }
+
+    /// Hands an outcome to the recorder (gone only when the engine is stopping, and
+    /// then a lease expiry or the next start takes the message back).
+    pub(super) fn send(&self, outcome: Outcome) {
+        self.ctx.release(&[outcome.message.provider_id]);
+        self.ctx.room.notify_one();
+        let _ = self.tx.send(outcome);
+    }
+}
 
 /// Renews this node's leases and takes over expired ones, every third of a lease.
 pub(super) async fn heartbeat(ctx: Arc<Ctx>) {

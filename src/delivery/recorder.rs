@@ -1,95 +1,81 @@
 //! The recorder: writes outcomes in batches (whatever arrived while the last batch was
-//! being written goes into the next transaction), retrying until they are stored.
+//! being written goes into the next transaction, which is also the next claim's), retrying
+//! until they are stored.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::engine::Ctx;
 use super::outcome::{Outcome, OutcomeKind, apply};
 use crate::error::AppError;
-use crate::messages::model::MessageId;
-use crate::providers::model::ProviderId;
 
-/// Records outcomes in batches: whatever arrived while the last batch was being written
-/// goes into the next transaction.
-pub(super) async fn writer(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 5_000 {
-            match rx.try_recv() {
-                Ok(outcome) => batch.push(outcome),
-                Err(_) => break,
-            }
+/// Most outcomes recorded in one transaction.
+const MOST_AT_ONCE: usize = 5_000;
+
+/// Adds every outcome that is waiting (up to a batch) to `batch`.
+pub(super) fn gather(rx: &mut mpsc::UnboundedReceiver<Outcome>, batch: &mut Vec<Outcome>) {
+    while batch.len() < MOST_AT_ONCE {
+        match rx.try_recv() {
+            Ok(outcome) => batch.push(outcome),
+            Err(_) => break,
         }
-        let count = batch.len();
-        let tallies: Vec<(String, &'static str)> = batch.iter().map(tally).collect();
-        let ids: Vec<MessageId> = batch.iter().map(|o| o.message.id).collect();
-        let providers: Vec<Option<ProviderId>> =
-            batch.iter().map(|o| o.message.provider_id).collect();
-        let (owner, base, from) = (
-            ctx.owner.clone(),
-            ctx.cfg.retry_base,
-            ctx.system.from.clone(),
-        );
-        let mut pending = Some(batch);
-        loop {
-            let attempt = pending.take().unwrap_or_default();
-            let owner = owner.clone();
-            let kept = attempt.clone();
-            match ctx
-                .db
-                .write({
-                    let from = from.clone();
-                    move |conn| apply(conn, &owner, attempt, base, &from)
-                })
-                .await
-            {
-                Ok(alerted) => {
-                    if alerted {
-                        ctx.wake.notify_one();
-                    }
-                    ctx.settled.notify_waiters();
-                    break;
-                }
-                Err(e) => {
-                    // Outcomes must not be lost: keep them and try again.
-                    match &e {
-                        AppError::Unavailable(_) => ctx
-                            .db
-                            .warn_unless_fault(&e, "recording outcomes failed; retrying"),
-                        _ => {
-                            tracing::error!(error = %e, count, "recording outcomes failed; retrying")
-                        }
-                    }
-                    pending = Some(kept);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
+    }
+}
+
+/// Writes `batch` in the caller's transaction; whether an alert was queued (its own
+/// mail must then be claimed).
+pub(super) fn record(
+    conn: &mut crate::db::DbConn,
+    ctx: &Ctx,
+    batch: Vec<Outcome>,
+) -> Result<bool, AppError> {
+    apply(
+        conn,
+        &ctx.owner,
+        batch,
+        ctx.cfg.retry_base,
+        &ctx.system.from,
+    )
+}
+
+/// After the transaction that recorded `batch` committed: metrics, and room for more.
+pub(super) fn recorded(ctx: &Ctx, batch: &[Outcome], alerted: bool) {
+    if alerted {
+        ctx.wake.notify_one();
+    }
+    ctx.settled.notify_waiters();
+    let metrics = super::metrics::metrics();
+    for outcome in batch {
+        let (provider, kind) = tally(outcome);
+        let counter = match kind {
+            "sent" => &metrics.sent,
+            "failed" => &metrics.failed,
+            "retried" => &metrics.retried,
+            "held" => &metrics.held,
+            _ => continue,
+        };
+        counter.with_label_values(&[provider.as_str()]).inc();
+    }
+    {
+        let mut started = ctx.started.lock().expect("lock");
+        for outcome in batch {
+            started.remove(&outcome.message.id);
         }
-        let metrics = super::metrics::metrics();
-        for (provider, kind) in tallies {
-            let counter = match kind {
-                "sent" => &metrics.sent,
-                "failed" => &metrics.failed,
-                "retried" => &metrics.retried,
-                "held" => &metrics.held,
-                _ => continue,
-            };
-            counter.with_label_values(&[provider.as_str()]).inc();
-        }
-        {
-            let mut started = ctx.started.lock().expect("lock");
-            for id in &ids {
-                started.remove(id);
-            }
-        }
-        ctx.release(&providers);
-        ctx.recorded.fetch_add(count as u64, Ordering::AcqRel);
-        ctx.in_flight.fetch_sub(count, Ordering::AcqRel);
-        ctx.room.notify_one();
+    }
+    ctx.recorded.fetch_add(batch.len() as u64, Ordering::AcqRel);
+    ctx.in_flight.fetch_sub(batch.len(), Ordering::AcqRel);
+    ctx.room.notify_one();
+}
+
+/// A failed write of outcomes: they are kept and written again (a database fault is
+/// logged once per incident).
+pub(super) fn failed(ctx: &Ctx, error: &AppError, count: usize) {
+    match error {
+        AppError::Unavailable(_) => ctx
+            .db
+            .warn_unless_fault(error, "recording outcomes failed; retrying"),
+        _ => tracing::error!(error = %error, count, "recording outcomes failed; retrying"),
     }
 }
 

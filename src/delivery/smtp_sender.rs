@@ -175,7 +175,7 @@ async fn worker(pool: Arc<Pool>) {
         }
         let kind = deliver(&pool, &mut conn, &message, &body, &files).await;
         last_used = std::time::Instant::now();
-        let _ = pool.done.send(Outcome { message, kind });
+        pool.done.send(Outcome { message, kind });
     }
     if let Some(mut conn) = conn {
         let _ = conn.quit().await;
@@ -287,7 +287,7 @@ impl SmtpSender {
     }
 
     fn fail(&self, job: Job, kind: OutcomeKind) {
-        let _ = self.done.send(Outcome {
+        self.done.send(Outcome {
             kind,
             message: job.message,
         });
