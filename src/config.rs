@@ -83,8 +83,8 @@ pub struct Settings {
     pub session_ttl_hours: u32,
     /// Force the `Secure` cookie flag on or off; default: on when `public_url` is https.
     pub secure_cookies: Option<bool>,
-    /// Take the client address from `Forwarded` / `X-Forwarded-For` (only behind a
-    /// reverse proxy that sets them); otherwise the TCP peer is the client.
+    /// Take the client address from `X-Forwarded-For` (only behind a
+    /// reverse proxy that sets it); otherwise the TCP peer is the client.
     pub trust_forwarded_for: bool,
     /// Comma-separated CIDRs of the reverse proxies whose `X-Forwarded-For` entries are
     /// believed (with `trust_forwarded_for`): the client is the rightmost address that is

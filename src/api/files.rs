@@ -17,6 +17,7 @@ use crate::state::AppState;
 
 /// The upload: one part named `file`.
 #[derive(MultipartForm)]
+#[multipart(deny_unknown_fields)]
 pub struct FileUpload {
     /// The file.
     file: Bytes,

@@ -35,17 +35,31 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
         .service(
             web::scope("/api/v1")
                 .app_data(web::PayloadConfig::new(body_limit))
-                .route("/openapi.json", web::get().to(openapi::document))
-                .route("/messages", web::post().to(endpoints::send))
-                .route("/messages", web::get().to(endpoints::list))
-                .route("/messages/{id}", web::get().to(endpoints::show))
-                .route("/messages/{id}/cancel", web::post().to(endpoints::cancel))
-                .route("/messages/{id}/release", web::post().to(endpoints::release))
-                .route("/providers", web::get().to(endpoints::list_providers))
-                .route("/files", web::post().to(files::upload))
-                .route("/files/{id}", web::get().to(files::show))
-                .route("/files/{id}", web::delete().to(files::delete))
+                .service(resource("/openapi.json").route(web::get().to(openapi::document)))
+                .service(
+                    resource("/messages")
+                        .route(web::post().to(endpoints::send))
+                        .route(web::get().to(endpoints::list)),
+                )
+                .service(resource("/messages/{id}").route(web::get().to(endpoints::show)))
+                .service(resource("/messages/{id}/cancel").route(web::post().to(endpoints::cancel)))
+                .service(
+                    resource("/messages/{id}/release").route(web::post().to(endpoints::release)),
+                )
+                .service(resource("/providers").route(web::get().to(endpoints::list_providers)))
+                .service(resource("/files").route(web::post().to(files::upload)))
+                .service(
+                    resource("/files/{id}")
+                        .route(web::get().to(files::show))
+                        .route(web::delete().to(files::delete)),
+                )
                 .default_service(web::to(endpoints::not_found)),
         )
         .service(web::scope("/api").default_service(web::to(endpoints::not_found)));
+}
+
+/// One path of the API: a method it does not serve answers 405 with `Allow` naming the
+/// ones it does (a problem document).
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(endpoints::not_allowed))
 }

@@ -1,11 +1,16 @@
 //! The OpenAPI 3.1 document of `/api/v1`, generated from the handlers' annotations and the
 //! request and answer types (so it cannot drift from the code).
 
+use std::sync::LazyLock;
+
 use actix_web::HttpResponse;
+use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{endpoints, files, problem};
+
+mod rules;
 
 /// The document.
 #[derive(OpenApi)]
@@ -58,9 +63,33 @@ impl Modify for BearerKey {
     }
 }
 
+/// The document as served: what the types say, plus the rules the handlers enforce that
+/// no Rust type states (`rules::state`).
+pub fn value() -> &'static Value {
+    static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
+        let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        rules::state(&mut document);
+        document
+    });
+    &DOCUMENT
+}
+
 /// `GET /api/v1/openapi.json` (no key needed: it describes, it does not reveal).
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(value())
+}
+
+/// The methods the document gives a path pattern (`/api/v1/messages/{id}`), upper-case;
+/// the document itself answers GET.
+pub fn methods_of(pattern: &str) -> Vec<&'static str> {
+    if pattern.ends_with("/openapi.json") {
+        return vec!["GET"];
+    }
+    let item = &value()["paths"][pattern];
+    ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|m| !item[m.to_lowercase()].is_null())
+        .collect()
 }
 
 /// One operation on the reference page.
@@ -77,7 +106,7 @@ pub struct Operation {
 
 /// The operations of the document, in path order.
 pub fn operations() -> Vec<Operation> {
-    let document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let document = value();
     let mut out = Vec::new();
     let Some(paths) = document["paths"].as_object() else {
         return out;

@@ -40,7 +40,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
     let mut turn = 0usize;
     tracing::info!(owner = %ctx.owner, "delivery engine started");
     // Claim at once at start; then when new work comes (ingest wakes), when a provider
-    // with more due has a quarter of its room free again, or every `poll` (due retries,
+    // with more due has half of its room free again, or every `poll` (due retries,
     // scheduled messages, rate buckets refilled).
     let mut claim_now = true;
     // Outcomes not yet recorded (kept across a failed write).

@@ -216,8 +216,8 @@ impl Ctx {
         }
     }
 
-    /// Whether a claim is worth its transaction now: some provider with more due has a
-    /// quarter of its room free (so claims come in batches, not one per sent message).
+    /// Whether a claim is worth its transaction now: some provider with more due has
+    /// half of its room free (so claims come in batches, not one per sent message).
     pub(super) fn worth_claiming(&self) -> bool {
         self.per_provider
             .lock()

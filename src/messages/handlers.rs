@@ -62,7 +62,7 @@ pub async fn compose_form(
     render(&compose_page(&state, &session, &ctx, form, FieldErrors::new()).await?)
 }
 
-/// `POST /w/{slug}/compose` (`multipart/form-data`): one message per To recipient,
+/// `POST /w/{slug}/compose` (`multipart/form-data`): one message per address (To, Cc, Bcc),
 /// queued (or scheduled), with the files attached to each.
 pub async fn compose(
     req: HttpRequest,

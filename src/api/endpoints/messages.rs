@@ -8,7 +8,7 @@ use crate::api::auth::ApiCaller;
 use crate::api::problem::responses;
 use crate::error::AppError;
 use crate::error::FieldProblem;
-use crate::messages::model::{Message, MessageEvent, MessageId};
+use crate::messages::model::{Message, MessageEvent, MessageId, Status};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::state::AppState;
 
@@ -378,14 +378,13 @@ pub async fn list(
         })?;
     let mut problems = Vec::new();
     let status = match query.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(value) => {
-            let parsed = crate::messages::model::Status::parse(value);
+            let parsed = Status::parse(value);
             if parsed.is_none() {
                 problems.push(FieldProblem {
                     field: "status".into(),
-                    detail: "One of scheduled, queued, sending, sent, failed, cancelled, held."
-                        .into(),
+                    detail: format!("One of {}.", Status::ALL.map(Status::as_str).join(", ")),
                 });
             }
             parsed
@@ -399,7 +398,7 @@ pub async fn list(
         None
     });
     let before = match query.cursor.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(value) => match value.parse::<i64>() {
             Ok(id) if id > 0 => Some(MessageId(id)),
             _ => {
@@ -412,7 +411,7 @@ pub async fn list(
         },
     };
     let limit = match query.limit.as_deref() {
-        None | Some("") => 50,
+        None => 50,
         Some(value) => match value.parse::<i64>() {
             Ok(n) if (1..=200).contains(&n) => n,
             _ => {

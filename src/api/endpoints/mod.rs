@@ -65,7 +65,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
 /// An optional RFC 3339 time from a request, as UTC; empty is none.
 fn rfc3339(value: Option<&str>) -> Result<Option<NaiveDateTime>, String> {
     match value.map(str::trim) {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(value) => chrono::DateTime::parse_from_rfc3339(value)
             .map(|at| Some(at.naive_utc()))
             .map_err(|_| format!("{value:?} is not an RFC 3339 time like 2026-12-01T09:30:00Z.")),
@@ -81,6 +81,24 @@ pub(super) fn timestamp(at: NaiveDateTime) -> String {
 /// Any other path under `/api/`: a problem document, not a page.
 pub async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NoSuch("endpoint"))
+}
+
+/// A method a path of the API does not serve: 405, with `Allow` naming the ones it does
+/// (read from the OpenAPI document, so the two cannot disagree).
+pub async fn not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    let pattern = req.match_pattern().unwrap_or_default();
+    let allow = crate::api::openapi::methods_of(&pattern).join(", ");
+    let mut response = crate::error::Problem::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{pattern} answers {allow}."),
+    )
+    .response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 fn message_id(path: &str) -> Result<i64, AppError> {

@@ -46,12 +46,12 @@ pub struct SendQuery {
 }
 
 /// Most seconds `wait` may ask for.
-const MAX_WAIT: u64 = 30;
+pub const MAX_WAIT: u64 = 30;
 
 /// The 202 answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AcceptedList {
-    /// One per To recipient, in order.
+    /// One per address (To, then Cc, then Bcc), in order.
     pub messages: Vec<Accepted>,
 }
 
@@ -62,7 +62,7 @@ pub struct AcceptedList {
     params(SendQuery, ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: remembered 24 h per API key")),
     request_body(content = SendRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "Stored (committed): one message per To recipient", body = AcceptedList),
+        (status = 202, description = "Stored (committed): one message per address (To, Cc and Bcc)", body = AcceptedList),
         (status = 200, description = "With `wait`: every message is sent or failed", body = AcceptedList),
         (status = 400, response = responses::Malformed),
         (status = 401, response = responses::Unauthorized),
@@ -73,7 +73,7 @@ pub struct AcceptedList {
     ),
     security(("bearer" = []))
 )]
-/// `POST /api/v1/messages[?wait=SECONDS]`: stores one message per To recipient; answers
+/// `POST /api/v1/messages[?wait=SECONDS]`: stores one message per address (To, Cc, Bcc); answers
 /// 202 once they are committed, or with `wait`, 200 once every one is sent or failed
 /// (with the reply code and text), 202 with what is known if that takes longer.
 pub async fn send(
@@ -117,7 +117,7 @@ pub async fn send(
         None => None,
     };
     let wait = match query.wait.as_deref().map(str::trim) {
-        None | Some("") => None,
+        None => None,
         Some(value) => Some(
             value
                 .parse::<u64>()
