@@ -302,7 +302,8 @@ fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
     cfg.route(
         "/static/{name:.*}",
         web::get().to(crate::web::assets::serve),
-    );
+    )
+    .route("/favicon.ico", web::get().to(crate::web::assets::favicon));
     crate::health::routes(cfg);
     crate::accounts::routes(cfg);
     crate::workspaces::routes(cfg);

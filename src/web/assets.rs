@@ -35,6 +35,14 @@ pub fn url(name: &str) -> String {
     }
 }
 
+/// `GET /favicon.ico` (what browsers and feed readers ask for without a page's link): the
+/// icon is an SVG under `/static/`.
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::MovedPermanently()
+        .insert_header((header::LOCATION, url("favicon.svg")))
+        .finish()
+}
+
 /// `GET /static/{name}`.
 pub async fn serve(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     let Some(file) = Static::get(&name) else {

@@ -82,11 +82,52 @@ async fn connect(
             ]
         }),
     );
+    // The browser's console and failed loads, read back by `assert_quiet_console`.
+    caps.insert(
+        "goog:loggingPrefs".into(),
+        serde_json::json!({ "browser": "ALL" }),
+    );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     Ok(ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(&driver.url)
         .await?)
+}
+
+/// Chromedriver's browser log since the last read: console messages, script errors and
+/// resources that failed to load.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (reqwest::Method, Option<String>) {
+        (reqwest::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+/// Fails on any console error or failed resource load of the pages visited so far (a
+/// missing favicon, a script error, a blocked inline script all show up here).
+async fn assert_quiet_console(client: &Client) -> Result<(), Box<dyn std::error::Error>> {
+    let log = client.issue_cmd(BrowserLog).await?;
+    let entries = log.as_array().ok_or("the browser log is a list")?;
+    let errors: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(errors.is_empty(), "the browser console: {errors:#?}");
+    Ok(())
 }
 
 async fn wait_for_path(client: &Client, path: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -179,6 +220,7 @@ async fn setup_sign_in_and_overview_in_a_real_browser() -> TestResult {
         client.set_window_size(390, 844).await?;
         client.goto(&format!("{}/w/acme/", app.base)).await?;
         screenshot(&client, "overview-390.png").await?;
+        assert_quiet_console(&client).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }
     .await;
@@ -260,6 +302,7 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
             .goto(&format!("{}/w/acme/messages", app.base))
             .await?;
         screenshot(&client, "history-1440.png").await?;
+        assert_quiet_console(&client).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }
     .await;
@@ -341,6 +384,16 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
             .await?;
         assert_eq!(status, reqwest::StatusCode::ACCEPTED);
     }
+    // Enough rows for a page longer than the window.
+    let fillers: Vec<String> = (0..30).map(|i| format!("filler{i}@example.net")).collect();
+    let (status, _) = api
+        .post(
+            "/messages",
+            &serde_json::json!({"to": fillers, "subject": "Filler", "provider": "Ops SMTP",
+                                "text": "x", "hold": true}),
+        )
+        .await?;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
     let profile = tempfile::tempdir()?;
     let client = connect(&driver, &chromium, profile.path()).await?;
     let result = async {
@@ -357,6 +410,24 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
             "no such text",
         )
         .await?;
+        // A long page scrolled to its end: the sidebar's background still reaches the
+        // bottom of the window.
+        let reach = client
+            .execute(
+                "window.scrollTo(0, document.body.scrollHeight);
+                 const side = document.querySelector('.sidebar').getBoundingClientRect();
+                 return [document.body.scrollHeight, window.innerHeight, side.top, side.bottom];",
+                vec![],
+            )
+            .await?;
+        let reach: Vec<f64> = serde_json::from_value(reach)?;
+        assert!(reach[0] > reach[1] * 1.5, "a long page: {reach:?}");
+        assert!(
+            reach[2] <= 0.5 && reach[3] >= reach[1] - 0.5,
+            "the sidebar covers the window: {reach:?}"
+        );
+        screenshot(&client, "history-long-bottom-1440.png").await?;
+        client.execute("window.scrollTo(0, 0);", vec![]).await?;
         // Typing (no Enter): htmx asks 300 ms after the last key and swaps the table.
         fill(&client, "f-q", "lunc").await?;
         let text = wait_for_swap(&client, "#history-table", "bob@another.org", "alice@").await?;
@@ -388,6 +459,7 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
         client.set_window_size(390, 844).await?;
         client.goto(&format!("{}/w/acme/", app.base)).await?;
         screenshot(&client, "overview-messages-390.png").await?;
+        assert_quiet_console(&client).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }
     .await;
