@@ -129,6 +129,10 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         let Some((claimed, asked, loaded)) = claimed else {
             continue;
         };
+        if claimed.is_empty() && ctx.in_flight.load(Ordering::Acquire) == 0 {
+            ctx.idle_turns.fetch_add(1, Ordering::AcqRel);
+            ctx.idle.notify_waiters();
+        }
         ctx.claimed(&asked);
         if claimed.len() as i64 >= limit {
             // The whole window was taken: more may be due.

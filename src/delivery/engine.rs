@@ -51,6 +51,10 @@ pub(crate) struct Ctx {
     pub(super) wake: Arc<Notify>,
     /// Woken after each batch of outcomes is committed (`?wait=` answers then).
     pub(super) settled: Notify,
+    /// Claim turns that found nothing to send with nothing in flight (`until_idle`).
+    pub(super) idle_turns: std::sync::atomic::AtomicU64,
+    /// Notified after each such turn.
+    pub(super) idle: Notify,
     pub(super) stopping: AtomicBool,
     pub(super) closing: AtomicBool,
     pub(super) started: Mutex<HashSet<MessageId>>,
@@ -82,6 +86,30 @@ impl EngineHandle {
     /// between the read and the wait is not missed.
     pub fn settled(&self) -> tokio::sync::futures::Notified<'_> {
         self.ctx.settled.notified()
+    }
+
+    /// Resolves once a claim turn that began after this call found nothing this node may
+    /// send now, with nothing in flight and every outcome recorded: whatever was due when
+    /// it was called has been sent, failed or put back to wait. Messages waiting for their
+    /// time, a retry or a provider that is not green do not keep it waiting. `None` when
+    /// that takes longer than `limit`.
+    pub async fn until_idle(&self, limit: Duration) -> Option<()> {
+        // The turn running now may have begun before the call; the one after it did not.
+        let wanted = self.ctx.idle_turns.load(Ordering::Acquire) + 2;
+        tokio::time::timeout(limit, async {
+            loop {
+                let next = self.ctx.idle.notified();
+                tokio::pin!(next);
+                next.as_mut().enable();
+                if self.ctx.idle_turns.load(Ordering::Acquire) >= wanted {
+                    return;
+                }
+                self.wake();
+                next.await;
+            }
+        })
+        .await
+        .ok()
     }
 
     /// This node's lease owner token.
@@ -159,6 +187,8 @@ pub fn start(
         room: Notify::new(),
         wake: Arc::new(Notify::new()),
         settled: Notify::new(),
+        idle_turns: std::sync::atomic::AtomicU64::new(0),
+        idle: Notify::new(),
         stopping: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         started: Mutex::new(HashSet::new()),

@@ -62,13 +62,14 @@ async fn settle(app: &TestApp, done: &[&str]) -> Result<Vec<Row>, Box<dyn std::e
 async fn sending_app(
     backend: Backend,
 ) -> Result<(TestApp, Browser, SmtpServer, String), Box<dyn std::error::Error>> {
-    let app = TestApp::spawn_with(backend, |s| s.retry_base_secs = 0).await?;
-    let admin = app.setup().await?;
-    let server = SmtpServer::start().await?;
-    server.require_credentials(SMTP_USER, SMTP_PASSWORD);
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
-    let id = page.rsplit('/').next().ok_or("provider id")?.to_owned();
-    Ok((app, admin, server, id))
+    let built = TestApp::build(backend)
+        .with_settings(|s| s.retry_base_secs = 0)
+        .with_provider()
+        .start()
+        .await?;
+    let server = built.smtp.ok_or("smtp")?;
+    let id = built.provider.ok_or("provider")?;
+    Ok((built.app, built.admin, server, id))
 }
 
 async fn compose(
@@ -428,7 +429,7 @@ async fn a_scheduled_message_waits_and_can_be_cancelled(backend: Backend) -> Tes
     assert!(
         html.contains("badge grey struck\">cancelled") && !html.contains("hx-trigger=\"every 2s\"")
     );
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    app.run_queue_until_empty().await?;
     assert!(server.messages().is_empty());
     let again = admin.post_form(&format!("{page}/cancel"), &[]).await?;
     assert_eq!(again.status(), StatusCode::SEE_OTHER);
@@ -764,7 +765,7 @@ async fn deleting_a_provider_cancels_its_unsent_mail(backend: Backend) -> TestRe
     admin
         .post_form(&format!("/w/acme/messages/{}/retry", after[0].id), &[])
         .await?;
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    app.run_queue_until_empty().await?;
     assert_eq!(rows(&app).await?[0].status, "cancelled");
     assert!(
         !app.dir.path().join("outbox").exists(),
@@ -1169,8 +1170,8 @@ async fn mail_of_a_deleted_provider_never_goes_out_through_the_system_relay(
         assert_eq!(row.status, "cancelled", "{row:?}");
         assert_eq!(row.result, "provider deleted", "{row:?}");
     }
-    // Another round of the engine (its claims run every few hundred ms) sends nothing.
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    // Another round of the engine sends nothing.
+    app.run_queue_until_empty().await?;
     assert!(
         relay.messages().is_empty(),
         "nothing through the system relay"
@@ -1183,3 +1184,24 @@ async fn mail_of_a_deleted_provider_never_goes_out_through_the_system_relay(
     Ok(())
 }
 both!(mail_of_a_deleted_provider_never_goes_out_through_the_system_relay);
+
+async fn running_the_queue_until_empty_waits_for_every_send_and_its_record(
+    backend: Backend,
+) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    // A slow server: a wait that returned early would find them unsent.
+    server.delay_each(std::time::Duration::from_millis(300));
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com, bob@example.com, cy@example.com")],
+    )
+    .await?;
+    app.run_queue_until_empty().await?;
+    assert_eq!(server.messages().len(), 3);
+    let done = rows(&app).await?;
+    assert_eq!(done.len(), 3);
+    assert!(done.iter().all(|r| r.status == "sent"), "{done:?}");
+    Ok(())
+}
+both!(running_the_queue_until_empty_waits_for_every_send_and_its_record);

@@ -191,6 +191,16 @@ impl TestApp {
         })
     }
 
+    /// Lets the engine work until it finds nothing it may send now, with nothing in flight
+    /// and every outcome recorded (`EngineHandle::until_idle`): what "nothing was sent"
+    /// waits for, instead of a sleep.
+    pub async fn run_queue_until_empty(&self) -> Result<(), Box<dyn std::error::Error>> {
+        self.engine
+            .until_idle(std::time::Duration::from_secs(30))
+            .await
+            .ok_or_else(|| "the engine still had work after 30 s".into())
+    }
+
     /// Starts the application and completes setup: `admin@example.com` administers `acme`.
     /// Returns the app and the admin's signed-in browser.
     pub async fn with_admin(
@@ -450,4 +460,137 @@ pub fn location(response: &reqwest::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A change to the settings before the start.
+type Adjust = Box<dyn FnOnce(&mut Settings)>;
+
+/// What a test needs, said in one line:
+/// `TestApp::build(backend).with_user("editor").with_provider().with_messages(3).start()`.
+pub struct TestAppBuilder {
+    backend: Backend,
+    adjust: Vec<Adjust>,
+    users: Vec<&'static str>,
+    provider: bool,
+    messages: usize,
+}
+
+/// A started [`TestAppBuilder`]: the app, its admin, one member per role asked for
+/// (`<role>@example.com`), and the provider with its SMTP server when asked for.
+pub struct Built {
+    /// The application.
+    pub app: TestApp,
+    /// `admin@example.com`, signed in.
+    pub admin: Browser,
+    /// Each member asked for, signed in, by role.
+    pub users: std::collections::HashMap<&'static str, Browser>,
+    /// The provider's SMTP server (it asks for the test credentials).
+    pub smtp: Option<crate::smtp_server::SmtpServer>,
+    /// The provider's id.
+    pub provider: Option<String>,
+}
+
+impl Built {
+    /// The signed-in member with `role`.
+    pub fn user(&self, role: &str) -> &Browser {
+        &self.users[role]
+    }
+}
+
+impl TestApp {
+    /// A builder for an app with members, a provider and sent messages.
+    pub fn build(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            adjust: Vec::new(),
+            users: Vec::new(),
+            provider: false,
+            messages: 0,
+        }
+    }
+}
+
+impl TestAppBuilder {
+    /// Adjusts the settings before the start.
+    pub fn with_settings(mut self, adjust: impl FnOnce(&mut Settings) + 'static) -> Self {
+        self.adjust.push(Box::new(adjust));
+        self
+    }
+
+    /// A member with `role` (`editor`, `reviewer`, `viewer`, `admin`), as `<role>@example.com`.
+    pub fn with_user(mut self, role: &'static str) -> Self {
+        self.users.push(role);
+        self
+    }
+
+    /// A green SMTP provider ("Ops SMTP") on a test SMTP server.
+    pub fn with_provider(mut self) -> Self {
+        self.provider = true;
+        self
+    }
+
+    /// `n` messages composed by the admin through the provider, sent before `start`
+    /// returns (implies `with_provider`).
+    pub fn with_messages(mut self, n: usize) -> Self {
+        self.provider = true;
+        self.messages = n;
+        self
+    }
+
+    /// Starts it all.
+    pub async fn start(self) -> Result<Built, Box<dyn std::error::Error>> {
+        let adjust = self.adjust;
+        let app = TestApp::spawn_with(self.backend, move |settings| {
+            for f in adjust {
+                f(settings);
+            }
+        })
+        .await?;
+        let admin = app.setup().await?;
+        let mut users = std::collections::HashMap::new();
+        for role in self.users {
+            let browser = app
+                .member(&admin, &format!("{role}@example.com"), role)
+                .await?;
+            users.insert(role, browser);
+        }
+        let (smtp, provider) = if self.provider {
+            let server = crate::smtp_server::SmtpServer::start().await?;
+            server
+                .require_credentials(crate::providers::SMTP_USER, crate::providers::SMTP_PASSWORD);
+            let page =
+                crate::providers::add_provider(&admin, &server, crate::providers::SMTP_PASSWORD)
+                    .await?;
+            let id = page.rsplit('/').next().ok_or("provider id")?.to_owned();
+            (Some(server), Some(id))
+        } else {
+            (None, None)
+        };
+        if let Some(provider) = &provider {
+            for i in 0..self.messages {
+                let to = format!("reader{i}@example.com");
+                let response = crate::delivery::compose_at(
+                    &admin,
+                    SLUG,
+                    provider,
+                    &[("to", to.as_str())],
+                    &[],
+                )
+                .await?;
+                assert!(
+                    response.status().is_success() || response.status().is_redirection(),
+                    "compose: {}",
+                    response.status()
+                );
+            }
+            app.run_queue_until_empty().await?;
+        }
+        Ok(Built {
+            app,
+            admin,
+            users,
+            smtp,
+            provider,
+        })
+    }
 }

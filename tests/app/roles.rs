@@ -85,3 +85,128 @@ async fn each_role_can_do_exactly_its_actions(backend: Backend) -> TestResult {
     Ok(())
 }
 both!(each_role_can_do_exactly_its_actions);
+
+async fn each_role_can_do_what_it_may(backend: Backend) -> TestResult {
+    let built = TestApp::build(backend)
+        .with_user("editor")
+        .with_user("reviewer")
+        .with_user("viewer")
+        .with_messages(1)
+        .start()
+        .await?;
+    let (app, provider) = (&built.app, built.provider.clone().ok_or("provider")?);
+    let smtp = built.smtp.as_ref().ok_or("smtp")?;
+    assert_eq!(smtp.messages().len(), 1, "the builder's message was sent");
+    let (_, history) = built.admin.page("/w/acme/messages").await?;
+    let sent_page = history
+        .split("href=\"")
+        .filter_map(|rest| rest.split('"').next())
+        .find(|href| {
+            href.starts_with("/w/acme/messages/")
+                && href["/w/acme/messages/".len()..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+        })
+        .ok_or("a message link")?
+        .to_owned();
+
+    // (path, admin, editor, reviewer, viewer): may each role open it?
+    let pages: [(&str, [bool; 4]); 11] = [
+        ("/w/acme/", [true, true, true, true]),
+        ("/w/acme/messages", [true, true, true, true]),
+        ("/w/acme/messages?tab=sys", [true, true, true, true]),
+        ("/w/acme/messages.csv", [true, true, true, true]),
+        (&sent_page, [true, true, true, true]),
+        ("/w/acme/api-reference", [true, true, true, true]),
+        ("/w/acme/compose", [true, true, false, false]),
+        ("/w/acme/providers", [true, false, false, false]),
+        ("/w/acme/members", [true, false, false, false]),
+        ("/w/acme/settings", [true, false, false, false]),
+        ("/w/acme/audit", [true, false, false, false]),
+    ];
+    let roles = ["admin", "editor", "reviewer", "viewer"];
+    for (i, role) in roles.iter().enumerate() {
+        let browser = if *role == "admin" {
+            &built.admin
+        } else {
+            built.user(role)
+        };
+        for (path, may) in &pages {
+            let expected = if may[i] {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(browser.page(path).await?.0, expected, "{role} GET {path}");
+        }
+    }
+
+    // Editors compose, cancel and retry; reviewers and viewers read only.
+    let editor = built.user("editor");
+    let response = crate::delivery::compose_at(
+        editor,
+        "acme",
+        &provider,
+        &[("to", "from-editor@example.com")],
+        &[],
+    )
+    .await?;
+    assert!(
+        response.status().is_redirection() || response.status().is_success(),
+        "the editor composes: {}",
+        response.status()
+    );
+    app.run_queue_until_empty().await?;
+    assert_eq!(smtp.messages().len(), 2, "the editor's message went out");
+    crate::delivery::compose_at(
+        editor,
+        "acme",
+        &provider,
+        &[("to", "later@example.com"), ("send_at", "2999-01-01T09:00")],
+        &[],
+    )
+    .await?;
+    let (_, history) = editor.page("/w/acme/messages?q=later").await?;
+    let later = history
+        .split("href=\"/w/acme/messages/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("the scheduled message")?
+        .to_owned();
+    for role in ["reviewer", "viewer"] {
+        let browser = built.user(role);
+        let response = crate::delivery::compose_at(
+            browser,
+            "acme",
+            &provider,
+            &[("to", "never@example.com")],
+            &[],
+        )
+        .await?;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{role} composes");
+        for action in ["cancel", "retry"] {
+            let response = browser
+                .post_form(&format!("/w/acme/messages/{later}/{action}"), &[])
+                .await?;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{role} {action}");
+        }
+    }
+    let response = editor
+        .post_form(&format!("/w/acme/messages/{later}/cancel"), &[])
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "the editor cancels"
+    );
+    let (_, page) = editor.page(&format!("/w/acme/messages/{later}")).await?;
+    assert!(page.contains("badge grey struck\">cancelled"), "cancelled");
+    app.run_queue_until_empty().await?;
+    assert_eq!(
+        smtp.messages().len(),
+        2,
+        "nothing from reviewers or viewers"
+    );
+    Ok(())
+}
+both!(each_role_can_do_what_it_may);
