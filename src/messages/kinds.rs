@@ -96,6 +96,8 @@ pub enum Status {
     Sent,
     /// Refused (5xx), or out of retries.
     Failed,
+    /// Accepted, then given back by the receiving side (a delivery status notification).
+    Bounced,
     /// Cancelled before it was sent.
     Cancelled,
     /// Waiting for its provider to sign in again (or its mailing to resume).
@@ -108,12 +110,13 @@ text_enum!(Status);
 
 impl Status {
     /// Every status, in the order a filter lists them.
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Scheduled,
         Status::Queued,
         Status::Sending,
         Status::Sent,
         Status::Failed,
+        Status::Bounced,
         Status::Cancelled,
         Status::Held,
         Status::Received,
@@ -127,6 +130,7 @@ impl Status {
             Status::Sending => "sending",
             Status::Sent => "sent",
             Status::Failed => "failed",
+            Status::Bounced => "bounced",
             Status::Cancelled => "cancelled",
             Status::Held => "held",
             Status::Received => "received",
@@ -147,10 +151,19 @@ impl Status {
             Status::Sending => "blue sending",
             Status::Sent => "green",
             Status::Failed => "red",
+            Status::Bounced => "red",
             Status::Cancelled => "grey struck",
             Status::Held => "amber",
             Status::Received => "green",
         }
+    }
+
+    /// Whether the message is done: nothing more happens to it unless someone acts.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Sent | Status::Failed | Status::Bounced | Status::Cancelled | Status::Received
+        )
     }
 
     /// Whether the message may still change by itself (the page polls while it does).

@@ -427,7 +427,7 @@ impl DayCounts {
     fn add(&mut self, status: &str, n: i64) {
         match Status::parse(status) {
             Some(Status::Sent) => self.sent += n,
-            Some(Status::Failed) => self.failed += n,
+            Some(Status::Failed | Status::Bounced) => self.failed += n,
             Some(Status::Cancelled) => self.cancelled += n,
             _ => self.waiting += n,
         }

@@ -110,7 +110,7 @@ pub struct HistoryPage {
     /// Providers to filter by: (id, name).
     pub providers: Vec<(i64, String)>,
     /// Statuses to filter by.
-    pub statuses: [Status; 8],
+    pub statuses: [Status; 9],
 }
 
 impl std::ops::Deref for HistoryPage {

@@ -437,6 +437,24 @@ async fn a_database_of_the_previous_release_upgrades_in_place(backend: Backend) 
         assert!(broken.is_empty(), "foreign keys hold after the rebuild");
     }
     assert_eq!(newest.origin, "alert");
+    // `bounced` is a status the log can hold, and reads back as itself.
+    conn.batch_execute("UPDATE messages SET status = 'bounced' WHERE id = 2")?;
+    let bounced = mailroom::messages::queries::page(
+        &mut conn,
+        workspace,
+        &mailroom::messages::queries::LogFilter {
+            status: Some(mailroom::messages::model::Status::Bounced),
+            ..Default::default()
+        },
+        10,
+    )?;
+    assert_eq!(
+        bounced
+            .iter()
+            .map(|m| (m.id.0, m.status()))
+            .collect::<Vec<_>>(),
+        vec![(2, mailroom::messages::model::Status::Bounced)]
+    );
     Ok(())
 }
 crate::both!(a_database_of_the_previous_release_upgrades_in_place);

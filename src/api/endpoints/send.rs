@@ -9,7 +9,7 @@ use super::*;
 use crate::api::auth::ApiCaller;
 use crate::api::problem::responses;
 use crate::error::AppError;
-use crate::messages::model::{Message, MessageId, Status};
+use crate::messages::model::{Message, MessageId};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::providers::model::Provider;
 use crate::state::AppState;
@@ -261,13 +261,7 @@ pub async fn send(
     let mut answer = StatusCode::ACCEPTED;
     if let Some(seconds) = wait.filter(|s| *s > 0) {
         let done = wait_until_final(&state, workspace_id, &ids, seconds).await?;
-        let all_final = done.len() == messages.len()
-            && done.iter().all(|m| {
-                matches!(
-                    m.status(),
-                    Status::Sent | Status::Failed | Status::Cancelled
-                )
-            });
+        let all_final = done.len() == messages.len() && done.iter().all(|m| m.status().is_final());
         for accepted in &mut messages {
             if let Some(m) = done.iter().find(|m| m.id.0 == accepted.id) {
                 accepted.status = m.status.to_string();
@@ -384,12 +378,7 @@ async fn wait_until_final(
             .db
             .run(move |conn| Ok(messages::find_many(conn, workspace, &wanted)?))
             .await?;
-        let done = rows.iter().all(|m| {
-            matches!(
-                m.status(),
-                Status::Sent | Status::Failed | Status::Cancelled
-            )
-        });
+        let done = rows.iter().all(|m| m.status().is_final());
         if done || tokio::time::Instant::now() >= deadline {
             return Ok(rows);
         }
