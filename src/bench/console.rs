@@ -282,7 +282,7 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
         .await?;
     millis.sort_by(f64::total_cmp);
     Ok(format!(
-        "bench console: messages={} concurrency={} seconds={seconds:.0} requests={} per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} errors={failures} sent_per_s={:.0}",
+        "bench console: messages={} concurrency={} seconds={seconds:.0} requests={} per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} errors={failures} sent_per_s={:.0} {}",
         logged,
         bench.concurrency,
         millis.len(),
@@ -291,5 +291,6 @@ pub async fn console(bench: ConsoleBench) -> anyhow::Result<String> {
         percentile(&millis, 0.99),
         millis.last().copied().unwrap_or_default(),
         (sent_after - sent_before) as f64 / seconds,
+        super::machine()
     ))
 }

@@ -37,6 +37,79 @@ pub struct DeliveryBench {
     pub connections: u32,
 }
 
+/// The machine, for every final line: the cores this process may use.
+pub fn machine() -> String {
+    format!(
+        "cores={}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    )
+}
+
+/// Postfix's `smtp-source` sending the same number of messages of the same size over the
+/// same number of sessions to the same server, in this run: messages per second, or `None`
+/// when it is not installed (Debian's `postfix` package has it in `/usr/sbin`).
+fn smtp_source(
+    addr: SocketAddr,
+    messages: usize,
+    size: usize,
+    sessions: u32,
+) -> anyhow::Result<Option<f64>> {
+    for program in ["smtp-source", "/usr/sbin/smtp-source"] {
+        let started = Instant::now();
+        let status = std::process::Command::new(program)
+            .args([
+                "-d",
+                "-s",
+                &sessions.to_string(),
+                "-m",
+                &messages.to_string(),
+            ])
+            .args(["-l", &size.to_string(), &addr.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match status {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).context("running smtp-source"),
+            Ok(status) if !status.success() => anyhow::bail!("smtp-source failed: {status}"),
+            Ok(_) => return Ok(Some(messages as f64 / started.elapsed().as_secs_f64())),
+        }
+    }
+    Ok(None)
+}
+
+/// What SQLite itself can commit on this disk, in this run, as the API stores messages
+/// (WAL, `synchronous = FULL`, rows of about 2 KB): (single-row transactions per second,
+/// rows per second in 100-row transactions). The API's ceiling on SQLite.
+fn sqlite_ceiling(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    use diesel::connection::SimpleConnection;
+    let path = dir.join("ceiling.db");
+    let mut conn = diesel::SqliteConnection::establish(&path.display().to_string())?;
+    conn.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+    )?;
+    let row = format!("INSERT INTO t (body) VALUES ('{}');", body(2_048));
+    let run = |conn: &mut diesel::SqliteConnection, per_tx: usize| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut rows = 0usize;
+        let batch = format!("BEGIN; {} COMMIT;", row.repeat(per_tx));
+        while started.elapsed() < Duration::from_millis(1_500) {
+            conn.batch_execute(&batch)?;
+            rows += per_tx;
+        }
+        Ok(rows as f64 / started.elapsed().as_secs_f64())
+    };
+    let single = run(&mut conn, 1)?;
+    let hundred = run(&mut conn, 100)?;
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok((single, hundred))
+}
+
 fn body(size: usize) -> String {
     let line = "The quick brown fox jumps over the lazy dog; Mailroom bench body line.\r\n";
     line.repeat(size.div_ceil(line.len()).max(1))
@@ -322,11 +395,21 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
     engine.stop(Duration::from_secs(5)).await;
     let (_, (sent, duplicates)) = counts(&database, workspace).await?;
     let lost = bench.messages as i64 - sent;
-    Ok(format!(
-        "bench delivery: messages={} seconds={seconds:.3} msgs_per_s={:.0} lost={lost} duplicates={duplicates} peak_rss_mb={:.1}",
+    let rate = bench.messages as f64 / seconds;
+    let peer = match smtp_source(
+        bench.smtp_addr,
         bench.messages,
-        bench.messages as f64 / seconds,
-        peak_rss_mb()
+        bench.size,
+        bench.connections,
+    )? {
+        Some(peer) => format!("smtp_source_msgs_per_s={peer:.0} ratio={:.2}", rate / peer),
+        None => "smtp_source=not-installed".to_owned(),
+    };
+    Ok(format!(
+        "bench delivery: messages={} seconds={seconds:.3} msgs_per_s={rate:.0} lost={lost} duplicates={duplicates} peak_rss_mb={:.1} {peer} {}",
+        bench.messages,
+        peak_rss_mb(),
+        machine()
     ))
 }
 
@@ -489,12 +572,22 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
     server.stop(true).await;
     engine.stop(Duration::from_secs(5)).await;
     let lost = (accepted as i64 - stored).max(0);
+    let ceiling = match url.starts_with("sqlite") {
+        true => {
+            let (single, hundred) = sqlite_ceiling(dir.path())?;
+            format!(
+                " sqlite_commits_per_s={single:.0} sqlite_rows_per_s_in_100_row_tx={hundred:.0}"
+            )
+        }
+        false => String::new(),
+    };
     Ok(format!(
-        "bench api: messages={} concurrency={} accepted_per_s={:.0} p50_ms={:.1} p99_ms={:.1} lost={lost}",
+        "bench api: messages={} concurrency={} accepted_per_s={:.0} p50_ms={:.1} p99_ms={:.1} lost={lost}{ceiling} {}",
         bench.messages,
         bench.concurrency,
         accepted as f64 / seconds,
         quantile(0.50),
         quantile(0.99),
+        machine()
     ))
 }

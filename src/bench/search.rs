@@ -682,6 +682,11 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<String> {
         ));
     }
     line.push_str(&format!(" db_mb={:.0}", size_mb(&database, &url)?));
+    // The bars the log is held to (the targets), beside the machine.
+    line.push_str(&format!(
+        " bar_search_p95_ms=50 bar_page_p95_ms=20 {}",
+        super::machine()
+    ));
     Ok(line)
 }
 

@@ -7,7 +7,6 @@ use diesel::prelude::*;
 use crate::db::DbConn;
 use crate::db::schema::messages;
 use crate::messages::model::*;
-use crate::per_backend;
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
 use diesel::connection::SimpleConnection;
@@ -286,42 +285,64 @@ pub struct Finish {
     pub attempt: i32,
 }
 
-/// Writes an attempt's outcome, only while this node still holds the lease (a message
-/// taken over by another node is not overwritten). Returns whether it was written.
-pub fn finish(conn: &mut DbConn, owner: &str, f: &Finish, now: NaiveDateTime) -> QueryResult<bool> {
-    let target = messages::table
-        .filter(messages::id.eq(f.id))
-        .filter(messages::lease_owner.eq(owner))
-        .filter(messages::attempts.eq(f.attempt))
-        .filter(messages::status.eq(Status::Sending.as_str()));
-    // On the backend's own connection: its statement cache keeps this prepared (through
-    // the multi-backend wrapper SQLite parsed it again for every message, measured).
-    let mut changed = per_backend!(conn, |c| diesel::update(target)
-        .set((
-            messages::status.eq(f.status.as_str()),
-            messages::result.eq(&f.result),
-            messages::smtp_code.eq(f.smtp_code),
-            messages::smtp_enhanced.eq(&f.smtp_enhanced),
-            messages::sent_at.eq(f.sent_at),
-            messages::hold_reason.eq(f.hold_reason),
-            messages::attempts.eq(messages::attempts - i32::from(f.uncount_attempt)),
-            messages::possible_duplicate.eq(messages::possible_duplicate.or(
-                diesel::IntoSql::into_sql::<diesel::sql_types::Bool>(f.possible_duplicate),
-            )),
-            messages::lease_owner.eq(None::<String>),
-            messages::lease_until.eq(None::<NaiveDateTime>),
-            messages::updated_at.eq(now),
-        ))
-        .execute(c))?;
-    if changed == 1
-        && let Some(due) = f.due_at
-    {
-        changed = diesel::update(messages::table.find(f.id))
-            .set(messages::due_at.eq(due))
-            .execute(conn)?;
-    }
-    Ok(changed == 1)
+/// Writes an attempt's outcome on SQLite, only while this node still holds the lease (a
+/// message taken over by another node is not overwritten).
+///
+/// Diesel prepares every `UPDATE` anew (its changesets vary), and SQLite compiles the
+/// log's status trigger into each one: 70 % of the statement preparation of a delivery
+/// run, measured with `perf`. This statement's text never changes, so it says so
+/// (a static query id, cacheable) and is prepared once per connection.
+struct FinishOne<'a> {
+    f: &'a Finish,
+    status: &'static str,
+    owner: &'a str,
+    uncount: i32,
+    now: NaiveDateTime,
 }
+
+impl diesel::query_builder::QueryId for FinishOne<'_> {
+    type QueryId = FinishOne<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for FinishOne<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
+        out.push_sql("UPDATE messages SET status = ");
+        out.push_bind_param::<Text, _>(&self.status)?;
+        out.push_sql(", result = ");
+        out.push_bind_param::<Text, _>(&self.f.result)?;
+        out.push_sql(", smtp_code = ");
+        out.push_bind_param::<Nullable<Integer>, _>(&self.f.smtp_code)?;
+        out.push_sql(", smtp_enhanced = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.f.smtp_enhanced)?;
+        out.push_sql(", sent_at = ");
+        out.push_bind_param::<Nullable<Timestamp>, _>(&self.f.sent_at)?;
+        out.push_sql(", hold_reason = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.f.hold_reason)?;
+        out.push_sql(", attempts = attempts - ");
+        out.push_bind_param::<Integer, _>(&self.uncount)?;
+        out.push_sql(", possible_duplicate = (possible_duplicate OR ");
+        out.push_bind_param::<Bool, _>(&self.f.possible_duplicate)?;
+        out.push_sql("), due_at = COALESCE(");
+        out.push_bind_param::<Nullable<Timestamp>, _>(&self.f.due_at)?;
+        out.push_sql(", due_at), lease_owner = NULL, lease_until = NULL, updated_at = ");
+        out.push_bind_param::<Timestamp, _>(&self.now)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<BigInt, _>(&self.f.id.0)?;
+        out.push_sql(" AND lease_owner = ");
+        out.push_bind_param::<Text, _>(&self.owner)?;
+        out.push_sql(" AND attempts = ");
+        out.push_bind_param::<Integer, _>(&self.f.attempt)?;
+        out.push_sql(" AND status = 'sending'");
+        Ok(())
+    }
+}
+
+impl diesel::query_dsl::RunQueryDsl<diesel::sqlite::SqliteConnection> for FinishOne<'_> {}
 
 /// Writing a batch of outcomes on PostgreSQL in one statement: each array is a column of
 /// the batch, `unnest` turns them back into rows. Only rows this node still holds change.
@@ -402,10 +423,17 @@ pub fn finish_many(
             Ok(written.into_iter().map(|w| MessageId(w.id)).collect())
         }
         // In-process SQLite has no round trips: one prepared UPDATE per row is as fast.
-        DbConn::Sqlite(_) => {
+        DbConn::Sqlite(c) => {
             let mut written = Vec::with_capacity(batch.len());
             for f in batch {
-                if finish(conn, owner, f, now)? {
+                let one = FinishOne {
+                    f,
+                    status: f.status.as_str(),
+                    owner,
+                    uncount: i32::from(f.uncount_attempt),
+                    now,
+                };
+                if one.execute(c)? == 1 {
                     written.push(f.id);
                 }
             }
