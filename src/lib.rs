@@ -12,6 +12,7 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod health;
+pub mod ids;
 pub mod messages;
 pub mod providers;
 pub mod startup;

@@ -2,14 +2,9 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_derive_newtype::DieselNewType;
-use serde::{Deserialize, Serialize};
 
 use crate::db::schema::{login_failures, password_tokens, sessions, users};
-
-/// A user's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DieselNewType, Serialize, Deserialize)]
-pub struct UserId(pub i64);
+pub use crate::ids::UserId;
 
 /// An account. A user without a password hash has been invited and not yet set one.
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -2,17 +2,13 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_derive_newtype::DieselNewType;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::accounts::model::UserId;
 use crate::db::schema::api_keys;
+pub use crate::ids::ApiKeyId;
 use crate::web::forms::FieldErrors;
 use crate::workspaces::model::WorkspaceId;
-
-/// An API key's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DieselNewType, Serialize, Deserialize)]
-pub struct ApiKeyId(pub i64);
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -115,6 +115,14 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
                     ctx.db.warn_unless_fault(&e, "claim failed; retrying");
                 } else {
                     super::recorder::failed(&ctx, &e, outcomes.len());
+                    if limit == 0 && !matches!(e, crate::error::AppError::Unavailable(_)) {
+                        // Recording alone failed and the database is not at fault: one
+                        // outcome it refuses must not hold back the others (nor every
+                        // claim after them). Each alone; what still fails is left to
+                        // its lease (reclaimed, flagged, tried again).
+                        outcomes =
+                            super::recorder::one_by_one(&ctx, std::mem::take(&mut outcomes)).await;
+                    }
                     record_only = true;
                 }
                 claim_now = true;

@@ -284,9 +284,12 @@ pub(super) const PER_CONNECTION: usize = 8;
 
 /// How many claimed messages a provider may have waiting on this node at once (claimed
 /// and not yet through a connection): 8 per connection, and no more than about two
-/// seconds of its rate limit. After a crash only these, and the few sent whose outcome
-/// was not yet stored (the recorder commits every few milliseconds), are flagged as
-/// possible duplicates: about 8 per open connection.
+/// seconds of its rate limit. After a crash only these, and those sent whose outcome was
+/// not yet stored, are flagged as possible duplicates. The room is freed when an outcome
+/// is handed to the recorder, not when it is stored, so the second kind is bounded by
+/// the engine's `max_in_flight`, not by this cap; the recorder commits every turn, so in
+/// practice they are few (the crash test measures both together against 8 per
+/// connection per kill).
 pub(super) fn provider_cap(p: &Provider) -> usize {
     let by_connections =
         usize::try_from(p.max_connections.clamp(1, 100)).unwrap_or(1) * PER_CONNECTION;

@@ -15,6 +15,7 @@ use crate::messages::queries as messages;
 use crate::providers::model::ProviderId;
 use crate::providers::queries as providers;
 use crate::providers::smtp::SmtpFailure;
+use crate::providers::smtp::server_text;
 use crate::workspaces::model::WorkspaceId;
 
 /// A server's reply (or a failure without one), split for the log.
@@ -34,7 +35,7 @@ impl Reply {
         Self {
             code: None,
             enhanced: None,
-            text: text.to_owned(),
+            text: server_text(text),
         }
     }
 
@@ -49,7 +50,7 @@ impl Reply {
         Self {
             code: failure.code,
             enhanced,
-            text: failure.detail.clone(),
+            text: server_text(&failure.detail),
         }
     }
 
@@ -66,7 +67,7 @@ impl Reply {
         Self {
             code: Some(code),
             enhanced,
-            text: format!("{code} {said}").trim().to_owned(),
+            text: server_text(&format!("{code} {said}")),
         }
     }
 }

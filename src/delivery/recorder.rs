@@ -79,6 +79,46 @@ pub(super) fn failed(ctx: &Ctx, error: &AppError, count: usize) {
     }
 }
 
+/// Records each outcome in a transaction of its own. Returns what must be tried again
+/// (all that was left when the database itself failed); an outcome the database refuses
+/// alone is given up: logged, and its message left `sending` until its lease runs out,
+/// when it is reclaimed, flagged as a possible duplicate and tried again.
+pub(super) async fn one_by_one(ctx: &std::sync::Arc<Ctx>, batch: Vec<Outcome>) -> Vec<Outcome> {
+    let mut left = batch.into_iter();
+    while let Some(outcome) = left.next() {
+        let one = outcome.clone();
+        let written = {
+            let ctx = ctx.clone();
+            ctx.db
+                .clone()
+                .write(move |conn| record(conn, &ctx, vec![one]))
+                .await
+        };
+        match written {
+            Ok(alerted) => recorded(ctx, std::slice::from_ref(&outcome), alerted),
+            Err(AppError::Unavailable(_)) => {
+                let mut again = vec![outcome];
+                again.extend(left);
+                return again;
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    message = outcome.message.id.0,
+                    "an outcome the database refuses was given up; its lease will bring the message back"
+                );
+                ctx.started
+                    .lock()
+                    .expect("lock")
+                    .remove(&outcome.message.id);
+                ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+                ctx.room.notify_one();
+            }
+        }
+    }
+    Vec::new()
+}
+
 /// The metric an outcome counts under, with its provider label.
 fn tally(outcome: &Outcome) -> (String, &'static str) {
     let provider = outcome

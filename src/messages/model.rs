@@ -2,38 +2,13 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_derive_newtype::DieselNewType;
-use serde::{Deserialize, Serialize};
 
 pub use super::kinds::*;
 use crate::accounts::model::UserId;
 use crate::db::schema::{message_attachments, message_events, messages, sends};
+pub use crate::ids::{ContactId, MailingId, MessageId, SendId};
 use crate::providers::model::ProviderId;
 use crate::workspaces::model::WorkspaceId;
-
-/// A message's id.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
-)]
-pub struct MessageId(pub i64);
-
-/// A send's id: one compose, API call, alert or mailing content.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
-)]
-pub struct SendId(pub i64);
-
-/// A contact's id (contacts come in a later issue; messages refer to them already).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
-)]
-pub struct ContactId(pub i64);
-
-/// A mailing's id (mailings come in a later issue; messages refer to them already).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
-)]
-pub struct MailingId(pub i64);
 
 /// A stored message: one recipient's delivery, the queue and the log row.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]

@@ -2,17 +2,13 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_derive_newtype::DieselNewType;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::accounts::model::EmailAddress;
 use crate::db::schema::providers;
+pub use crate::ids::ProviderId;
 use crate::web::forms::FieldErrors;
 use crate::workspaces::model::WorkspaceId;
-
-/// A provider's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DieselNewType, Serialize, Deserialize)]
-pub struct ProviderId(pub i64);
 
 /// What kind of service a provider is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

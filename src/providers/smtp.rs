@@ -58,11 +58,30 @@ pub struct SmtpFailure {
     pub client: bool,
 }
 
+/// Longest server text kept (characters): a reply is a line or a few, not a document.
+const MAX_SERVER_TEXT: usize = 1_000;
+
+/// What a server said, made safe to store and show: every control character (a NUL,
+/// which PostgreSQL cannot store in text and which would stop the recording of every
+/// outcome in its batch; line breaks; escapes) becomes a space, and at most
+/// `MAX_SERVER_TEXT` characters are kept. A hostile server decides these bytes.
+pub fn server_text(raw: &str) -> String {
+    let mut text: String = raw
+        .chars()
+        .take(MAX_SERVER_TEXT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if raw.chars().nth(MAX_SERVER_TEXT).is_some() {
+        text.push('…');
+    }
+    text.trim().to_owned()
+}
+
 impl SmtpFailure {
     fn other(detail: impl Into<String>) -> Self {
         Self {
             code: None,
-            detail: detail.into(),
+            detail: server_text(&detail.into()),
             client: false,
         }
     }
@@ -95,7 +114,7 @@ fn from_lettre(e: lettre::transport::smtp::Error) -> SmtpFailure {
     };
     SmtpFailure {
         code,
-        detail,
+        detail: server_text(&detail),
         client: e.is_client(),
     }
 }

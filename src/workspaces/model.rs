@@ -2,15 +2,11 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_derive_newtype::DieselNewType;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::model::UserId;
 use crate::db::schema::{memberships, workspaces};
-
-/// A workspace's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DieselNewType, Serialize, Deserialize)]
-pub struct WorkspaceId(pub i64);
+pub use crate::ids::WorkspaceId;
 
 /// A workspace: the unit that owns providers, contacts, messages and members.
 #[derive(Debug, Clone, Queryable, Selectable)]

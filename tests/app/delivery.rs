@@ -1205,3 +1205,41 @@ async fn running_the_queue_until_empty_waits_for_every_send_and_its_record(
     Ok(())
 }
 both!(running_the_queue_until_empty_waits_for_every_send_and_its_record);
+
+/// A hostile server decides the bytes of its replies: a NUL (which PostgreSQL cannot
+/// store), line breaks and escapes are stored as spaces, and the other messages of the
+/// batch are recorded all the same (before, the batch's write failed forever on
+/// PostgreSQL and stopped every claim).
+async fn a_hostile_reply_is_stored_cleaned_and_holds_back_nothing(backend: Backend) -> TestResult {
+    let (app, admin, server, provider) = sending_app(backend).await?;
+    server.fail(
+        Stage::Data,
+        Fault::Reply("250 2.0.0 queued\0 as \u{1b}[31mred\u{7f}".into()),
+        1,
+    );
+    compose(
+        &admin,
+        &provider,
+        &[("to", "ann@example.com, bob@example.com, cy@example.com")],
+    )
+    .await?;
+    app.run_queue_until_empty().await?;
+    let done = rows(&app).await?;
+    assert_eq!(done.len(), 3);
+    assert!(done.iter().all(|r| r.status == "sent"), "{done:?}");
+    assert!(
+        done.iter().all(|r| !r.result.chars().any(char::is_control)),
+        "{done:?}"
+    );
+    // The reply stays in the attempt timeline, cleaned.
+    let mut shown = 0;
+    for row in &done {
+        let (_, page) = admin.page(&format!("/w/acme/messages/{}", row.id)).await?;
+        if page.contains("250 2.0.0 queued  as  [31mred") {
+            shown += 1;
+        }
+    }
+    assert_eq!(shown, 1, "one message shows the hostile reply, cleaned");
+    Ok(())
+}
+both!(a_hostile_reply_is_stored_cleaned_and_holds_back_nothing);
