@@ -2,6 +2,7 @@
 //! through, with sealed passwords, an egress policy, and verification.
 
 pub mod egress;
+pub mod form;
 pub mod handlers;
 pub mod model;
 pub mod queries;
