@@ -148,6 +148,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         }
         if !claimed.is_empty() {
             ctx.in_flight.fetch_add(claimed.len(), Ordering::AcqRel);
+            let loaded = read_files(&ctx, loaded).await;
             dispatch(&ctx, &mut senders, claimed, loaded, &done_tx);
         }
     }
@@ -262,10 +263,46 @@ pub(super) struct Loaded {
     providers: HashMap<ProviderId, Provider>,
     sends: HashMap<SendId, Arc<Send>>,
     files: HashMap<SendId, Arc<Vec<Attachment>>>,
+    /// Sends with files, read after the claim commits (`read_files`).
+    with_files: Vec<SendId>,
 }
 
-/// Reads what the claimed messages need, in the claim's own transaction (one round trip
-/// to the database per claim).
+/// Reads the files of the claimed sends after the claim committed, never while holding
+/// the write lock: a claim of many large files would make every other writer wait past
+/// its timeout. A send whose files cannot be read has none in `files`, and its messages
+/// are tried again later (`dispatch`).
+async fn read_files(ctx: &Arc<Ctx>, mut loaded: Loaded) -> Loaded {
+    if loaded.with_files.is_empty() {
+        return loaded;
+    }
+    let wanted = std::mem::take(&mut loaded.with_files);
+    for _ in 0..3 {
+        let ids = wanted.clone();
+        match ctx
+            .db
+            .run(move |conn| Ok(messages::find_attachments(conn, &ids)?))
+            .await
+        {
+            Ok(found) => {
+                let mut files: HashMap<SendId, Vec<Attachment>> = HashMap::new();
+                for file in found {
+                    files.entry(file.send_id).or_default().push(file);
+                }
+                loaded.files = files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+                return loaded;
+            }
+            Err(e) => {
+                ctx.db
+                    .warn_unless_fault(&e, "cannot read the files of claimed messages");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    loaded
+}
+
+/// Reads what the claimed messages need but their files, in the claim's own transaction
+/// (one round trip to the database per claim).
 fn load(
     conn: &mut db::DbConn,
     claimed: &[Message],
@@ -284,16 +321,11 @@ fn load(
         .filter(|b| b.attachments > 0)
         .map(|b| b.id)
         .collect();
-    let mut files: HashMap<SendId, Vec<Attachment>> = HashMap::new();
-    if !with_files.is_empty() {
-        for file in messages::find_attachments(conn, &with_files)? {
-            files.entry(file.send_id).or_default().push(file);
-        }
-    }
     Ok(Loaded {
         providers: providers.into_iter().map(|p| (p.id, p)).collect(),
         sends: sends.into_iter().map(|b| (b.id, Arc::new(b))).collect(),
-        files: files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        files: HashMap::new(),
+        with_files,
     })
 }
 
@@ -309,6 +341,7 @@ fn dispatch(
         providers: rows,
         sends: bodies,
         files,
+        ..
     } = loaded;
     let no_files = Arc::new(Vec::new());
     for message in claimed {
@@ -346,11 +379,20 @@ fn dispatch(
                 }
             },
         };
+        let files = match files.get(&message.send_id) {
+            Some(files) => files.clone(),
+            None if body.attachments == 0 => no_files.clone(),
+            None => {
+                // Never sent without the files it carries: tried again later.
+                done.send(Outcome {
+                    kind: OutcomeKind::Retry(Reply::text("its files could not be read")),
+                    message,
+                });
+                continue;
+            }
+        };
         let job = Job {
-            files: files
-                .get(&message.send_id)
-                .cloned()
-                .unwrap_or_else(|| no_files.clone()),
+            files,
             message,
             body,
         };
