@@ -216,6 +216,17 @@ impl Db {
         Ok(another)
     }
 
+    /// Whether this is a PostgreSQL database (several nodes may share it).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.target, DbTarget::Postgres(_))
+    }
+
+    /// A connection of its own, outside the pool, for a session that must outlive any
+    /// request (the delivery engine's slot keeper).
+    pub fn connect_dedicated(&self) -> Result<DbConn, String> {
+        self.target.connect()
+    }
+
     /// This database's faults: incidents, refusals, the health probe.
     pub fn faults(&self) -> &fault::Faults {
         &self.faults

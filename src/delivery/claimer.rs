@@ -87,6 +87,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         claim_now = false;
         record_only = false;
         let held = ctx.held();
+        let mine = ctx.slots.mine();
         turn = turn.wrapping_add(1);
         let batch = outcomes.clone();
         let turned = {
@@ -100,7 +101,15 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
                         super::recorder::record(conn, &ctx, batch)?
                     };
                     let claimed = if limit > 0 {
-                        Some(claim(conn, &ctx.owner, ctx.cfg.lease, limit, &held, turn)?)
+                        Some(claim(
+                            conn,
+                            &ctx.owner,
+                            ctx.cfg.lease,
+                            limit,
+                            &held,
+                            mine.as_ref(),
+                            turn,
+                        )?)
                     } else {
                         None
                     };
@@ -160,13 +169,15 @@ const ALERTS_AT_ONCE: i64 = 16;
 
 /// One claim, in one transaction: for each active provider in turn, as many due messages
 /// as it has room for on this node (see [`provider_cap`]) and, on PostgreSQL, as its
-/// shared rate buckets allow; then Mailroom's own alerts.
+/// shared rate buckets allow and its connection slots can send (`mine`: the slots this
+/// node holds); then Mailroom's own alerts.
 fn claim(
     conn: &mut db::DbConn,
     owner: &str,
     lease: Duration,
     limit: i64,
     held: &HashMap<ProviderId, usize>,
+    mine: Option<&HashMap<ProviderId, usize>>,
     turn: usize,
 ) -> Result<(Vec<Message>, Vec<Asked>, Loaded), crate::error::AppError> {
     use super::queries::{Buckets, active_providers, claim_due};
@@ -174,6 +185,11 @@ fn claim(
     let lease_until =
         now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(2));
     let providers = active_providers(conn)?;
+    // Slots taken by every node, per provider (PostgreSQL).
+    let taken = match mine {
+        Some(_) => Some(super::slots::taken(conn)?),
+        None => None,
+    };
     let mut left = limit;
     let mut claimed = Vec::new();
     let mut asked = Vec::new();
@@ -182,7 +198,16 @@ fn claim(
             break;
         }
         let provider = &providers[(turn + k) % providers.len()];
-        let cap = provider_cap(provider);
+        let mut cap = provider_cap(provider);
+        if let (Some(mine), Some(taken)) = (mine, &taken) {
+            // Only as much as the connections this node holds or could still take can
+            // send: what another node's connections are busy with is not claimed here.
+            let max = usize::try_from(provider.max_connections.clamp(1, 100)).unwrap_or(1);
+            let ours = mine.get(&provider.id).copied().unwrap_or(0);
+            let all = taken.get(&provider.id).copied().unwrap_or(0);
+            let usable = (max.saturating_sub(all) + ours).min(max);
+            cap = cap.min(usable * super::engine::PER_CONNECTION);
+        }
         let room = cap.saturating_sub(held.get(&provider.id).copied().unwrap_or(0));
         let wanted = i64::try_from(room).unwrap_or(i64::MAX).min(left);
         if wanted <= 0 {

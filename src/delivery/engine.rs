@@ -51,6 +51,8 @@ pub(crate) struct Ctx {
     pub(super) wake: Arc<Notify>,
     /// Woken after each batch of outcomes is committed (`?wait=` answers then).
     pub(super) settled: Notify,
+    /// Connection slots shared with the other nodes (PostgreSQL).
+    pub(super) slots: super::slots::Slots,
     /// Claim turns that found nothing to send with nothing in flight (`until_idle`).
     pub(super) idle_turns: std::sync::atomic::AtomicU64,
     /// Notified after each such turn.
@@ -175,7 +177,9 @@ pub fn start(
     cfg: EngineConfig,
 ) -> EngineHandle {
     let owner = format!("{}-{}", hostname(), hex::encode(rand::random::<[u8; 6]>()));
+    let slots = super::slots::Slots::for_db(&db);
     let ctx = Arc::new(Ctx {
+        slots,
         db,
         sealer,
         egress,

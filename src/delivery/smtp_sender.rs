@@ -16,6 +16,7 @@ use super::build::build;
 use super::engine::{Ctx, OutcomeTx};
 use super::outcome::{Outcome, OutcomeKind, Reply};
 use super::sender::{ChannelSender, Job};
+use super::slots::Slot;
 use crate::messages::model::{Attachment, Message, Send};
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -33,6 +34,42 @@ fn version(p: &Provider) -> (String, chrono::NaiveDateTime, Option<chrono::Naive
 struct ProviderSender {
     version: (String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>),
     tx: mpsc::UnboundedSender<Job>,
+    /// Jobs sent and not yet taken by a worker (`Pool::waiting`).
+    waiting: Arc<Waiting>,
+}
+
+/// Jobs waiting in a pool's queue: a worker without a slot competes for one only when
+/// there is work, so a node with nothing to send takes no other node's slots.
+#[derive(Default)]
+struct Waiting {
+    jobs: std::sync::atomic::AtomicUsize,
+    more: tokio::sync::Notify,
+    /// The pool was closed (its sender dropped).
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for ProviderSender {
+    fn drop(&mut self) {
+        self.waiting.closed.store(true, Ordering::Release);
+        self.waiting.more.notify_waiters();
+    }
+}
+
+impl ProviderSender {
+    /// Queues `job`; gives it back when the pool is closed.
+    fn send(&self, job: Job) -> Option<Job> {
+        self.waiting.jobs.fetch_add(1, Ordering::AcqRel);
+        match self.tx.send(job) {
+            Ok(()) => {
+                self.waiting.more.notify_waiters();
+                None
+            }
+            Err(mpsc::error::SendError(job)) => {
+                self.waiting.jobs.fetch_sub(1, Ordering::AcqRel);
+                Some(job)
+            }
+        }
+    }
 }
 
 /// How a pool's messages leave.
@@ -46,6 +83,10 @@ enum Transport {
 struct Pool {
     ctx: Arc<Ctx>,
     name: String,
+    /// The provider and its connection cap, shared with other nodes through slots (none
+    /// for the system provider: the operator's own server).
+    slotted: Option<(ProviderId, i32)>,
+    waiting: Arc<Waiting>,
     /// The system provider's pool.
     system: bool,
     transport: Transport,
@@ -79,9 +120,12 @@ impl ProviderSender {
         .map(RateLimiter::direct)
         .collect();
         let (tx, rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Waiting::default());
         let pool = Arc::new(Pool {
             ctx: ctx.clone(),
             name: provider.name.clone(),
+            slotted: Some((provider.id, provider.max_connections.clamp(1, 100))),
+            waiting: waiting.clone(),
             system: false,
             checked_at: provider.checked_at,
             transport: Transport::Smtp(
@@ -106,6 +150,7 @@ impl ProviderSender {
         Ok(Self {
             version: version(provider),
             tx,
+            waiting,
         })
     }
 
@@ -124,9 +169,12 @@ impl ProviderSender {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Waiting::default());
         let pool = Arc::new(Pool {
             ctx: ctx.clone(),
             name: "system".into(),
+            slotted: None,
+            waiting: waiting.clone(),
             system: true,
             checked_at: None,
             transport,
@@ -144,6 +192,7 @@ impl ProviderSender {
         Self {
             version: (String::new(), chrono::NaiveDateTime::MIN, None),
             tx,
+            waiting,
         }
     }
 }
@@ -152,11 +201,79 @@ impl ProviderSender {
 /// How long a pooled connection may sit idle before it is probed before use.
 const IDLE_PROBE: Duration = Duration::from_secs(20);
 
+/// How long a connection holding a slot shared with other nodes may sit idle before it
+/// is closed and the slot given back.
+const IDLE_RELEASE: Duration = Duration::from_millis(500);
+
 async fn worker(pool: Arc<Pool>) {
     let mut conn: Option<AsyncSmtpConnection> = None;
+    let mut slot: Option<Slot> = None;
     let mut last_used = std::time::Instant::now();
     loop {
-        let next = pool.rx.lock().await.recv().await;
+        // A connection to a provider is open only while it holds one of the provider's
+        // slots (shared by every node on PostgreSQL). A worker takes a slot before it
+        // takes a job, and only when there is work: it never holds a message it cannot
+        // send while another node's connections are busy.
+        if let Some(held) = &slot
+            && !pool.ctx.slots.holds(held)
+        {
+            close(&mut conn).await;
+            slot = None;
+        }
+        if slot.is_none()
+            && let Some((provider, max)) = pool.slotted
+        {
+            loop {
+                let more = pool.waiting.more.notified();
+                tokio::pin!(more);
+                more.as_mut().enable();
+                if pool.waiting.jobs.load(Ordering::Acquire) > 0
+                    || pool.waiting.closed.load(Ordering::Acquire)
+                {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(500), more).await;
+            }
+            if pool.waiting.jobs.load(Ordering::Acquire) == 0 {
+                // Closed with nothing left: the queue says so below.
+            } else {
+                let ctx = pool.ctx.clone();
+                match pool
+                    .ctx
+                    .slots
+                    .acquire(provider, max, move || ctx.stopping.load(Ordering::Acquire))
+                    .await
+                {
+                    Some(held) => slot = Some(held),
+                    None => {
+                        // Stopping: what is queued is given back by the stop.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if pool.waiting.closed.load(Ordering::Acquire) {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
+        let next = {
+            let mut rx = pool.rx.lock().await;
+            if slot.is_some() && pool.ctx.slots.shared() {
+                match tokio::time::timeout(IDLE_RELEASE, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        drop(rx);
+                        close(&mut conn).await;
+                        if let Some(held) = slot.take() {
+                            pool.ctx.slots.release(held).await;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            }
+        };
         let Some(Job {
             message,
             body,
@@ -165,6 +282,7 @@ async fn worker(pool: Arc<Pool>) {
         else {
             break;
         };
+        pool.waiting.jobs.fetch_sub(1, Ordering::AcqRel);
         // A connection idle for a while may have been closed by the server: ask (NOOP)
         // before spending an attempt on it.
         if let Some(open) = conn.as_mut()
@@ -177,8 +295,16 @@ async fn worker(pool: Arc<Pool>) {
         last_used = std::time::Instant::now();
         pool.done.send(Outcome { message, kind });
     }
-    if let Some(mut conn) = conn {
-        let _ = conn.quit().await;
+    close(&mut conn).await;
+    if let Some(held) = slot {
+        pool.ctx.slots.release(held).await;
+    }
+}
+
+/// Says QUIT on an open connection.
+async fn close(conn: &mut Option<AsyncSmtpConnection>) {
+    if let Some(mut open) = conn.take() {
+        let _ = open.quit().await;
     }
 }
 
@@ -302,7 +428,7 @@ impl ChannelSender for SmtpSender {
                 .pools
                 .entry(SYSTEM)
                 .or_insert_with(|| ProviderSender::start_system(&self.ctx, self.done.clone()));
-            if let Err(mpsc::error::SendError(job)) = pool.tx.send(job) {
+            if let Some(job) = pool.send(job) {
                 self.fail(
                     job,
                     OutcomeKind::Retry(Reply::text("the system pool closed")),
@@ -334,7 +460,7 @@ impl ChannelSender for SmtpSender {
             }
         }
         if let Some(pool) = self.pools.get(&provider.id)
-            && let Err(mpsc::error::SendError(job)) = pool.tx.send(job)
+            && let Some(job) = pool.send(job)
         {
             self.fail(
                 job,

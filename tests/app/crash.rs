@@ -251,7 +251,7 @@ async fn two_nodes_together_keep_to_a_providers_rate() -> TestResult {
     let server = SmtpServer::start().await?;
     let db = mailroom::db::Db::open(&url, 2)?;
     let addr = format!("127.0.0.1:{}", server.port).parse()?;
-    mailroom::bench::seed_limited(&db, addr, COUNT, 256, 4, Some(RATE as i32)).await?;
+    mailroom::bench::seed_limited(&db, addr, COUNT, 256, 8, Some(RATE as i32)).await?;
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let mut a = serve(dir_a.path(), &url)?;
     let mut b = serve(dir_b.path(), &url)?;
@@ -276,6 +276,48 @@ async fn two_nodes_together_keep_to_a_providers_rate() -> TestResult {
     assert!(
         (rate - RATE).abs() <= RATE * 0.1,
         "{rate:.1} msgs/s is not within 10 % of {RATE}"
+    );
+    Ok(())
+}
+
+/// A provider's connection cap is the provider's too: two nodes on one PostgreSQL
+/// database open at most its `max_connections` to it together (each holds a slot, a
+/// session advisory lock, for every connection), and still send everything once.
+#[actix_web::test]
+async fn two_nodes_together_keep_to_a_providers_connection_cap() -> TestResult {
+    const COUNT: usize = 400;
+    const CONNECTIONS: u32 = 2;
+    if !postgres_or_skip("two_nodes_together_keep_to_a_providers_connection_cap") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (url, _guard) = fresh_database(Backend::Postgres, dir.path());
+    let server = SmtpServer::start().await?;
+    // Slow enough that both nodes have work at once.
+    server.delay_each(Duration::from_millis(10));
+    let db = mailroom::db::Db::open(&url, 2)?;
+    let addr = format!("127.0.0.1:{}", server.port).parse()?;
+    mailroom::bench::seed_limited(&db, addr, COUNT, 256, CONNECTIONS, None).await?;
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut a = serve(dir_a.path(), &url)?;
+    let mut b = serve(dir_b.path(), &url)?;
+    let waited = wait_until(
+        "every message is sent",
+        Duration::from_secs(60),
+        async || Ok(server.messages().len() >= COUNT),
+    )
+    .await;
+    a.kill()?;
+    b.kill()?;
+    a.wait()?;
+    b.wait()?;
+    waited?;
+    assert_eq!(server.messages().len(), COUNT, "each message once");
+    let peak = server.peak_connections();
+    println!("two nodes: at most {peak} connections at once against a cap of {CONNECTIONS}");
+    assert!(
+        peak <= CONNECTIONS as usize,
+        "{peak} connections at once against a cap of {CONNECTIONS}"
     );
     Ok(())
 }

@@ -77,6 +77,7 @@ struct State {
     auth_attempts: usize,
     delay: Duration,
     open: usize,
+    peak: usize,
 }
 
 /// Counts a conversation as open until it ends, however it ends.
@@ -84,7 +85,10 @@ struct Open(Arc<Mutex<State>>);
 
 impl Open {
     fn new(state: &Arc<Mutex<State>>) -> Self {
-        state.lock().expect("lock").open += 1;
+        let mut guard = state.lock().expect("lock");
+        guard.open += 1;
+        guard.peak = guard.peak.max(guard.open);
+        drop(guard);
         Self(state.clone())
     }
 }
@@ -191,6 +195,11 @@ impl SmtpServer {
     /// Connections open right now.
     pub fn open_connections(&self) -> usize {
         self.state.lock().expect("lock").open
+    }
+
+    /// The most connections that were open at once.
+    pub fn peak_connections(&self) -> usize {
+        self.state.lock().expect("lock").peak
     }
 
     /// How many AUTH commands arrived.
