@@ -224,7 +224,14 @@ impl Db {
     /// A connection of its own, outside the pool, for a session that must outlive any
     /// request (the delivery engine's slot keeper).
     pub fn connect_dedicated(&self) -> Result<DbConn, String> {
-        self.target.connect()
+        match &self.target {
+            // A server that does not answer must not hold the caller for minutes.
+            DbTarget::Postgres(url) if !url.contains("connect_timeout") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                DbTarget::Postgres(format!("{url}{sep}connect_timeout=5")).connect()
+            }
+            target => target.connect(),
+        }
     }
 
     /// This database's faults: incidents, refusals, the health probe.

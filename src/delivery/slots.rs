@@ -2,14 +2,19 @@
 //! provider holds one of its `max_connections` slots: a session advisory lock
 //! `(provider, slot)` taken on this node's slot-keeper connection. Nodes on one database
 //! therefore open at most `max_connections` connections to a provider together, and a
-//! node that dies (or whose keeper connection drops) frees its slots at once, with its
+//! node that dies (or whose keeper session is lost) frees its slots at once, with its
 //! session. On SQLite (one process) the pool's own worker count is the cap.
+//!
+//! The keeper's session is checked every second; once it is found lost, every slot taken
+//! on it stops counting as held (`holds`), and the workers close their connections before
+//! sending again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::db::{Db, DbConn};
@@ -30,17 +35,15 @@ pub(super) struct Slot {
 
 struct Keeper {
     db: Db,
-    session: Mutex<Session>,
-    /// Bumped at every new keeper connection: slots of an older one are no longer held.
+    /// The keeper's session. Locked only on blocking threads, never on the engine's.
+    conn: Mutex<Option<diesel::PgConnection>>,
+    /// The slots this node holds on the current session. A session may take the same
+    /// advisory lock twice, so the node's own workers are kept apart here. Locked briefly,
+    /// never across SQL: the engine's thread reads it at every claim.
+    held: Mutex<HashSet<(i32, i32)>>,
+    /// Bumped whenever the session is found lost: slots of an older generation are no
+    /// longer held.
     generation: AtomicU64,
-}
-
-#[derive(Default)]
-struct Session {
-    conn: Option<diesel::PgConnection>,
-    /// The slots this node holds. A session may take the same advisory lock twice, so the
-    /// node's own workers are kept apart here, not by PostgreSQL.
-    held: HashSet<(i32, i32)>,
 }
 
 #[derive(QueryableByName)]
@@ -58,15 +61,34 @@ fn provider_key(provider: ProviderId) -> i32 {
 impl Slots {
     /// The slots of a node on `db`: shared through PostgreSQL, none needed on SQLite.
     pub(super) fn for_db(db: &Db) -> Self {
-        Self {
-            keeper: db.is_postgres().then(|| {
-                Arc::new(Keeper {
-                    db: db.clone(),
-                    session: Mutex::new(Session::default()),
-                    generation: AtomicU64::new(0),
-                })
-            }),
+        let keeper = db.is_postgres().then(|| {
+            Arc::new(Keeper {
+                db: db.clone(),
+                conn: Mutex::new(None),
+                held: Mutex::new(HashSet::new()),
+                generation: AtomicU64::new(0),
+            })
+        });
+        if let Some(keeper) = &keeper {
+            watch(Arc::downgrade(keeper));
         }
+        Self { keeper }
+    }
+
+    /// Whether slots are shared with other nodes (PostgreSQL).
+    pub(super) fn shared(&self) -> bool {
+        self.keeper.is_some()
+    }
+
+    /// The slots this node holds, per provider; `None` when slots are not shared (SQLite).
+    pub(super) fn mine(&self) -> Option<HashMap<ProviderId, usize>> {
+        let keeper = self.keeper.as_ref()?;
+        let held = keeper.held.lock().expect("lock");
+        let mut counts = HashMap::new();
+        for (provider, _) in held.iter() {
+            *counts.entry(ProviderId(i64::from(*provider))).or_insert(0) += 1;
+        }
+        Some(counts)
     }
 
     /// Waits for a free slot of `provider` (one of `max`), or `None` once `give_up` says
@@ -84,6 +106,9 @@ impl Slots {
             });
         };
         loop {
+            if give_up() {
+                return None;
+            }
             let keeper = keeper.clone();
             let taken =
                 tokio::task::spawn_blocking(move || keeper.try_take(provider_key(provider), max))
@@ -91,33 +116,15 @@ impl Slots {
             match taken {
                 Ok(Ok(Some(slot))) => return Some(slot),
                 Ok(Ok(None)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot take a connection slot"),
-                Err(e) => tracing::warn!(error = %e, "the slot keeper failed"),
-            }
-            if give_up() {
-                return None;
+                // The watcher says a lost session once; retrying says nothing more.
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot take a connection slot"),
+                Err(e) => tracing::debug!(error = %e, "the slot keeper failed"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// The slots this node holds, per provider; `None` when slots are not shared (SQLite).
-    pub(super) fn mine(&self) -> Option<HashMap<ProviderId, usize>> {
-        let keeper = self.keeper.as_ref()?;
-        let session = keeper.session.lock().expect("lock");
-        let mut counts = HashMap::new();
-        for (provider, _) in &session.held {
-            *counts.entry(ProviderId(i64::from(*provider))).or_insert(0) += 1;
-        }
-        Some(counts)
-    }
-
-    /// Whether slots are shared with other nodes (PostgreSQL).
-    pub(super) fn shared(&self) -> bool {
-        self.keeper.is_some()
-    }
-
-    /// Whether `slot` is still held (its keeper connection did not drop since).
+    /// Whether `slot` is still held (its keeper session was not lost since).
     pub(super) fn holds(&self, slot: &Slot) -> bool {
         self.keeper
             .as_ref()
@@ -134,30 +141,35 @@ impl Slots {
 }
 
 impl Keeper {
+    /// The session is gone, and every slot taken on it with it.
+    fn lost(&self, conn: &mut Option<diesel::PgConnection>) {
+        *conn = None;
+        self.held.lock().expect("lock").clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn try_take(&self, provider: i32, max: i32) -> Result<Option<Slot>, String> {
-        let mut session = self.session.lock().expect("lock");
-        if session.conn.is_none() {
-            let DbConn::Pg(conn) = self.db.connect_dedicated()? else {
+        let mut conn = self.conn.lock().expect("lock");
+        if conn.is_none() {
+            let DbConn::Pg(opened) = self.db.connect_dedicated()? else {
                 return Err("the slot keeper needs PostgreSQL".into());
             };
-            session.conn = Some(conn);
-            session.held.clear();
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            *conn = Some(opened);
         }
         let generation = self.generation.load(Ordering::Acquire);
         for slot in 0..max.max(1) {
-            if session.held.contains(&(provider, slot)) {
+            if self.held.lock().expect("lock").contains(&(provider, slot)) {
                 continue;
             }
-            let conn = session.conn.as_mut().ok_or("no keeper connection")?;
+            let session = conn.as_mut().ok_or("no keeper session")?;
             let got: Result<Got, _> =
                 diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS got")
                     .bind::<diesel::sql_types::Integer, _>(provider)
                     .bind::<diesel::sql_types::Integer, _>(slot)
-                    .get_result(conn);
+                    .get_result(session);
             match got {
                 Ok(Got { got: true }) => {
-                    session.held.insert((provider, slot));
+                    self.held.lock().expect("lock").insert((provider, slot));
                     return Ok(Some(Slot {
                         key: (provider, slot),
                         generation,
@@ -165,9 +177,7 @@ impl Keeper {
                 }
                 Ok(Got { got: false }) => {}
                 Err(e) => {
-                    // The session is gone, and every slot it held with it.
-                    session.conn = None;
-                    session.held.clear();
+                    self.lost(&mut conn);
                     return Err(e.to_string());
                 }
             }
@@ -176,22 +186,50 @@ impl Keeper {
     }
 
     fn give_back(&self, slot: Slot) {
-        let mut session = self.session.lock().expect("lock");
+        let mut conn = self.conn.lock().expect("lock");
         if self.generation.load(Ordering::Acquire) != slot.generation {
             return;
         }
-        session.held.remove(&slot.key);
+        self.held.lock().expect("lock").remove(&slot.key);
         let (provider, number) = slot.key;
-        if let Some(conn) = session.conn.as_mut()
+        if let Some(session) = conn.as_mut()
             && diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
                 .bind::<diesel::sql_types::Integer, _>(provider)
                 .bind::<diesel::sql_types::Integer, _>(number)
-                .execute(conn)
+                .execute(session)
                 .is_err()
         {
-            session.conn = None;
-            session.held.clear();
+            self.lost(&mut conn);
         }
+    }
+
+    /// Checks the session (`SELECT 1`); a lost one frees this node's claim to its slots.
+    fn check(&self) {
+        let mut conn = self.conn.lock().expect("lock");
+        if let Some(session) = conn.as_mut()
+            && let Err(e) = session.batch_execute("SELECT 1")
+        {
+            tracing::warn!(error = %e, "the connection-slot session was lost; its connections close");
+            self.lost(&mut conn);
+        }
+    }
+}
+
+/// Checks the keeper's session every second, for as long as the keeper lives.
+fn watch(keeper: Weak<Keeper>) {
+    let spawned = std::thread::Builder::new()
+        .name("slot-keeper".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(keeper) = keeper.upgrade() else {
+                    return;
+                };
+                keeper.check();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the connection-slot session");
     }
 }
 

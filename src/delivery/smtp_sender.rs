@@ -43,6 +43,9 @@ struct ProviderSender {
 #[derive(Default)]
 struct Waiting {
     jobs: std::sync::atomic::AtomicUsize,
+    /// Workers of the pool holding a slot: another worker competes for one only while
+    /// there are more jobs waiting than these.
+    holders: std::sync::atomic::AtomicUsize,
     more: tokio::sync::Notify,
     /// The pool was closed (its sender dropped).
     closed: std::sync::atomic::AtomicBool,
@@ -209,34 +212,33 @@ async fn worker(pool: Arc<Pool>) {
     let mut conn: Option<AsyncSmtpConnection> = None;
     let mut slot: Option<Slot> = None;
     let mut last_used = std::time::Instant::now();
+    let stopping = || pool.ctx.stopping.load(Ordering::Acquire);
     loop {
         // A connection to a provider is open only while it holds one of the provider's
         // slots (shared by every node on PostgreSQL). A worker takes a slot before it
-        // takes a job, and only when there is work: it never holds a message it cannot
-        // send while another node's connections are busy.
-        if let Some(held) = &slot
-            && !pool.ctx.slots.holds(held)
-        {
-            close(&mut conn).await;
-            slot = None;
-        }
+        // takes a job, and only while more jobs wait than the pool's workers holding one:
+        // it never holds a message it cannot send while another node's connections are
+        // busy, and a node with little to send takes few slots.
         if slot.is_none()
             && let Some((provider, max)) = pool.slotted
+            && !stopping()
         {
             loop {
                 let more = pool.waiting.more.notified();
                 tokio::pin!(more);
                 more.as_mut().enable();
-                if pool.waiting.jobs.load(Ordering::Acquire) > 0
+                if pool.waiting.jobs.load(Ordering::Acquire)
+                    > pool.waiting.holders.load(Ordering::Acquire)
                     || pool.waiting.closed.load(Ordering::Acquire)
+                    || stopping()
                 {
                     break;
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(500), more).await;
             }
-            if pool.waiting.jobs.load(Ordering::Acquire) == 0 {
-                // Closed with nothing left: the queue says so below.
-            } else {
+            let drained = pool.waiting.closed.load(Ordering::Acquire)
+                && pool.waiting.jobs.load(Ordering::Acquire) == 0;
+            if !drained && !stopping() {
                 let ctx = pool.ctx.clone();
                 match pool
                     .ctx
@@ -244,35 +246,33 @@ async fn worker(pool: Arc<Pool>) {
                     .acquire(provider, max, move || ctx.stopping.load(Ordering::Acquire))
                     .await
                 {
-                    Some(held) => slot = Some(held),
-                    None => {
-                        // Stopping: what is queued is given back by the stop.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        if pool.waiting.closed.load(Ordering::Acquire) {
-                            break;
-                        }
-                        continue;
+                    Some(held) => {
+                        pool.waiting.holders.fetch_add(1, Ordering::AcqRel);
+                        slot = Some(held);
                     }
+                    None => continue,
                 }
             }
         }
-        let next = {
-            let mut rx = pool.rx.lock().await;
-            if slot.is_some() && pool.ctx.slots.shared() {
-                match tokio::time::timeout(IDLE_RELEASE, rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        drop(rx);
-                        close(&mut conn).await;
-                        if let Some(held) = slot.take() {
-                            pool.ctx.slots.release(held).await;
-                        }
-                        continue;
+        // The queue, the lock on it included: a worker holding a shared slot gives it
+        // back once it has waited IDLE_RELEASE for a job.
+        let next = if slot.is_some() && pool.ctx.slots.shared() {
+            let waited =
+                tokio::time::timeout(IDLE_RELEASE, async { pool.rx.lock().await.recv().await })
+                    .await;
+            match waited {
+                Ok(next) => next,
+                Err(_) => {
+                    close(&mut conn).await;
+                    if let Some(held) = slot.take() {
+                        pool.waiting.holders.fetch_sub(1, Ordering::AcqRel);
+                        pool.ctx.slots.release(held).await;
                     }
+                    continue;
                 }
-            } else {
-                rx.recv().await
             }
+        } else {
+            pool.rx.lock().await.recv().await
         };
         let Some(Job {
             message,
@@ -283,6 +283,46 @@ async fn worker(pool: Arc<Pool>) {
             break;
         };
         pool.waiting.jobs.fetch_sub(1, Ordering::AcqRel);
+        // Stopping: a message without a slot is given back, never sent.
+        if pool.slotted.is_some() && slot.is_none() {
+            pool.done.send(Outcome {
+                message,
+                kind: OutcomeKind::Retry(Reply::text("stopping")),
+            });
+            continue;
+        }
+        // The slot's session was lost while waiting: its connection is no longer
+        // counted anywhere, so it closes; the message waits for a slot again.
+        if let Some(held) = &slot
+            && !pool.ctx.slots.holds(held)
+        {
+            close(&mut conn).await;
+            slot = None;
+            pool.waiting.holders.fetch_sub(1, Ordering::AcqRel);
+            let again = match pool.slotted {
+                Some((provider, max)) => {
+                    let ctx = pool.ctx.clone();
+                    pool.ctx
+                        .slots
+                        .acquire(provider, max, move || ctx.stopping.load(Ordering::Acquire))
+                        .await
+                }
+                None => None,
+            };
+            match again {
+                Some(held) => {
+                    pool.waiting.holders.fetch_add(1, Ordering::AcqRel);
+                    slot = Some(held);
+                }
+                None => {
+                    pool.done.send(Outcome {
+                        message,
+                        kind: OutcomeKind::Retry(Reply::text("stopping")),
+                    });
+                    continue;
+                }
+            }
+        }
         // A connection idle for a while may have been closed by the server: ask (NOOP)
         // before spending an attempt on it.
         if let Some(open) = conn.as_mut()
@@ -297,6 +337,7 @@ async fn worker(pool: Arc<Pool>) {
     }
     close(&mut conn).await;
     if let Some(held) = slot {
+        pool.waiting.holders.fetch_sub(1, Ordering::AcqRel);
         pool.ctx.slots.release(held).await;
     }
 }
