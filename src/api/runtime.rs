@@ -84,6 +84,16 @@ impl ApiRuntime {
             })
     }
 
+    /// The workspace's providers as last read, if that was less than `PROVIDERS_FRESH` ago.
+    pub fn fresh_providers(&self, workspace: WorkspaceId) -> Option<Arc<Vec<Provider>>> {
+        self.providers
+            .lock()
+            .expect("lock")
+            .get(&workspace)
+            .filter(|(at, _)| at.elapsed() < PROVIDERS_FRESH)
+            .map(|(_, list)| list.clone())
+    }
+
     /// The workspace's providers, read at most once per `PROVIDERS_FRESH` (every API send
     /// needs them: a query per request was a tenth of PostgreSQL's work, measured).
     pub fn providers(
@@ -91,10 +101,8 @@ impl ApiRuntime {
         conn: &mut crate::db::DbConn,
         workspace: WorkspaceId,
     ) -> Result<Arc<Vec<Provider>>, crate::error::AppError> {
-        if let Some((at, list)) = self.providers.lock().expect("lock").get(&workspace)
-            && at.elapsed() < PROVIDERS_FRESH
-        {
-            return Ok(list.clone());
+        if let Some(list) = self.fresh_providers(workspace) {
+            return Ok(list);
         }
         let list = Arc::new(crate::providers::queries::list_by_workspace(
             conn, workspace,

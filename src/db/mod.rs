@@ -89,9 +89,13 @@ impl DbTarget {
                     .map_err(|e| e.to_string())?;
                 // WAL for concurrent readers; synchronous=FULL because the queue must not
                 // lose a committed row (https://www.sqlite.org/pragma.html#pragma_synchronous).
+                // Statement journals in memory: a multi-row INSERT inside a transaction
+                // keeps one, and in a temporary file it cost a write per page (measured:
+                // a tenth of the ingest writer).
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                     PRAGMA temp_store = MEMORY;",
                 )
                 .map_err(|e| e.to_string())?;
                 Ok(DbConn::Sqlite(conn))

@@ -145,76 +145,80 @@ pub async fn send(
         ),
         None => None,
     };
-    // Everything the send needs to read, checked here (requests read in parallel); the
-    // writer only inserts.
-    let (provider, owner, references, files) = {
-        let (workspace, request, api) = (workspace.clone(), request.clone(), state.api.clone());
-        let default_owner = key.created_by;
-        state
-            .db
-            .run(move |conn| {
-                let provider = match (per_request, &request.provider) {
-                    (Some(provider), _) => provider,
-                    (None, Some(wanted)) => {
-                        find_provider(&api.providers(conn, workspace.id)?, wanted)?
-                    }
-                    (None, None) => {
-                        return Err(AppError::Invalid {
-                            field: "provider",
-                            message: "Give a provider (id or name), or `smtp` settings.".into(),
-                        });
-                    }
-                };
-                if let Some(from) = request.from.as_deref().map(str::trim)
-                    && !from.eq_ignore_ascii_case(&provider.account_address)
-                {
-                    return Err(AppError::Invalid {
-                        field: "from",
-                        message: format!(
-                            "Send from the provider's account address, {}.",
-                            provider.account_address
-                        ),
-                    });
-                }
-                let owner = match request.owner {
-                    Some(id) => {
-                        let user = crate::accounts::model::UserId(id);
-                        crate::workspaces::queries::find_membership(conn, workspace.id, user)?
-                            .ok_or(AppError::Invalid {
-                                field: "owner",
-                                message: "The owner must be a member of this workspace.".into(),
-                            })?;
-                        Some(user)
-                    }
-                    None => default_owner,
-                };
-                let references = match request.in_reply_to {
-                    Some(id) => {
-                        let parent =
-                            messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
+    // A plain send through a provider read moments ago needs nothing from the database
+    // before the writer: no hop to a database thread (measured: a fifth of a request).
+    let plain = per_request.is_none()
+        && request.owner.is_none()
+        && request.in_reply_to.is_none()
+        && request.attachments.is_empty();
+    let cached = match (plain, &request.provider) {
+        (true, Some(wanted)) => state
+            .api
+            .fresh_providers(workspace.id)
+            .map(|all| chosen(Some(find_provider(&all, wanted)?), &request)),
+        _ => None,
+    };
+    // Everything else the send needs to read, checked here (requests read in parallel);
+    // the writer only inserts.
+    let (provider, owner, references, files) = match cached {
+        Some(provider) => (provider?, key.created_by, None, Vec::new()),
+        None => {
+            let (workspace, request, api) = (workspace.clone(), request.clone(), state.api.clone());
+            let default_owner = key.created_by;
+            state
+                .db
+                .run(move |conn| {
+                    let provider = match (per_request, &request.provider) {
+                        (Some(provider), _) => Some(provider),
+                        (None, Some(wanted)) => {
+                            Some(find_provider(&api.providers(conn, workspace.id)?, wanted)?)
+                        }
+                        (None, None) => None,
+                    };
+                    let provider = chosen(provider, &request)?;
+                    let owner = match request.owner {
+                        Some(id) => {
+                            let user = crate::accounts::model::UserId(id);
+                            crate::workspaces::queries::find_membership(conn, workspace.id, user)?
                                 .ok_or(AppError::Invalid {
-                                    field: "in_reply_to",
-                                    message: format!("No message {id} in this workspace."),
+                                    field: "owner",
+                                    message: "The owner must be a member of this workspace.".into(),
                                 })?;
-                        let thread =
-                            messages::find_sends_in(conn, workspace.id, &[parent.send_id])?
-                                .pop()
-                                .and_then(|send| send.references_header);
-                        Some(match thread {
-                            Some(earlier) => format!("{earlier} {}", parent.message_id),
-                            None => parent.message_id.clone(),
-                        })
-                    }
-                    None => None,
-                };
-                let files = if request.attachments.is_empty() {
-                    Vec::new()
-                } else {
-                    attachments(conn, &workspace, &request.attachments, attachment_limit)?
-                };
-                Ok((provider, owner, references, files))
-            })
-            .await?
+                            Some(user)
+                        }
+                        None => default_owner,
+                    };
+                    let references = match request.in_reply_to {
+                        Some(id) => {
+                            let parent = messages::find_by_workspace_and_id(
+                                conn,
+                                workspace.id,
+                                MessageId(id),
+                            )?
+                            .ok_or(AppError::Invalid {
+                                field: "in_reply_to",
+                                message: format!("No message {id} in this workspace."),
+                            })?;
+                            let thread =
+                                messages::find_sends_in(conn, workspace.id, &[parent.send_id])?
+                                    .pop()
+                                    .and_then(|send| send.references_header);
+                            Some(match thread {
+                                Some(earlier) => format!("{earlier} {}", parent.message_id),
+                                None => parent.message_id.clone(),
+                            })
+                        }
+                        None => None,
+                    };
+                    let files = if request.attachments.is_empty() {
+                        Vec::new()
+                    } else {
+                        attachments(conn, &workspace, &request.attachments, attachment_limit)?
+                    };
+                    Ok((provider, owner, references, files))
+                })
+                .await?
+        }
     };
     input.provider = provider.id;
     input.files = files;
@@ -430,6 +434,27 @@ fn attachments(
 }
 
 /// The workspace's active provider with this id or name.
+/// The provider a send goes through, if one was named, and the `from` it allows (its
+/// account address).
+fn chosen(provider: Option<Provider>, request: &SendRequest) -> Result<Provider, AppError> {
+    let provider = provider.ok_or_else(|| AppError::Invalid {
+        field: "provider",
+        message: "Give a provider (id or name), or `smtp` settings.".into(),
+    })?;
+    if let Some(from) = request.from.as_deref().map(str::trim)
+        && !from.eq_ignore_ascii_case(&provider.account_address)
+    {
+        return Err(AppError::Invalid {
+            field: "from",
+            message: format!(
+                "Send from the provider's account address, {}.",
+                provider.account_address
+            ),
+        });
+    }
+    Ok(provider)
+}
+
 fn find_provider(all: &[Provider], wanted: &ProviderRef) -> Result<Provider, AppError> {
     let found = all
         .iter()
