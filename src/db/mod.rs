@@ -89,13 +89,9 @@ impl DbTarget {
                     .map_err(|e| e.to_string())?;
                 // WAL for concurrent readers; synchronous=FULL because the queue must not
                 // lose a committed row (https://www.sqlite.org/pragma.html#pragma_synchronous).
-                // Statement journals in memory: a multi-row INSERT inside a transaction
-                // keeps one, and in a temporary file it cost a write per page (measured:
-                // a tenth of the ingest writer).
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                     PRAGMA temp_store = MEMORY;",
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(|e| e.to_string())?;
                 Ok(DbConn::Sqlite(conn))
@@ -361,7 +357,62 @@ where
     }
 }
 
+/// Runs `f` with SQLite's statement journals in memory, for writes whose statements are
+/// bounded (the ingest writer's: at most `INSERT_CHUNK` rows each). A multi-row INSERT
+/// inside a transaction keeps a statement journal; in a temporary file (past 64 KiB) it
+/// cost a write per page, a tenth of the ingest writer (measured). Only here: a huge
+/// statement elsewhere (a provider's deletion nulling a large history) keeps spilling to
+/// a file instead of holding its journal in memory. Set outside any transaction (SQLite
+/// refuses it inside one); PostgreSQL has nothing to set.
+pub fn with_journals_in_memory<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> T) -> T {
+    let DbConn::Sqlite(c) = conn else {
+        return f(conn);
+    };
+    // A refusal only costs speed.
+    let _ = c.batch_execute("PRAGMA temp_store = MEMORY");
+    let result = f(conn);
+    if let DbConn::Sqlite(c) = conn {
+        let _ = c.batch_execute("PRAGMA temp_store = DEFAULT");
+    }
+    result
+}
+
 /// Now, as the naive UTC timestamp every table stores.
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+
+    use super::DbConn;
+
+    #[derive(QueryableByName)]
+    struct TempStore {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        temp_store: i32,
+    }
+
+    fn temp_store(conn: &mut DbConn) -> i32 {
+        let DbConn::Sqlite(c) = conn else {
+            unreachable!("an SQLite connection");
+        };
+        diesel::sql_query("PRAGMA temp_store")
+            .get_result::<TempStore>(c)
+            .expect("temp_store")
+            .temp_store
+    }
+
+    /// Memory (2) inside, the default (0: a file past the spill size) again after.
+    #[test]
+    fn statement_journals_are_in_memory_only_inside_the_writers_work() {
+        let mut conn = DbConn::Sqlite(
+            diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite"),
+        );
+        assert_eq!(temp_store(&mut conn), 0);
+        let inside = super::with_journals_in_memory(&mut conn, temp_store);
+        assert_eq!(inside, 2);
+        assert_eq!(temp_store(&mut conn), 0);
+    }
 }

@@ -98,23 +98,24 @@ async fn writer(
             batch.into_iter().map(|r| (r.prepared, r.reply)).unzip();
         let answers = db
             .run(move |conn| {
-                match db::write(conn, |conn| store(conn, &prepared)) {
-                    Ok(answers) => Ok(answers),
-                    // The database itself refused (full, down): every request hears so.
-                    Err(AppError::Unavailable(fault)) => Err(AppError::Unavailable(fault)),
-                    // One bad request must not fail the others: each alone.
-                    Err(_) if prepared.len() > 1 => Ok(prepared
-                        .iter()
-                        .map(|one| {
-                            db::write(conn, |conn| store(conn, std::slice::from_ref(one))).and_then(
-                                |mut answers| {
-                                    answers.pop().unwrap_or_else(|| Err(AppError::NotFound))
-                                },
-                            )
-                        })
-                        .collect()),
-                    Err(e) => Ok(vec![Err(e)]),
-                }
+                db::with_journals_in_memory(conn, |conn| {
+                    match db::write(conn, |conn| store(conn, &prepared)) {
+                        Ok(answers) => Ok(answers),
+                        // The database itself refused (full, down): every request hears so.
+                        Err(AppError::Unavailable(fault)) => Err(AppError::Unavailable(fault)),
+                        // One bad request must not fail the others: each alone.
+                        Err(_) if prepared.len() > 1 => Ok(prepared
+                            .iter()
+                            .map(|one| {
+                                db::write(conn, |conn| store(conn, std::slice::from_ref(one)))
+                                    .and_then(|mut answers| {
+                                        answers.pop().unwrap_or_else(|| Err(AppError::NotFound))
+                                    })
+                            })
+                            .collect()),
+                        Err(e) => Ok(vec![Err(e)]),
+                    }
+                })
             })
             .await;
         match answers {

@@ -433,7 +433,6 @@ fn attachments(
     Ok(files)
 }
 
-/// The workspace's active provider with this id or name.
 /// The provider a send goes through, if one was named, and the `from` it allows (its
 /// account address).
 fn chosen(provider: Option<Provider>, request: &SendRequest) -> Result<Provider, AppError> {
@@ -455,6 +454,7 @@ fn chosen(provider: Option<Provider>, request: &SendRequest) -> Result<Provider,
     Ok(provider)
 }
 
+/// The workspace's active provider with this id or name.
 fn find_provider(all: &[Provider], wanted: &ProviderRef) -> Result<Provider, AppError> {
     let found = all
         .iter()
