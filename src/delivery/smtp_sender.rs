@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lettre::transport::smtp::client::AsyncSmtpConnection;
 use tokio::sync::mpsc;
 
 use super::build::build;
@@ -21,7 +20,7 @@ use crate::messages::model::{Attachment, Message, Send};
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::service as provider_rules;
-use crate::providers::smtp::{self, Endpoint, SmtpFailure};
+use crate::providers::smtp::{self, Endpoint, SmtpSession};
 
 /// The key of the system provider's pool (no stored provider has id 0).
 const SYSTEM: ProviderId = ProviderId(0);
@@ -209,7 +208,7 @@ const IDLE_PROBE: Duration = Duration::from_secs(20);
 const IDLE_RELEASE: Duration = Duration::from_millis(500);
 
 async fn worker(pool: Arc<Pool>) {
-    let mut conn: Option<AsyncSmtpConnection> = None;
+    let mut conn: Option<SmtpSession> = None;
     let mut slot: Option<Slot> = None;
     let mut last_used = std::time::Instant::now();
     let stopping = || pool.ctx.stopping.load(Ordering::Acquire);
@@ -327,7 +326,7 @@ async fn worker(pool: Arc<Pool>) {
         // before spending an attempt on it.
         if let Some(open) = conn.as_mut()
             && last_used.elapsed() > IDLE_PROBE
-            && !open.test_connected().await
+            && !open.is_connected().await
         {
             conn = None;
         }
@@ -343,15 +342,15 @@ async fn worker(pool: Arc<Pool>) {
 }
 
 /// Says QUIT on an open connection.
-async fn close(conn: &mut Option<AsyncSmtpConnection>) {
-    if let Some(mut open) = conn.take() {
-        let _ = open.quit().await;
+async fn close(conn: &mut Option<SmtpSession>) {
+    if let Some(open) = conn.take() {
+        open.quit().await;
     }
 }
 
 async fn deliver(
     pool: &Pool,
-    conn: &mut Option<AsyncSmtpConnection>,
+    conn: &mut Option<SmtpSession>,
     message: &Message,
     body: &Send,
     files: &[Attachment],
@@ -407,15 +406,17 @@ async fn deliver(
         started.insert(message.id);
     }
     let clock = std::time::Instant::now();
-    let sent =
-        tokio::time::timeout(pool.ctx.cfg.smtp_timeout * 4, open.send(&envelope, &bytes)).await;
+    let sent = tokio::time::timeout(
+        pool.ctx.cfg.smtp_timeout * 4,
+        open.send(envelope.from(), envelope.to(), &bytes),
+    )
+    .await;
     pool.latency.observe(clock.elapsed().as_secs_f64());
     match sent {
         Ok(Ok(response)) => OutcomeKind::Sent(Reply::from_response(&response)),
-        Ok(Err(e)) => {
-            // lettre aborts the connection after any refusal: open a new one next time.
+        Ok(Err(failure)) => {
+            // After a refusal the session may be out of step: open a new one next time.
             *conn = None;
-            let failure = SmtpFailure::from(e);
             match failure.code {
                 Some(code) if code >= 500 => OutcomeKind::Failed(Reply::from_failure(&failure)),
                 Some(_) => OutcomeKind::Retry(Reply::from_failure(&failure)),

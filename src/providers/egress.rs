@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -157,19 +156,8 @@ impl EgressPolicy {
         Ok(self)
     }
 
-    /// TLS parameters for lettre's STARTTLS: the web roots plus the operator's CAs.
-    pub fn starttls_parameters(
-        &self,
-        host: &str,
-    ) -> Result<TlsParameters, lettre::transport::smtp::Error> {
-        let mut builder = TlsParameters::builder(host.to_owned());
-        for cert in self.extra_roots.iter() {
-            builder = builder.add_root_certificate(Certificate::from_der(cert.to_vec())?);
-        }
-        builder.build_rustls()
-    }
-
-    /// A rustls client configuration for implicit TLS with the same trust.
+    /// The rustls client configuration for STARTTLS and implicit TLS: the web roots plus
+    /// the operator's CAs.
     pub fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

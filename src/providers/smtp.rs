@@ -1,19 +1,18 @@
 //! Talking to a provider's SMTP server: connect to an address the egress policy checked,
-//! with TCP_NODELAY (lettre's pooled transport does not set it and stalls on Nagle's
-//! algorithm against delayed ACKs), EHLO, STARTTLS (RFC 3207) or implicit TLS (RFC 8314),
-//! AUTH (RFC 4954), all under one timeout.
+//! with TCP_NODELAY (Nagle's algorithm against delayed ACKs would stall every reply),
+//! EHLO, STARTTLS (RFC 3207) or implicit TLS (RFC 8314), AUTH (RFC 4954), all under one
+//! timeout; then messages through the session (`session`).
+
+mod session;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+pub use self::session::SmtpSession;
 use super::egress::EgressPolicy;
 use super::model::TlsMode;
 
@@ -92,40 +91,13 @@ impl SmtpFailure {
     }
 }
 
-impl From<lettre::transport::smtp::Error> for SmtpFailure {
-    fn from(e: lettre::transport::smtp::Error) -> Self {
-        from_lettre(e)
-    }
-}
-
-/// lettre says `permanent error (535): 5.7.8 …`; people and logs read the server's own
-/// line, `535 5.7.8 …`.
-fn from_lettre(e: lettre::transport::smtp::Error) -> SmtpFailure {
-    let code = e.status().map(u16::from);
-    let text = e.to_string();
-    let detail = match code {
-        Some(code) => {
-            let said = text
-                .split_once("): ")
-                .map_or(text.as_str(), |(_, said)| said);
-            format!("{code} {said}")
-        }
-        None => text,
-    };
-    SmtpFailure {
-        code,
-        detail: server_text(&detail),
-        client: e.is_client(),
-    }
-}
-
-/// Opens an authenticated connection, or says why not.
+/// Opens an authenticated session, or says why not.
 pub async fn connect(
     endpoint: &Endpoint,
     policy: &EgressPolicy,
     timeout: Duration,
     hello: &ClientId,
-) -> Result<AsyncSmtpConnection, SmtpFailure> {
+) -> Result<SmtpSession, SmtpFailure> {
     tokio::time::timeout(timeout, connect_inner(endpoint, policy, hello))
         .await
         .map_err(|_| {
@@ -142,61 +114,39 @@ async fn connect_inner(
     endpoint: &Endpoint,
     policy: &EgressPolicy,
     hello: &ClientId,
-) -> Result<AsyncSmtpConnection, SmtpFailure> {
+) -> Result<SmtpSession, SmtpFailure> {
     let addrs = policy
         .resolve(&endpoint.host, endpoint.port)
         .await
         .map_err(|e| SmtpFailure::other(e.to_string()))?;
+    let tls = || {
+        policy
+            .tls_config()
+            .map(|config| (config, endpoint.host.as_str()))
+            .map_err(|e| SmtpFailure::other(format!("TLS settings: {e}")))
+    };
     let mut last = SmtpFailure::other("no address to connect to");
     for addr in addrs {
         let attempt = async {
             let stream = open_stream(addr, &endpoint.host, endpoint.port).await?;
-            let mut conn = match endpoint.tls {
-                TlsMode::Tls => {
-                    let config = policy
-                        .tls_config()
-                        .map_err(|e| SmtpFailure::other(format!("TLS settings: {e}")))?;
-                    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
-                        .map_err(|e| SmtpFailure::other(format!("{}: {e}", endpoint.host)))?;
-                    let tls = tokio_rustls::TlsConnector::from(config)
-                        .connect(name, stream)
-                        .await
-                        .map_err(|e| {
-                            SmtpFailure::other(format!("TLS with {}: {e}", endpoint.host))
-                        })?;
-                    AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(tls)), hello)
-                        .await
-                        .map_err(from_lettre)?
-                }
-                TlsMode::None | TlsMode::StartTls => {
-                    let mut conn =
-                        AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello)
-                            .await
-                            .map_err(from_lettre)?;
-                    if endpoint.tls == TlsMode::StartTls {
-                        let parameters = policy
-                            .starttls_parameters(&endpoint.host)
-                            .map_err(from_lettre)?;
-                        conn.starttls(parameters, hello)
-                            .await
-                            .map_err(from_lettre)?;
-                    }
-                    conn
-                }
+            let (implicit, starttls) = match endpoint.tls {
+                TlsMode::Tls => (Some(tls()?), None),
+                TlsMode::StartTls => (None, Some(tls()?)),
+                TlsMode::None => (None, None),
             };
+            let mut session = SmtpSession::open(stream, implicit, starttls, hello).await?;
             if !endpoint.username.is_empty() {
                 let password = endpoint.password.clone().ok_or_else(|| {
                     SmtpFailure::other("no password is stored: enter it on the provider's page")
                 })?;
-                let credentials = Credentials::new(endpoint.username.clone(), password);
-                conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                    .await
-                    .map_err(from_lettre)?;
+                session
+                    .auth(&Credentials::new(endpoint.username.clone(), password))
+                    .await?;
             }
-            Ok::<_, SmtpFailure>(conn)
+            Ok::<_, SmtpFailure>(session)
         };
         match attempt.await {
-            Ok(conn) => return Ok(conn),
+            Ok(session) => return Ok(session),
             // A refusal by the server is final; a network fault may pass on another address.
             Err(e) if e.code.is_some() => return Err(e),
             Err(e) => last = e,
@@ -220,44 +170,6 @@ async fn open_stream(addr: SocketAddr, host: &str, port: u16) -> Result<TcpStrea
     Ok(stream)
 }
 
-/// An implicit-TLS stream handed to lettre as an already open transport.
-#[derive(Debug)]
-struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl AsyncRead for ImplicitTls {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ImplicitTls {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for ImplicitTls {
-    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.get_ref().0.peer_addr()
-    }
-}
-
 /// Verifies a provider: connect, EHLO, TLS, AUTH, QUIT. Returns what the server said.
 pub async fn check(
     endpoint: &Endpoint,
@@ -265,10 +177,9 @@ pub async fn check(
     timeout: Duration,
 ) -> Result<String, SmtpFailure> {
     let hello = ClientId::default();
-    let mut conn = connect(endpoint, policy, timeout, &hello).await?;
-    // lettre sees an implicit-TLS stream as a plain transport it was given.
-    let encrypted = conn.is_encrypted() || endpoint.tls == TlsMode::Tls;
-    let _ = conn.quit().await;
+    let session = connect(endpoint, policy, timeout, &hello).await?;
+    let encrypted = session.is_encrypted();
+    session.quit().await;
     Ok(format!(
         "Connected to {}:{}{}{}",
         endpoint.host,

@@ -21,4 +21,5 @@ mod roles;
 mod search;
 mod sessions;
 mod setup;
+mod smtp_client;
 mod web;

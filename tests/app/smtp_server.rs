@@ -78,6 +78,15 @@ struct State {
     delay: Duration,
     open: usize,
     peak: usize,
+    /// PIPELINING is not offered.
+    no_pipelining: bool,
+    /// STARTTLS's answer comes with a forged reply in the same plaintext write.
+    inject_after_starttls: bool,
+    /// MAIL commands that came with more commands behind them in the same read.
+    pipelined: usize,
+    /// Commands that came before the previous one was answered, where PIPELINING was not
+    /// offered (RFC 2920: a client must not).
+    early: usize,
 }
 
 /// Counts a conversation as open until it ends, however it ends.
@@ -187,6 +196,28 @@ impl SmtpServer {
         self.state.lock().expect("lock").delay = delay;
     }
 
+    /// Stops offering PIPELINING (RFC 2920) in the EHLO reply.
+    pub fn without_pipelining(&self) {
+        self.state.lock().expect("lock").no_pipelining = true;
+    }
+
+    /// Answers STARTTLS with a forged `250` in the same plaintext write, as a
+    /// man in the middle would inject a reply the client then reads as if over TLS.
+    pub fn inject_after_starttls(&self) {
+        self.state.lock().expect("lock").inject_after_starttls = true;
+    }
+
+    /// MAIL commands that arrived with the commands after them already behind (pipelined).
+    pub fn pipelined(&self) -> usize {
+        self.state.lock().expect("lock").pipelined
+    }
+
+    /// Commands sent before the previous one was answered although PIPELINING was not
+    /// offered.
+    pub fn early_commands(&self) -> usize {
+        self.state.lock().expect("lock").early
+    }
+
     /// Everything accepted so far.
     pub fn messages(&self) -> Vec<Captured> {
         self.state.lock().expect("lock").messages.clone()
@@ -233,6 +264,8 @@ impl SmtpServer {
         let offers_starttls = !encrypted && self.tls.is_some();
         let mut from = String::new();
         let mut to = Vec::new();
+        // A MAIL was accepted and its transaction has not ended.
+        let mut in_mail = false;
         let mut authenticated = false;
         loop {
             let mut line = String::new();
@@ -241,17 +274,38 @@ impl SmtpServer {
             }
             let command = line.trim_end().to_owned();
             let upper = command.to_ascii_uppercase();
+            let more_behind = !lines.buffer().is_empty();
+            let (no_pipelining, inject) = {
+                let mut state = self.state.lock().expect("lock");
+                if more_behind && state.no_pipelining {
+                    state.early += 1;
+                }
+                if more_behind && upper.starts_with("MAIL FROM:") {
+                    state.pipelined += 1;
+                }
+                (state.no_pipelining, state.inject_after_starttls)
+            };
             let reply: String = if upper.starts_with("EHLO") {
                 format!(
-                    "250-mailroom-test\r\n{}250-AUTH PLAIN LOGIN\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250 PIPELINING",
+                    "250-mailroom-test\r\n{}250-AUTH PLAIN LOGIN\r\n250-SIZE 52428800\r\n{}250 8BITMIME",
                     if offers_starttls {
                         "250-STARTTLS\r\n"
                     } else {
                         ""
+                    },
+                    if no_pipelining {
+                        ""
+                    } else {
+                        "250-PIPELINING\r\n"
                     }
                 )
             } else if upper == "STARTTLS" && offers_starttls {
-                write.write_all(b"220 2.0.0 Ready to start TLS\r\n").await?;
+                let answer: &[u8] = if inject {
+                    b"220 2.0.0 Ready to start TLS\r\n250 2.0.0 forged\r\n"
+                } else {
+                    b"220 2.0.0 Ready to start TLS\r\n"
+                };
+                write.write_all(answer).await?;
                 let Some((_, acceptor)) = &self.tls else {
                     return Ok(());
                 };
@@ -292,6 +346,7 @@ impl SmtpServer {
                 } else {
                     from = address_of(&command[10..]);
                     to.clear();
+                    in_mail = true;
                     "250 2.1.0 Ok".into()
                 }
             } else if upper.starts_with("RCPT TO:") {
@@ -304,7 +359,13 @@ impl SmtpServer {
                     to.push(address_of(&command[8..]));
                     "250 2.1.5 Ok".into()
                 }
+            } else if upper == "DATA" && !in_mail {
+                "503 5.5.1 Error: need MAIL command".into()
+            } else if upper == "DATA" && to.is_empty() {
+                // RFC 2920 §3.1: a pipelined DATA after every RCPT was refused.
+                "554 5.5.1 Error: no valid recipients".into()
             } else if upper == "DATA" {
+                in_mail = false;
                 write
                     .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
@@ -357,6 +418,7 @@ impl SmtpServer {
             } else if upper == "RSET" {
                 from.clear();
                 to.clear();
+                in_mail = false;
                 "250 2.0.0 Ok".into()
             } else if upper == "NOOP" {
                 "250 2.0.0 Ok".into()
@@ -469,7 +531,7 @@ async fn the_test_smtp_server_captures_fails_and_drops_on_demand() -> crate::hel
 
     let mut conn = connect(&endpoint, &policy, timeout, &hello).await?;
     let body = b"Subject: hi\r\n\r\nline one\r\n.\r\n..two dots\r\nend\r\n";
-    let reply = conn.send(&envelope, body).await?;
+    let reply = conn.send(envelope.from(), envelope.to(), body).await?;
     assert_eq!(u16::from(reply.code()), 250);
     let captured = server.messages();
     assert_eq!(captured.len(), 1);
@@ -486,21 +548,29 @@ async fn the_test_smtp_server_captures_fails_and_drops_on_demand() -> crate::hel
         Fault::Reply("550 5.1.1 No such user".into()),
         1,
     );
-    let error = conn.send(&envelope, body).await.expect_err("refused");
-    assert_eq!(error.status().map(u16::from), Some(550));
+    let error = conn
+        .send(envelope.from(), envelope.to(), body)
+        .await
+        .expect_err("refused");
+    assert_eq!(error.code, Some(550));
 
     server.fail(Stage::Data, Fault::Drop, 1);
     let mut conn = connect(&endpoint, &policy, timeout, &hello).await?;
     assert!(
-        conn.send(&envelope, body).await.is_err(),
+        conn.send(envelope.from(), envelope.to(), body)
+            .await
+            .is_err(),
         "the connection dropped mid-DATA"
     );
     assert_eq!(server.messages().len(), 1, "nothing more was captured");
 
     server.fail(Stage::Mail, Fault::Stall, 1);
     let mut conn = connect(&endpoint, &policy, timeout, &hello).await?;
-    let stalled =
-        tokio::time::timeout(Duration::from_millis(300), conn.send(&envelope, body)).await;
+    let stalled = tokio::time::timeout(
+        Duration::from_millis(300),
+        conn.send(envelope.from(), envelope.to(), body),
+    )
+    .await;
     assert!(stalled.is_err(), "the server stalls");
 
     let wrong = Endpoint {
