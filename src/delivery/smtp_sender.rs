@@ -262,7 +262,7 @@ async fn worker(pool: Arc<Pool>) {
             match waited {
                 Ok(next) => next,
                 Err(_) => {
-                    close(&mut conn).await;
+                    close(&mut conn, pool.ctx.cfg.smtp_timeout).await;
                     if let Some(held) = slot.take() {
                         pool.waiting.holders.fetch_sub(1, Ordering::AcqRel);
                         pool.ctx.slots.release(held).await;
@@ -295,7 +295,7 @@ async fn worker(pool: Arc<Pool>) {
         if let Some(held) = &slot
             && !pool.ctx.slots.holds(held)
         {
-            close(&mut conn).await;
+            close(&mut conn, pool.ctx.cfg.smtp_timeout).await;
             slot = None;
             pool.waiting.holders.fetch_sub(1, Ordering::AcqRel);
             let again = match pool.slotted {
@@ -326,7 +326,7 @@ async fn worker(pool: Arc<Pool>) {
         // before spending an attempt on it.
         if let Some(open) = conn.as_mut()
             && last_used.elapsed() > IDLE_PROBE
-            && !open.is_connected().await
+            && !open.is_connected(pool.ctx.cfg.smtp_timeout).await
         {
             conn = None;
         }
@@ -334,17 +334,17 @@ async fn worker(pool: Arc<Pool>) {
         last_used = std::time::Instant::now();
         pool.done.send(Outcome { message, kind });
     }
-    close(&mut conn).await;
+    close(&mut conn, pool.ctx.cfg.smtp_timeout).await;
     if let Some(held) = slot {
         pool.waiting.holders.fetch_sub(1, Ordering::AcqRel);
         pool.ctx.slots.release(held).await;
     }
 }
 
-/// Says QUIT on an open connection.
-async fn close(conn: &mut Option<SmtpSession>) {
+/// Says QUIT on an open connection (waiting at most `within` for the server).
+async fn close(conn: &mut Option<SmtpSession>, within: Duration) {
     if let Some(open) = conn.take() {
-        open.quit().await;
+        open.quit(within).await;
     }
 }
 
@@ -413,7 +413,14 @@ async fn deliver(
     .await;
     pool.latency.observe(clock.elapsed().as_secs_f64());
     match sent {
-        Ok(Ok(response)) => OutcomeKind::Sent(Reply::from_response(&response)),
+        Ok(Ok(response)) => {
+            if !open.is_in_step() {
+                // The server said more than it was asked: its next replies would answer
+                // the wrong commands.
+                *conn = None;
+            }
+            OutcomeKind::Sent(Reply::from_response(&response))
+        }
         Ok(Err(failure)) => {
             // After a refusal the session may be out of step: open a new one next time.
             *conn = None;

@@ -179,7 +179,7 @@ pub async fn check(
     let hello = ClientId::default();
     let session = connect(endpoint, policy, timeout, &hello).await?;
     let encrypted = session.is_encrypted();
-    session.quit().await;
+    session.quit(timeout).await;
     Ok(format!(
         "Connected to {}:{}{}{}",
         endpoint.host,

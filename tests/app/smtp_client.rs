@@ -9,7 +9,7 @@ use crate::both;
 use crate::delivery::compose_at;
 use crate::helpers::*;
 use crate::providers::{SMTP_PASSWORD, provider_form};
-use crate::smtp_server::{SmtpServer, Tls};
+use crate::smtp_server::{Fault, SmtpServer, Stage, Tls};
 
 /// Waits (at most 15 s) until the server has accepted `count` messages.
 async fn accepted(server: &SmtpServer, count: usize) -> TestResult {
@@ -85,3 +85,59 @@ async fn plaintext_injected_after_starttls_is_refused(backend: Backend) -> TestR
     Ok(())
 }
 both!(plaintext_injected_after_starttls_is_refused);
+
+/// A hostile or broken server: a refusal followed by a closed connection is that refusal
+/// (not a cut-off that may have been delivered), and a server that says more than it was
+/// asked leaves the session marked out of step, so it carries no other message.
+#[actix_web::test]
+async fn a_refusal_stays_the_answer_and_a_server_out_of_step_is_left() -> TestResult {
+    use lettre::Address;
+    use lettre::transport::smtp::extension::ClientId;
+    use mailroom::providers::egress::EgressPolicy;
+    use mailroom::providers::model::TlsMode;
+    use mailroom::providers::smtp::{Endpoint, connect};
+
+    let server = SmtpServer::start().await?;
+    let policy = EgressPolicy::parse("127.0.0.1/32")?;
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        tls: TlsMode::None,
+        username: String::new(),
+        password: None,
+    };
+    let hello = ClientId::default();
+    let timeout = Duration::from_secs(5);
+    let from = "from@example.com".parse::<Address>()?;
+    let to = ["to@example.com".parse::<Address>()?];
+    let body = b"Subject: hi\r\n\r\nhello\r\n";
+
+    server.fail(
+        Stage::Mail,
+        Fault::ReplyAndClose("554 5.7.1 Rejected, closing".into()),
+        1,
+    );
+    let mut session = connect(&endpoint, &policy, timeout, &hello).await?;
+    let refused = session
+        .send(Some(&from), &to, body)
+        .await
+        .err()
+        .ok_or("refused")?;
+    assert_eq!(refused.code, Some(554), "{refused}");
+
+    server.fail(
+        Stage::Data,
+        Fault::Reply("250 2.0.0 Ok\r\n250 2.0.0 one reply too many".into()),
+        1,
+    );
+    let mut session = connect(&endpoint, &policy, timeout, &hello).await?;
+    session.send(Some(&from), &to, body).await?;
+    assert!(!session.is_in_step(), "a surplus reply is noticed");
+
+    let mut session = connect(&endpoint, &policy, timeout, &hello).await?;
+    let reply = session.send(Some(&from), &to, body).await?;
+    assert!(session.is_in_step());
+    assert_eq!(u16::from(reply.code()), 250);
+    assert_eq!(server.messages().len(), 1);
+    Ok(())
+}

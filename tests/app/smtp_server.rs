@@ -63,6 +63,8 @@ pub enum Fault {
     Reply(String),
     /// Close the connection in the middle of DATA.
     Drop,
+    /// Answer with this line, then close the connection without reading more.
+    ReplyAndClose(String),
     /// Never answer.
     Stall,
     /// Answer with this line after a while (to catch a message mid-send).
@@ -436,11 +438,15 @@ impl SmtpServer {
     async fn fault_reply(
         &self,
         fault: Fault,
-        _write: &mut (impl AsyncWrite + Unpin),
+        write: &mut (impl AsyncWrite + Unpin),
     ) -> std::io::Result<Option<String>> {
         Ok(match fault {
             Fault::Reply(line) => Some(line),
             Fault::Drop => None,
+            Fault::ReplyAndClose(line) => {
+                write.write_all(format!("{line}\r\n").as_bytes()).await?;
+                None
+            }
             Fault::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 None

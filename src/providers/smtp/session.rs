@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -94,6 +95,8 @@ pub struct SmtpSession {
     info: ServerInfo,
     /// The server offered PIPELINING in its last EHLO reply.
     pipelining: bool,
+    /// The server sent more than a reply: the session is not used for another message.
+    out_of_step: bool,
     /// What is written next, kept between messages so sending allocates nothing.
     out: Vec<u8>,
 }
@@ -111,12 +114,38 @@ fn refused_here(detail: &str) -> SmtpFailure {
     }
 }
 
-/// `Ok` for a positive reply (2xx, 3xx); the server's words as a failure otherwise.
-fn positive(reply: Response) -> Result<Response, SmtpFailure> {
-    if reply.is_positive() {
+/// What a step of the exchange must be answered with.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// 2xx.
+    Done,
+    /// 220 (the greeting, STARTTLS).
+    Ready,
+    /// 354 (DATA).
+    GoAhead,
+    /// 2xx, or 334 (an AUTH challenge).
+    DoneOrChallenge,
+}
+
+impl Expect {
+    fn accepts(self, code: u16) -> bool {
+        match self {
+            Expect::Done => (200..300).contains(&code),
+            Expect::Ready => code == 220,
+            Expect::GoAhead => code == 354,
+            Expect::DoneOrChallenge => (200..300).contains(&code) || code == 334,
+        }
+    }
+}
+
+/// `Ok` for the reply the step expects; the server's words as a failure otherwise. Any
+/// other code, a positive one included (a 250 where 354 was due: replies out of step),
+/// fails the exchange, so a reply is never taken for another command's.
+fn expect(reply: Response, wanted: Expect) -> Result<Response, SmtpFailure> {
+    let code = u16::from(reply.code());
+    if wanted.accepts(code) {
         return Ok(reply);
     }
-    let code = u16::from(reply.code());
     let said: Vec<&str> = reply.message().collect();
     Err(SmtpFailure {
         code: Some(code),
@@ -179,9 +208,10 @@ impl SmtpSession {
             wire: BufReader::new(wire),
             info: ServerInfo::default(),
             pipelining: false,
+            out_of_step: false,
             out: Vec::with_capacity(4096),
         };
-        positive(session.reply().await?)?;
+        expect(session.reply().await?, Expect::Ready)?;
         session.ehlo(hello).await?;
         let Some((config, host)) = starttls else {
             return Ok(session);
@@ -189,7 +219,7 @@ impl SmtpSession {
         if !session.info.supports_feature(Extension::StartTls) {
             return Err(refused_here("STARTTLS is not supported on this server"));
         }
-        session.command(Starttls).await?;
+        session.command(Starttls, Expect::Ready).await?;
         // Anything the server sent after its answer would be read as if it came over TLS
         // (plaintext injection): a session that has it is not used.
         if !session.wire.buffer().is_empty() {
@@ -213,7 +243,7 @@ impl SmtpSession {
     }
 
     async fn ehlo(&mut self, hello: &ClientId) -> Result<(), SmtpFailure> {
-        let reply = self.command(Ehlo::new(hello.clone())).await?;
+        let reply = self.command(Ehlo::new(hello.clone()), Expect::Done).await?;
         self.info = ServerInfo::from_response(&reply)
             .map_err(|e| SmtpFailure::other(format!("cannot read the EHLO reply: {e}")))?;
         self.pipelining = reply.message().skip(1).any(|line| {
@@ -231,9 +261,8 @@ impl SmtpSession {
             .get_auth_mechanism(&[Mechanism::Plain, Mechanism::Login])
             .ok_or_else(|| refused_here("No compatible authentication mechanism was found"))?;
         let bad = |e: lettre::transport::smtp::Error| SmtpFailure::other(e.to_string());
-        let mut reply = self
-            .command(Auth::new(mechanism, credentials.clone(), None).map_err(bad)?)
-            .await?;
+        let first = Auth::new(mechanism, credentials.clone(), None).map_err(bad)?;
+        let mut reply = self.command(first, Expect::DoneOrChallenge).await?;
         let mut challenges = MAX_CHALLENGES;
         while reply.has_code(334) {
             if challenges == 0 {
@@ -241,7 +270,9 @@ impl SmtpSession {
             }
             challenges -= 1;
             let answer = Auth::new_from_response(mechanism, credentials.clone(), &reply);
-            reply = self.command(answer.map_err(bad)?).await?;
+            reply = self
+                .command(answer.map_err(bad)?, Expect::DoneOrChallenge)
+                .await?;
         }
         Ok(())
     }
@@ -283,12 +314,26 @@ impl SmtpSession {
             }
             self.put(Data);
             self.flush().await?;
-            // Every reply is read, in order; the first refusal is the answer.
+            // Every reply is read, in order; the first refusal is the answer, also when
+            // the server then closes (a 421 says it does: nothing more is read).
             let mut refusal = None;
-            for _ in 0..to.len() + 2 {
+            for step in 0..to.len() + 2 {
+                let wanted = if step == to.len() + 1 {
+                    Expect::GoAhead
+                } else {
+                    Expect::Done
+                };
                 self.ack_at_once();
-                if let Err(e) = positive(self.reply().await?) {
+                let reply = match self.reply().await {
+                    Ok(reply) => reply,
+                    Err(lost) => return Err(refusal.unwrap_or(lost)),
+                };
+                let closing = reply.has_code(421);
+                if let Err(e) = expect(reply, wanted) {
                     refusal.get_or_insert(e);
+                    if closing {
+                        break;
+                    }
                 }
             }
             if let Some(refusal) = refusal {
@@ -296,27 +341,44 @@ impl SmtpSession {
             }
         } else {
             self.flush().await?;
-            positive(self.reply().await?)?;
+            expect(self.reply().await?, Expect::Done)?;
             for rcpt in to {
-                self.command(Rcpt::new(rcpt.clone(), Vec::new())).await?;
+                self.command(Rcpt::new(rcpt.clone(), Vec::new()), Expect::Done)
+                    .await?;
             }
-            self.command(Data).await?;
+            self.command(Data, Expect::GoAhead).await?;
         }
         self.out.clear();
         encode_data(body, &mut self.out);
         self.flush().await?;
-        positive(self.reply().await?)
+        let reply = expect(self.reply().await?, Expect::Done)?;
+        // More than the reply came: the server is out of step, and every later reply
+        // would be read as the answer to the wrong command.
+        self.out_of_step = !self.wire.buffer().is_empty();
+        Ok(reply)
     }
 
-    /// Asks whether the server is still there (NOOP).
-    pub async fn is_connected(&mut self) -> bool {
-        self.command(Noop).await.is_ok()
+    /// Whether the session may carry another message (false once the server sent more
+    /// than it was asked for).
+    pub fn is_in_step(&self) -> bool {
+        !self.out_of_step
     }
 
-    /// Says QUIT and closes the socket.
-    pub async fn quit(mut self) {
-        let _ = self.command(Quit).await;
-        let _ = self.wire.get_mut().shutdown().await;
+    /// Asks whether the server is still there (NOOP), waiting at most `within`.
+    pub async fn is_connected(&mut self, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.command(Noop, Expect::Done)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Says QUIT and closes the socket, waiting at most `within` for the server.
+    pub async fn quit(mut self, within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            let _ = self.command(Quit, Expect::Done).await;
+            let _ = self.wire.get_mut().shutdown().await;
+        })
+        .await;
     }
 
     /// Acknowledges what arrives at once instead of delaying the ACK (TCP_QUICKACK, which
@@ -341,12 +403,16 @@ impl SmtpSession {
         wire.flush().await.map_err(network)
     }
 
-    /// Sends one command and reads its reply, which must be positive.
-    async fn command(&mut self, command: impl std::fmt::Display) -> Result<Response, SmtpFailure> {
+    /// Sends one command and reads its reply, which must be the one `wanted`.
+    async fn command(
+        &mut self,
+        command: impl std::fmt::Display,
+        wanted: Expect,
+    ) -> Result<Response, SmtpFailure> {
         self.out.clear();
         self.put(command);
         self.flush().await?;
-        positive(self.reply().await?)
+        expect(self.reply().await?, wanted)
     }
 
     /// Reads one reply, every line of it, within `MAX_LINE` and `MAX_REPLY`.
