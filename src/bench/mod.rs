@@ -132,6 +132,16 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The bytes this process has caused to be written to storage (Linux `/proc/self/io`,
+/// counted when pages are dirtied), if known.
+fn written_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Peak resident memory of this process in MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -518,6 +528,7 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
     })
     .to_string();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written_before = written_bytes();
     let started = Instant::now();
     let clients: Vec<_> = (0..bench.concurrency.max(1))
         .map(|_| {
@@ -562,6 +573,15 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
         failures += failed;
     }
     let seconds = started.elapsed().as_secs_f64();
+    // What storing the messages wrote to the disk, per message accepted: WAL pages of
+    // every table and index touched, and checkpoints.
+    let written = match (written_before, written_bytes()) {
+        (Some(before), Some(after)) if !latencies.is_empty() => format!(
+            "{:.1}",
+            after.saturating_sub(before) as f64 / 1_024.0 / latencies.len() as f64
+        ),
+        _ => "unknown".to_owned(),
+    };
     let mut millis: Vec<f64> = latencies
         .iter()
         .map(|d| d.as_secs_f64() * 1_000.0)
@@ -594,7 +614,7 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
         false => String::new(),
     };
     Ok(format!(
-        "bench api: messages={} concurrency={} accepted_per_s={:.0} p50_ms={:.1} p99_ms={:.1} lost={lost}{ceiling} {}",
+        "bench api: messages={} concurrency={} accepted_per_s={:.0} p50_ms={:.1} p99_ms={:.1} lost={lost} written_kb_per_message={written}{ceiling} {}",
         bench.messages,
         bench.concurrency,
         accepted as f64 / seconds,
