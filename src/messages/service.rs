@@ -20,10 +20,19 @@ pub struct Sender<'a> {
     pub session_public_id: &'a str,
 }
 
-/// A fresh RFC 5322 Message-ID on the sender's domain.
+/// A fresh RFC 5322 Message-ID on the sender's domain: the time in milliseconds (12 hex
+/// digits), then 80 random bits. Ids made later sort later, so the unique index on them
+/// grows at its right-hand edge: a commit of many messages rewrites a page or two of it
+/// rather than one page per message (a random id put each new message on its own page:
+/// about 8 KB of writes per message, WAL and checkpoint, measured with `bench api`).
+/// The random part keeps an id unguessable, so a forged reply cannot name it.
 pub fn new_message_id(from: &str) -> String {
     let domain = from.rsplit_once('@').map_or("mailroom.invalid", |(_, d)| d);
-    format!("<{}@{domain}>", hex::encode(rand::random::<[u8; 16]>()))
+    let millis = chrono::Utc::now().timestamp_millis().max(0);
+    format!(
+        "<{millis:012x}{}@{domain}>",
+        hex::encode(rand::random::<[u8; 10]>())
+    )
 }
 
 /// The subject with the workspace's site name in front: `[Acme] Hello`.
@@ -491,4 +500,34 @@ pub fn log_overview(
         days,
         statuses: queries::status_counts(conn, workspace)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_message_id;
+
+    #[test]
+    fn message_ids_made_later_sort_later_and_keep_80_random_bits() {
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            ids.push(new_message_id("ann@example.com"));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(
+            ids, sorted,
+            "later ids sort later (the unique index grows at its end)"
+        );
+        for id in &ids {
+            let local = id
+                .strip_prefix('<')
+                .and_then(|rest| rest.strip_suffix("@example.com>"))
+                .unwrap_or_default();
+            assert_eq!(local.len(), 32, "{id}");
+            assert!(local.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        let random: std::collections::HashSet<&str> = ids.iter().map(|id| &id[13..33]).collect();
+        assert_eq!(random.len(), ids.len(), "the random part differs");
+    }
 }
