@@ -5,7 +5,7 @@
 //! does not give its socket back, so the exchange is ours; lettre still formats every
 //! command and parses every reply.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -99,6 +99,8 @@ pub struct SmtpSession {
     out_of_step: bool,
     /// What is written next, kept between messages so sending allocates nothing.
     out: Vec<u8>,
+    /// The reply line being read, kept likewise.
+    line: Vec<u8>,
 }
 
 fn network(e: std::io::Error) -> SmtpFailure {
@@ -210,6 +212,7 @@ impl SmtpSession {
             pipelining: false,
             out_of_step: false,
             out: Vec::with_capacity(4096),
+            line: Vec::with_capacity(128),
         };
         expect(session.reply().await?, Expect::Ready)?;
         session.ehlo(hello).await?;
@@ -392,9 +395,7 @@ impl SmtpSession {
 
     fn put(&mut self, command: impl std::fmt::Display) {
         // Writing to a Vec cannot fail; the commands end with their own CRLF.
-        let mut line = String::new();
-        let _ = write!(line, "{command}");
-        self.out.extend_from_slice(line.as_bytes());
+        let _ = write!(self.out, "{command}");
     }
 
     async fn flush(&mut self) -> Result<(), SmtpFailure> {
@@ -418,24 +419,25 @@ impl SmtpSession {
     /// Reads one reply, every line of it, within `MAX_LINE` and `MAX_REPLY`.
     async fn reply(&mut self) -> Result<Response, SmtpFailure> {
         let mut text = String::new();
-        let mut line = Vec::with_capacity(128);
+        let line = &mut self.line;
         loop {
             line.clear();
             let read = (&mut self.wire)
                 .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
+                .read_until(b'\n', line)
                 .await
                 .map_err(network)?;
-            if read == 0 {
-                return Err(SmtpFailure::other("the server closed the connection"));
-            }
             if !line.ends_with(b"\n") {
-                return Err(SmtpFailure::other("the server's reply line is too long"));
+                return Err(SmtpFailure::other(if read > MAX_LINE {
+                    "the server's reply line is too long"
+                } else {
+                    "the server closed the connection"
+                }));
             }
             let content = line
                 .strip_suffix(b"\r\n")
                 .or_else(|| line.strip_suffix(b"\n"))
-                .unwrap_or(&line);
+                .unwrap_or(line);
             let said = String::from_utf8_lossy(content);
             if content.len() < 3 || !content[..3].iter().all(u8::is_ascii_digit) {
                 return Err(SmtpFailure::other(format!(
