@@ -21,13 +21,24 @@ use crate::messages::queries as messages;
 use crate::providers::model::{Provider, ProviderId};
 use crate::providers::queries as providers;
 
-/// The engine's loop. Each turn is one transaction that records the outcomes that came
-/// in (the recorder) and claims what there is room for (the claimer); after it commits,
-/// the claimed messages go to their channel's sender. One commit per turn, whatever
-/// the mix, keeps the SQLite writer free for the API.
+/// The engine's loop. Each turn is one transaction that claims what there is room for
+/// (the claimer) and, on SQLite, records the outcomes that came in (the recorder); after
+/// it commits, the claimed messages go to their channel's sender. One commit per turn,
+/// whatever the mix, keeps the SQLite writer free for the API; on PostgreSQL the recorder
+/// runs beside it ([`super::recorder::run`]).
 pub(super) async fn run(ctx: Arc<Ctx>) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let done_tx = OutcomeTx::new(done_tx, ctx.clone());
+    // On PostgreSQL the recorder has a loop and transactions of its own, beside the
+    // claims (each turn is mostly round trips there, and two connections overlap them);
+    // on SQLite, with one writer, one commit per turn records and claims together.
+    let split = ctx.db.is_postgres();
+    let mut done_rx = if split {
+        actix_web::rt::spawn(super::recorder::run(ctx.clone(), done_rx));
+        None
+    } else {
+        Some(done_rx)
+    };
     actix_web::rt::spawn(heartbeat(ctx.clone()));
     let mut senders: HashMap<Channel, Box<dyn ChannelSender>> = HashMap::new();
     senders.insert(
@@ -49,7 +60,9 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
     let mut record_only = false;
     loop {
         let stopping = ctx.stopping.load(Ordering::Acquire);
-        if stopping && outcomes.is_empty() && ctx.in_flight.load(Ordering::Acquire) == 0 {
+        if stopping
+            && (split || (outcomes.is_empty() && ctx.in_flight.load(Ordering::Acquire) == 0))
+        {
             break;
         }
         if pruned.elapsed() >= prune_every {
@@ -59,7 +72,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         if outcomes.is_empty() && (!claim_now || stopping) {
             let woke = tokio::time::timeout(ctx.cfg.poll, async {
                 tokio::select! {
-                    outcome = done_rx.recv() => {
+                    outcome = super::recorder::next(&mut done_rx) => {
                         outcomes.extend(outcome);
                         false
                     }
@@ -70,7 +83,9 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
             .await;
             claim_now |= woke.unwrap_or(true);
         }
-        super::recorder::gather(&mut done_rx, &mut outcomes);
+        if let Some(done_rx) = &mut done_rx {
+            super::recorder::gather(done_rx, &mut outcomes);
+        }
         claim_now |= ctx.worth_claiming();
         let room = ctx
             .cfg
@@ -86,6 +101,9 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         }
         claim_now = false;
         record_only = false;
+        // With the recorder apart, every outcome counted out before the claim began was
+        // committed before it: an alert it queued is seen by this claim.
+        let settled_before = ctx.in_flight.load(Ordering::Acquire) == 0;
         let held = ctx.held();
         let mine = ctx.slots.mine();
         turn = turn.wrapping_add(1);
@@ -146,7 +164,12 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
         let Some((claimed, asked, loaded)) = claimed else {
             continue;
         };
-        if claimed.is_empty() && ctx.in_flight.load(Ordering::Acquire) == 0 {
+        let settled = if split {
+            settled_before
+        } else {
+            ctx.in_flight.load(Ordering::Acquire) == 0
+        };
+        if claimed.is_empty() && settled {
             ctx.idle_turns.fetch_add(1, Ordering::AcqRel);
             ctx.idle.notify_waiters();
         }

@@ -1,8 +1,10 @@
 //! The recorder: writes outcomes in batches (whatever arrived while the last batch was
-//! being written goes into the next transaction, which is also the next claim's), retrying
-//! until they are stored.
+//! being written goes into the next transaction: on SQLite the next claim's, on
+//! PostgreSQL one of its own beside the claims), retrying until they are stored.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -12,6 +14,57 @@ use crate::error::AppError;
 
 /// Most outcomes recorded in one transaction.
 const MOST_AT_ONCE: usize = 5_000;
+
+/// The recorder's own loop (PostgreSQL): whatever outcomes are waiting, up to a batch,
+/// in one transaction, beside the claimer's. A failed batch is kept and written again;
+/// what the database refuses alone is given up one by one (see [`one_by_one`]). Ends when
+/// the engine stops with nothing left in flight.
+pub(super) async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    loop {
+        if outcomes.is_empty() {
+            if ctx.stopping.load(Ordering::Acquire) && ctx.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            match tokio::time::timeout(ctx.cfg.poll, rx.recv()).await {
+                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(None) => break,
+                Err(_) => continue,
+            }
+        }
+        gather(&mut rx, &mut outcomes);
+        let batch = outcomes.clone();
+        let written = {
+            let ctx = ctx.clone();
+            ctx.db
+                .clone()
+                .write(move |conn| record(conn, &ctx, batch))
+                .await
+        };
+        match written {
+            Ok(alerted) => {
+                recorded(&ctx, &outcomes, alerted);
+                outcomes.clear();
+            }
+            Err(e) => {
+                failed(&ctx, &e, outcomes.len());
+                if !matches!(e, AppError::Unavailable(_)) {
+                    outcomes = one_by_one(&ctx, std::mem::take(&mut outcomes)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The next outcome when the claimer's loop records them itself (`Some`); never when the
+/// recorder has its own loop.
+pub(super) async fn next(rx: &mut Option<mpsc::UnboundedReceiver<Outcome>>) -> Option<Outcome> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Adds every outcome that is waiting (up to a batch) to `batch`.
 pub(super) fn gather(rx: &mut mpsc::UnboundedReceiver<Outcome>, batch: &mut Vec<Outcome>) {
