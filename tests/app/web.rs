@@ -195,7 +195,8 @@ async fn the_audit_log_pages_with_a_keyset(backend: Backend) -> TestResult {
 both!(the_audit_log_pages_with_a_keyset);
 
 /// PostgreSQL ended every connection (a restart, an administrator): each dead pooled
-/// connection fails at most one use and is dropped; then the console serves again.
+/// connection fails at most one use and is dropped; then the console serves again, on its
+/// own, within its health check's refusal window.
 #[actix_web::test]
 async fn the_pool_recovers_when_postgresql_drops_its_connections() -> TestResult {
     use diesel::prelude::*;
@@ -220,22 +221,26 @@ async fn the_pool_recovers_when_postgresql_drops_its_connections() -> TestResult
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
     ))
     .execute(&mut admin)?;
+    // A request on a dropped connection fails once (the pool then discards it), and
+    // `/healthz` says so for its refusal window (5 s) after any refused request, the
+    // engine's own included: recovery is measured in time, not in requests.
+    let started = std::time::Instant::now();
     let mut failures = 0;
-    let mut served = 0;
-    for _ in 0..20 {
+    let mut in_a_row = 0;
+    while in_a_row < 5 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "not serving again 20 s after its connections were dropped ({failures} failed)"
+        );
         match browser.page("/healthz").await?.0 {
-            StatusCode::OK => served += 1,
-            _ => failures += 1,
-        }
-        if served == 5 {
-            break;
+            StatusCode::OK => in_a_row += 1,
+            _ => {
+                failures += 1;
+                in_a_row = 0;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
     }
-    assert_eq!(served, 5, "serves again ({failures} failed on the way)");
-    assert!(
-        failures <= 4,
-        "at most one failure per pooled connection: {failures}"
-    );
     Ok(())
 }
 
