@@ -1,8 +1,8 @@
 //! The claimer: claims what is due in batches with a lease (never more than a provider may
 //! hold on this node), reads the claimed messages' sends, files and providers, and hands
 //! each to the sender of its channel. Every claimed message yields exactly one outcome.
-//! Its loop ([`run`]) is the engine's: each turn records outcomes and claims in one
-//! transaction.
+//! Its loop ([`run`]) is the engine's: on SQLite each turn records outcomes and claims in
+//! one transaction; on PostgreSQL the recorder has a loop of its own beside it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,7 +34,21 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
     // on SQLite, with one writer, one commit per turn records and claims together.
     let split = ctx.db.is_postgres();
     let mut done_rx = if split {
-        actix_web::rt::spawn(super::recorder::run(ctx.clone(), done_rx));
+        let recorder = actix_web::rt::spawn(super::recorder::run(ctx.clone(), done_rx));
+        let watched = ctx.clone();
+        actix_web::rt::spawn(async move {
+            // The recorder ends only after the claimer; ending before it (a panic) would
+            // leave every outcome unrecorded: nothing more is claimed then.
+            let ended = recorder.await;
+            if !watched.stopping.load(Ordering::Acquire) {
+                tracing::error!(
+                    ended = ?ended.err(),
+                    "the delivery recorder stopped; this node claims nothing more until it restarts"
+                );
+                watched.stopping.store(true, Ordering::Release);
+                watched.wake.notify_one();
+            }
+        });
         None
     } else {
         Some(done_rx)

@@ -17,19 +17,19 @@ const MOST_AT_ONCE: usize = 5_000;
 
 /// The recorder's own loop (PostgreSQL): whatever outcomes are waiting, up to a batch,
 /// in one transaction, beside the claimer's. A failed batch is kept and written again;
-/// what the database refuses alone is given up one by one (see [`one_by_one`]). Ends when
-/// the engine stops with nothing left in flight.
+/// when it fails a second time in a row and the database is not at fault, its outcomes
+/// are written one by one, so one the database refuses cannot hold back the others (see
+/// [`one_by_one`]). Ends when every sender of outcomes is gone (the claimer stopped and
+/// its connections finished), never before: a claim committing while the engine stops
+/// still has its outcomes recorded.
 pub(super) async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut failed_before = false;
     loop {
         if outcomes.is_empty() {
-            if ctx.stopping.load(Ordering::Acquire) && ctx.in_flight.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            match tokio::time::timeout(ctx.cfg.poll, rx.recv()).await {
-                Ok(Some(outcome)) => outcomes.push(outcome),
-                Ok(None) => break,
-                Err(_) => continue,
+            match rx.recv().await {
+                Some(outcome) => outcomes.push(outcome),
+                None => break,
             }
         }
         gather(&mut rx, &mut outcomes);
@@ -45,12 +45,14 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Outcome>)
             Ok(alerted) => {
                 recorded(&ctx, &outcomes, alerted);
                 outcomes.clear();
+                failed_before = false;
             }
             Err(e) => {
                 failed(&ctx, &e, outcomes.len());
-                if !matches!(e, AppError::Unavailable(_)) {
+                if failed_before && !matches!(e, AppError::Unavailable(_)) {
                     outcomes = one_by_one(&ctx, std::mem::take(&mut outcomes)).await;
                 }
+                failed_before = true;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -134,8 +136,10 @@ pub(super) fn failed(ctx: &Ctx, error: &AppError, count: usize) {
 
 /// Records each outcome in a transaction of its own. Returns what must be tried again
 /// (all that was left when the database itself failed); an outcome the database refuses
-/// alone is given up: logged, and its message left `sending` until its lease runs out,
-/// when it is reclaimed, flagged as a possible duplicate and tried again.
+/// alone is given up: logged, and its message left `sending`. This node's heartbeat keeps
+/// its lease, so another node (or this one's next start) takes it over, flagged as a
+/// possible duplicate, only once this node stops: never a send loop while the database
+/// keeps refusing the outcome.
 pub(super) async fn one_by_one(ctx: &std::sync::Arc<Ctx>, batch: Vec<Outcome>) -> Vec<Outcome> {
     let mut left = batch.into_iter();
     while let Some(outcome) = left.next() {
@@ -158,7 +162,7 @@ pub(super) async fn one_by_one(ctx: &std::sync::Arc<Ctx>, batch: Vec<Outcome>) -
                 tracing::error!(
                     error = %e,
                     message = outcome.message.id.0,
-                    "an outcome the database refuses was given up; its lease will bring the message back"
+                    "an outcome the database refuses was given up; the message stays sending until this node stops, then it is taken over and flagged"
                 );
                 ctx.started
                     .lock()
