@@ -3,3 +3,4 @@
 //! (`dkim`); the domains themselves, their checks and the senders come next.
 
 pub mod dkim;
+pub mod records;
