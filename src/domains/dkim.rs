@@ -15,10 +15,17 @@ use base64::engine::general_purpose::STANDARD;
 
 /// A new key pair: the private key to seal, and the public key to publish.
 pub struct DkimKey {
-    /// PKCS#8 DER of the private key. Secret: seal it before storing, never render it.
-    pub private_pkcs8: Vec<u8>,
+    /// PKCS#8 DER of the private key, wiped when dropped.
+    private_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     /// DER SubjectPublicKeyInfo of the public key.
     pub public_spki: Vec<u8>,
+}
+
+impl DkimKey {
+    /// PKCS#8 DER of the private key. Secret: seal it before storing, never render it.
+    pub fn private_pkcs8(&self) -> &[u8] {
+        &self.private_pkcs8
+    }
 }
 
 impl std::fmt::Debug for DkimKey {
@@ -42,7 +49,7 @@ pub fn generate() -> Result<DkimKey, KeyError> {
     let public = AsDer::<PublicKeyX509Der>::as_der(pair.public_key())
         .map_err(|e| KeyError(e.to_string()))?;
     Ok(DkimKey {
-        private_pkcs8: private.as_ref().to_vec(),
+        private_pkcs8: zeroize::Zeroizing::new(private.as_ref().to_vec()),
         public_spki: public.as_ref().to_vec(),
     })
 }
@@ -55,62 +62,122 @@ pub fn record(public_spki: &[u8]) -> String {
 /// Most bytes in one character-string of a TXT record (RFC 1035 §3.3).
 pub const TXT_STRING_MAX: usize = 255;
 
-/// A record value as the character-strings of one TXT record, each at most 255 bytes
-/// (the values are ASCII, so no character is cut). Joined again with nothing between
-/// them, as RFC 6376 §3.6.2.2 and RFC 7489 §6.6.3 read them.
+/// A record value as the character-strings of one TXT record, each at most 255 bytes,
+/// cut only between characters (an empty value is one empty string). Joined again with
+/// nothing between them, as RFC 6376 §3.6.2.2 and RFC 7489 §6.6.3 read them.
 pub fn split_txt(value: &str) -> Vec<String> {
-    value
-        .as_bytes()
-        .chunks(TXT_STRING_MAX)
-        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
-        .collect()
+    let mut strings = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(TXT_STRING_MAX);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        strings.push(head.to_owned());
+        rest = tail;
+    }
+    if strings.is_empty() {
+        strings.push(String::new());
+    }
+    strings
 }
 
-/// The tags of a DKIM key record (`tag=value; …`, RFC 6376 §3.2), names lowercased and
-/// whitespace around them dropped; `None` when a tag is malformed or repeated.
+/// The longest record [`tags`] reads: a 4096-bit key's record is about 750 bytes.
+pub const RECORD_MAX: usize = 4_096;
+
+/// The tags of a DKIM key record (`tag=value; …`, RFC 6376 §3.2) in their order, names
+/// exactly as written (they are case-sensitive) and whitespace around names and values
+/// dropped; `None` when the record is too long, a tag is malformed, or one repeats.
 pub fn tags(record: &str) -> Option<Vec<(String, String)>> {
+    if record.len() > RECORD_MAX {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
     let mut found: Vec<(String, String)> = Vec::new();
     for part in record.split(';') {
         if part.trim().is_empty() {
             continue;
         }
         let (name, value) = part.split_once('=')?;
-        let name = name.trim().to_ascii_lowercase();
-        if name.is_empty() || found.iter().any(|(n, _)| *n == name) {
+        let name = name.trim();
+        if name.is_empty() || !seen.insert(name.to_owned()) {
             return None;
         }
-        found.push((name, value.trim().to_owned()));
+        found.push((name.to_owned(), value.trim().to_owned()));
     }
     Some(found)
 }
 
-/// Whether a record seen in DNS publishes `public_spki`: `v` (if present) is `DKIM1`, `k`
-/// (if present) is `rsa`, and `p` holds the key. Whitespace inside `p` is ignored (RFC
-/// 6376 §3.6.1 allows folding there) and tag names are case-insensitive; other tags are
-/// allowed. The reason when it does not.
+/// At most 40 characters of a value seen in DNS, control characters as `?`, for a reason
+/// shown to an admin (the value is a stranger's; the page escapes it too).
+fn shown(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if value.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+/// Whether a record seen in DNS publishes `public_spki` for `rsa-sha256` signatures of
+/// email (RFC 6376 §3.6.1): `v`, if present, is `DKIM1` and the first tag; `k`, if
+/// present, is `rsa`; `h`, if present, allows `sha256`; `s`, if present, allows `email`
+/// or `*`; and `p` holds the key (whitespace inside it ignored: folding is allowed there;
+/// compared as bytes, so padding does not matter). Other tags are allowed. The reason when
+/// it does not.
 pub fn matches(observed: &str, public_spki: &[u8]) -> Result<(), String> {
-    let tags = tags(observed).ok_or("the record is not a list of tag=value pairs")?;
+    if observed.len() > RECORD_MAX {
+        return Err(format!("the record is longer than {RECORD_MAX} bytes"));
+    }
+    let tags =
+        tags(observed).ok_or("the record is not a list of tag=value pairs, each tag once")?;
     let get = |name: &str| {
         tags.iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
-    if let Some(v) = get("v")
-        && v != "DKIM1"
-    {
-        return Err(format!("v={v}, expected v=DKIM1"));
+    let listed = |value: &str, wanted: &[&str]| {
+        value
+            .split(':')
+            .map(str::trim)
+            .any(|item| wanted.contains(&item))
+    };
+    if let Some(v) = get("v") {
+        if v != "DKIM1" {
+            return Err(format!("v={}, expected v=DKIM1", shown(v)));
+        }
+        if tags.first().is_some_and(|(n, _)| n != "v") {
+            return Err("v=DKIM1 must be the record's first tag".into());
+        }
     }
     if let Some(k) = get("k")
-        && !k.eq_ignore_ascii_case("rsa")
+        && k != "rsa"
     {
-        return Err(format!("k={k}, expected k=rsa"));
+        return Err(format!("k={}, expected k=rsa", shown(k)));
+    }
+    if let Some(h) = get("h")
+        && !listed(h, &["sha256"])
+    {
+        return Err(format!("h={} does not allow sha256", shown(h)));
+    }
+    if let Some(service) = get("s")
+        && !listed(service, &["email", "*"])
+    {
+        return Err(format!("s={} does not allow email", shown(service)));
     }
     let p = get("p").ok_or("the record has no p= (public key) tag")?;
     let p: String = p.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if p.is_empty() {
         return Err("p= is empty: the key was revoked".into());
     }
-    if p != STANDARD.encode(public_spki) {
+    let published = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(p.trim_end_matches('='))
+        .map_err(|_| "p= is not base64".to_owned())?;
+    if published != public_spki {
         return Err("p= holds a different public key".into());
     }
     Ok(())
@@ -124,7 +191,8 @@ mod tests {
     fn a_generated_key_signs_and_its_record_publishes_it() {
         let key = generate().expect("key");
         // The private key loads back and signs; the published key verifies it.
-        let pair = KeyPair::from_pkcs8(&key.private_pkcs8).expect("pkcs8");
+        let pair = KeyPair::from_pkcs8(key.private_pkcs8()).expect("pkcs8");
+        assert!(!format!("{key:?}").contains(&format!("{:?}", &key.private_pkcs8()[..8])));
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let mut signature = vec![0; pair.public_modulus_len()];
         pair.sign(
@@ -150,25 +218,49 @@ mod tests {
         let spki = b"not really a key, but bytes".to_vec();
         let p = STANDARD.encode(&spki);
         let (head, tail) = p.split_at(10);
-        // Case of tag names, spaces, folded p=, extra tags, no trailing semicolon.
+        // Spaces, folded p=, extra tags, lists, no padding, no trailing semicolon.
         for ok in [
             format!("v=DKIM1; k=rsa; p={p}"),
-            format!("V=DKIM1;K=rsa;P={p};"),
-            format!("v=DKIM1; k=rsa; t=s; p={head} {tail}"),
+            format!("v=DKIM1;k=rsa;p={p};"),
+            format!("v=DKIM1; k=rsa; t=s; h=sha1:sha256; s=email; p={head} {tail}"),
+            format!("p={}; s=*", p.trim_end_matches('=')),
             format!("p={p}"),
         ] {
             assert_eq!(matches(&ok, &spki), Ok(()), "{ok}");
         }
         for (bad, why) in [
             (format!("v=DKIM2; p={p}"), "v=DKIM2"),
+            (format!("k=rsa; v=DKIM1; p={p}"), "first tag"),
             (format!("k=ed25519; p={p}"), "k=ed25519"),
+            (format!("k=RSA; p={p}"), "k=RSA"),
+            (format!("h=sha1; p={p}"), "sha256"),
+            (format!("s=tlsrpt; p={p}"), "email"),
+            (format!("v=DKIM1; P={p}"), "no p="),
             ("v=DKIM1; k=rsa; p=".to_owned(), "revoked"),
             ("v=DKIM1; k=rsa".to_owned(), "no p="),
-            (format!("v=DKIM1; p={p}; p={p}"), "tag=value"),
+            (format!("v=DKIM1; p={p}; p={p}"), "each tag once"),
             ("v=DKIM1; k=rsa; p=AAAA".to_owned(), "different public key"),
+            ("v=DKIM1; k=rsa; p=!!".to_owned(), "not base64"),
+            (
+                format!("v=DKIM1; p={}", "A".repeat(RECORD_MAX)),
+                "longer than",
+            ),
         ] {
             let err = matches(&bad, &spki).expect_err(&bad);
             assert!(err.contains(why), "{bad}: {err}");
         }
+        // A stranger's value is shown short and without control characters.
+        let err = matches(&format!("v={}", "<script>\n".repeat(20)), &spki).expect_err("v");
+        assert!(err.len() < 120 && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn txt_strings_are_cut_between_characters() {
+        let value = format!("{}é{}", "a".repeat(254), "b".repeat(300));
+        let strings = split_txt(&value);
+        assert_eq!(strings.concat(), value);
+        assert_eq!(strings[0].len(), 254, "é is not cut in two");
+        assert!(strings.iter().all(|s| s.len() <= TXT_STRING_MAX));
+        assert_eq!(split_txt(""), [""]);
     }
 }

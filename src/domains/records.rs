@@ -45,9 +45,23 @@ pub fn token_value(token: &str) -> String {
 }
 
 /// The DMARC record recommended when the domain has none: monitoring only (`p=none`),
-/// aggregate reports to `rua`.
-pub fn recommended_dmarc(rua: &str) -> String {
-    format!("v=DMARC1; p=none; rua=mailto:{rua}")
+/// aggregate reports to `rua`, an ASCII address without the characters a DMARC URI list
+/// must not hold bare (RFC 7489 §6.2: `;`, `,`, `!`, spaces). Reports to an address on
+/// another domain also need that domain's consent record (§7.1).
+pub fn recommended_dmarc(rua: &str) -> Result<String, String> {
+    let plain = rua.is_ascii()
+        && !rua.is_empty()
+        && !rua
+            .chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control() || ";,!".contains(c));
+    match rua.split_once('@') {
+        Some((local, domain)) if plain && !local.is_empty() && domain.contains('.') => {
+            Ok(format!("v=DMARC1; p=none; rua=mailto:{rua}"))
+        }
+        _ => Err(format!(
+            "DMARC reports need a plain ASCII address like dmarc@example.com, not {rua:?}"
+        )),
+    }
 }
 
 /// Everything to publish for `domain`: the token, the active and standby DKIM keys (each
@@ -58,9 +72,10 @@ pub fn to_publish(
     active: (&str, &[u8]),
     standby: (&str, &[u8]),
     dmarc_rua: &str,
-) -> Vec<Record> {
+) -> Result<Vec<Record>, String> {
     let dkim_name = |selector: &str| format!("{selector}._domainkey.{domain}");
-    vec![
+    let dmarc = recommended_dmarc(dmarc_rua)?;
+    Ok(vec![
         Record::txt(
             "proves the domain is yours",
             format!("{TOKEN_LABEL}.{domain}"),
@@ -82,10 +97,10 @@ pub fn to_publish(
         Record::txt(
             "DMARC policy (any valid existing one passes)",
             format!("_dmarc.{domain}"),
-            recommended_dmarc(dmarc_rua),
+            dmarc,
             true,
         ),
-    ]
+    ])
 }
 
 #[cfg(test)]
@@ -105,7 +120,8 @@ mod tests {
             ("mr1", &active.public_spki),
             ("mr2", &standby.public_spki),
             "dmarc@example.com",
-        );
+        )
+        .expect("records");
         let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
@@ -139,5 +155,21 @@ mod tests {
             );
         }
         assert!(records[1].strings.len() >= 2, "a 2048-bit key is split");
+    }
+
+    #[test]
+    fn the_dmarc_report_address_must_be_plain() {
+        for bad in [
+            "",
+            "dmarc",
+            "a;p=reject@x.com",
+            "a,b@x.com",
+            "a b@x.com",
+            "é@x.com",
+            "a@x",
+        ] {
+            assert!(recommended_dmarc(bad).is_err(), "{bad:?}");
+        }
+        assert!(recommended_dmarc("dmarc+reports@example.com").is_ok());
     }
 }
