@@ -292,8 +292,8 @@ pub(super) const PER_CONNECTION: usize = 8;
 /// not yet stored, are flagged as possible duplicates. The room is freed when an outcome
 /// is handed to the recorder, not when it is stored, so the second kind is bounded by
 /// the engine's `max_in_flight`, not by this cap; the recorder commits whatever arrived
-/// as soon as its previous commit is done, so in practice they are few (the crash test measures both together against 8 per
-/// connection per kill).
+/// as soon as its previous commit is done, so in practice they are few (the crash test
+/// measures both together against 8 per connection per kill).
 pub(super) fn provider_cap(p: &Provider) -> usize {
     let by_connections =
         usize::try_from(p.max_connections.clamp(1, 100)).unwrap_or(1) * PER_CONNECTION;
