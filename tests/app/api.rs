@@ -864,6 +864,19 @@ async fn files_are_uploaded_once_and_attached_by_id(backend: Backend) -> TestRes
     );
     let (status, _) = api.get(&format!("/files/{}", id + 1)).await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
+    // Without the part `file` (another name only): refused too.
+    let response = client
+        .post(format!("{}/api/v1/files", app.base))
+        .bearer_auth(&api.key)
+        .multipart(reqwest::multipart::Form::new().part(
+            "upload",
+            reqwest::multipart::Part::bytes(&b"x"[..]).file_name("x.txt"),
+        ))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = api.get(&format!("/files/{}", id + 1)).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "still nothing stored");
 
     let body = json!({
         "to": ["ann@example.com", "bob@example.com"], "subject": "Report", "provider": "Ops SMTP",
