@@ -38,6 +38,7 @@ const KEYS: &[&str] = &[
     "metrics_token",
     "system_from",
     "system_smtp_host",
+    "dns_servers",
     "system_smtp_port",
     "system_smtp_tls",
     "system_smtp_username",
@@ -130,6 +131,9 @@ pub struct Settings {
     pub system_smtp_host: Option<String>,
     /// Its port.
     pub system_smtp_port: u16,
+    /// Nameservers that domain checks ask, comma-separated `ip:port` (port 53 when left
+    /// out); empty: the system's (`/etc/resolv.conf`).
+    pub dns_servers: String,
     /// `starttls`, `tls` or `none`.
     pub system_smtp_tls: String,
     /// Its username (empty: no AUTH).
@@ -207,6 +211,7 @@ impl Default for Settings {
             system_from: "mailroom@localhost".into(),
             system_smtp_host: None,
             system_smtp_port: 587,
+            dns_servers: String::new(),
             system_smtp_tls: "starttls".into(),
             system_smtp_username: String::new(),
             system_smtp_password: None,
@@ -241,6 +246,28 @@ impl Settings {
         egress
             .for_per_request(&self.per_request_smtp_allow, &self.per_request_smtp_ports)
             .map_err(|why| bad("per_request_smtp_ports", why))
+    }
+
+    /// The nameservers domain checks ask (`dns_servers`); empty: the system's.
+    pub fn dns_servers(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.dns_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        bad(
+                            "dns_servers",
+                            format!("{s:?} is not a nameserver address like 192.0.2.53:53 or [2001:db8::53]:53"),
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// The reverse proxies whose forwarded addresses are believed.
@@ -337,6 +364,7 @@ impl Settings {
         }
         let egress = self.egress_policy()?;
         self.per_request_policy(&egress)?;
+        self.dns_servers()?;
         if self.per_request_smtp_limit == 0 {
             return Err(bad("per_request_smtp_limit", "must be at least 1".into()));
         }

@@ -40,4 +40,6 @@ ids! {
     ContactId;
     /// A mailing (mailings come in a later issue; messages refer to them already).
     MailingId;
+    /// A sending domain.
+    DomainId;
 }

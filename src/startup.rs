@@ -62,6 +62,10 @@ impl Application {
         let egress = settings.egress_policy()?;
         let per_request_egress = settings.per_request_policy(&egress)?;
         let sealer = crate::crypto::Sealer::new(&key, "provider secrets v1");
+        let dns = crate::domains::dns::Resolver::new(
+            settings.dns_servers()?,
+            Duration::from_secs(settings.smtp_timeout_secs.clamp(1, 10)),
+        );
         // The engine has connections of its own: a busy console must not make delivery
         // wait for one (measured: 32 clients on the history page held the shared pool and
         // sending fell from 1,000 to 183 messages a second).
@@ -97,6 +101,7 @@ impl Application {
             ingest,
             engine,
             api: Arc::default(),
+            dns,
         });
 
         let listener = TcpListener::bind(&settings.bind)
@@ -309,6 +314,7 @@ fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
     crate::workspaces::routes(cfg);
     crate::audit::routes(cfg);
     crate::providers::routes(cfg);
+    crate::domains::routes(cfg);
     crate::messages::routes(cfg);
     // An API body carries the message and its text; files come separately.
     crate::api::routes(cfg, settings.attachment_limit_mb.max(1) * 1024 * 1024);

@@ -29,6 +29,8 @@ pub struct AppState {
     pub ingest: crate::messages::ingest::Ingest,
     /// API keys' rate limiters.
     pub api: Arc<crate::api::runtime::ApiRuntime>,
+    /// The nameservers domain checks ask.
+    pub dns: crate::domains::dns::Resolver,
 }
 
 /// Until the first admin exists, every page leads to `/setup`, which needs the one-time

@@ -155,6 +155,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    domains (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        name -> Text,
+        token -> Text,
+        active_selector -> Text,
+        active_public -> Text,
+        active_private -> Text,
+        standby_selector -> Text,
+        standby_public -> Text,
+        standby_private -> Text,
+        dmarc_rua -> Text,
+        authenticated -> Bool,
+        checks -> Text,
+        checked_at -> Nullable<Timestamp>,
+        failing_since -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     mailings (id) {
         id -> BigInt,
         workspace_id -> BigInt,
@@ -312,6 +334,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     message_attachments,
     contacts,
     mailings,
+    domains,
     message_events,
     api_keys,
     api_files,

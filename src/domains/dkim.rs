@@ -111,7 +111,7 @@ pub fn tags(record: &str) -> Option<Vec<(String, String)>> {
 
 /// At most 40 characters of a value seen in DNS, control characters as `?`, for a reason
 /// shown to an admin (the value is a stranger's; the page escapes it too).
-fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     let mut out: String = value
         .chars()
         .take(40)

@@ -7,9 +7,26 @@ use super::dkim;
 /// The label under which the ownership token is published (`_mailroom.<domain>`).
 pub const TOKEN_LABEL: &str = "_mailroom";
 
+/// What a record is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// The ownership token.
+    Token,
+    /// The DKIM key that signs.
+    ActiveKey,
+    /// The DKIM key for the next rotation.
+    StandbyKey,
+    /// The DMARC policy.
+    Dmarc,
+    /// SPF (advice only).
+    Spf,
+}
+
 /// One record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// What it is for.
+    pub kind: RecordKind,
     /// What it is for, in a few words.
     pub purpose: &'static str,
     /// The full name (`mr1._domainkey.example.com`).
@@ -23,8 +40,15 @@ pub struct Record {
 }
 
 impl Record {
-    fn txt(purpose: &'static str, name: String, value: String, required: bool) -> Self {
+    fn txt(
+        kind: RecordKind,
+        purpose: &'static str,
+        name: String,
+        value: String,
+        required: bool,
+    ) -> Self {
         Self {
+            kind,
             purpose,
             strings: dkim::split_txt(&value),
             name,
@@ -77,24 +101,28 @@ pub fn to_publish(
     let dmarc = recommended_dmarc(dmarc_rua)?;
     Ok(vec![
         Record::txt(
+            RecordKind::Token,
             "proves the domain is yours",
             format!("{TOKEN_LABEL}.{domain}"),
             token_value(token),
             true,
         ),
         Record::txt(
+            RecordKind::ActiveKey,
             "DKIM key that signs now",
             dkim_name(active.0),
             dkim::record(active.1),
             true,
         ),
         Record::txt(
+            RecordKind::StandbyKey,
             "DKIM key for the next rotation",
             dkim_name(standby.0),
             dkim::record(standby.1),
             false,
         ),
         Record::txt(
+            RecordKind::Dmarc,
             "DMARC policy (any valid existing one passes)",
             format!("_dmarc.{domain}"),
             dmarc,
