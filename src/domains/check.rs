@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 
 use super::dkim;
 use super::model::{RecordCheck, Verdict};
-use super::records::Record;
+use super::records::{Record, RecordKind};
 
 /// What a nameserver said about the TXT records at one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +68,16 @@ fn check(
         _ => Vec::new(),
     };
     // An advised record that is missing or wrong is a warning, never a failure.
-    let verdict = match verdict {
-        Verdict::Fail if !record.required => Verdict::Warn,
-        other => other,
+    let (verdict, reason) = match verdict {
+        Verdict::Fail if record.kind == RecordKind::StandbyKey => (
+            Verdict::Warn,
+            format!(
+                "{} Publish it before rotating keys; sending does not need it.",
+                reason.into()
+            ),
+        ),
+        Verdict::Fail if !record.required => (Verdict::Warn, reason.into()),
+        other => (other, reason.into()),
     };
     RecordCheck {
         purpose: record.purpose.to_owned(),
@@ -78,7 +85,7 @@ fn check(
         expected: record.value.clone(),
         observed,
         verdict,
-        reason: reason.into(),
+        reason,
         required: record.required,
         nameserver: lookup.nameserver.clone(),
         at: lookup.at.and_utc().to_rfc3339(),
@@ -151,12 +158,6 @@ pub fn dkim_key(record: &Record, public_spki: &[u8], lookup: &Lookup) -> RecordC
     };
     match outcome {
         Ok(()) => check(record, lookup, Verdict::Pass, "The key is published."),
-        Err(why) if !record.required => check(
-            record,
-            lookup,
-            Verdict::Fail,
-            format!("{why} Publish it before rotating keys; sending does not need it."),
-        ),
         Err(why) => check(record, lookup, Verdict::Fail, why),
     }
 }
@@ -293,7 +294,7 @@ pub fn spf(domain: &str, hints: &[SpfHint], lookup: &Lookup) -> RecordCheck {
         )
     };
     let record = Record {
-        kind: super::records::RecordKind::Spf,
+        kind: RecordKind::Spf,
         purpose: "SPF (advice: not needed to authenticate)",
         name: domain.to_owned(),
         value: expected,
@@ -411,7 +412,7 @@ mod tests {
 
     fn record(value: &str, required: bool) -> Record {
         Record {
-            kind: crate::domains::records::RecordKind::Token,
+            kind: RecordKind::Token,
             purpose: "test",
             name: "x.example.com".into(),
             value: value.into(),
@@ -466,9 +467,17 @@ mod tests {
             other.reason
         );
         // The standby key is advised: wrong or missing is a warning.
-        let standby = record(&value, false);
+        let standby = Record {
+            kind: RecordKind::StandbyKey,
+            ..record(&value, false)
+        };
         let missing = dkim_key(&standby, &key, &answer(Answer::Missing("NXDOMAIN".into())));
         assert_eq!(missing.verdict, Verdict::Warn);
+        assert!(
+            missing.reason.contains("before rotating"),
+            "{}",
+            missing.reason
+        );
         let wrong = dkim_key(&standby, b"other", &found(&[&[&value]]));
         assert_eq!(wrong.verdict, Verdict::Warn);
         assert!(wrong.reason.contains("before rotating"), "{}", wrong.reason);

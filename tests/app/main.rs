@@ -1,6 +1,7 @@
 //! The one integration test binary: the real application, over HTTP, on SQLite and on
 //! PostgreSQL, plus the CLI as a child process and a real browser.
 
+mod dns_server;
 mod helpers;
 mod smtp_server;
 
@@ -11,6 +12,7 @@ mod cli;
 mod crash;
 mod csrf;
 mod delivery;
+mod domains;
 mod faults;
 mod history;
 mod isolation;
