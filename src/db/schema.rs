@@ -143,6 +143,7 @@ diesel::table! {
         created_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+        dkim_signature -> Nullable<Text>,
     }
 }
 

@@ -39,11 +39,14 @@ pub fn build(
 ) -> Result<(Envelope, Vec<u8>), BuildError> {
     let from = address(&body.from_address)?;
     let name = (!body.from_name.is_empty()).then(|| body.from_name.clone());
+    // The same bytes at every attempt (the date the message was queued or scheduled for,
+    // boundaries made from its Message-ID), so a DKIM signature made once stays valid.
+    let date = message.send_at.unwrap_or(message.created_at).and_utc();
     let mut builder = Email::builder()
         .from(Mailbox::new(name, from.clone()))
         .subject(body.subject.clone())
         .message_id(Some(message.message_id.clone()))
-        .date_now();
+        .date(std::time::SystemTime::from(date));
     let to = body.to_list();
     if to.is_empty() {
         builder = builder.to(mailbox(&message.recipient)?);
@@ -68,9 +71,12 @@ pub fn build(
     let text = || text_part(ContentType::TEXT_PLAIN, &body.text_body);
     let content = match &body.html_body {
         Some(html) => MultiPart::alternative()
+            .boundary(boundary(&message.message_id, "alt"))
             .singlepart(text())
             .singlepart(text_part(ContentType::TEXT_HTML, html)),
-        None => MultiPart::mixed().singlepart(text()),
+        None => MultiPart::mixed()
+            .boundary(boundary(&message.message_id, "txt"))
+            .singlepart(text()),
     };
     let email = if files.is_empty() {
         match &body.html_body {
@@ -79,7 +85,9 @@ pub fn build(
         }
     } else {
         // multipart/mixed: the text (or text/HTML alternative) first, then each file.
-        let mut mixed = MultiPart::mixed().multipart(content);
+        let mut mixed = MultiPart::mixed()
+            .boundary(boundary(&message.message_id, "mix"))
+            .multipart(content);
         for file in files {
             let kind = ContentType::parse(&file.content_type).unwrap_or(
                 ContentType::parse("application/octet-stream")
@@ -99,6 +107,14 @@ pub fn build(
     let bytes = email.formatted();
     check_wire(&bytes)?;
     Ok((envelope, bytes))
+}
+
+/// A MIME boundary of this message's `part`: 128 bits of the Message-ID's SHA-256, the
+/// same at every attempt, as unlikely to occur in the content as a random one.
+fn boundary(message_id: &str, part: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(message_id.as_bytes());
+    format!("mr-{part}-{}", hex::encode(&digest[..16]))
 }
 
 /// A text or HTML part. lettre picks 7bit, quoted-printable or base64 by itself, and would

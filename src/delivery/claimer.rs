@@ -15,6 +15,7 @@ use super::engine::{Asked, Ctx, OutcomeTx, heartbeat, provider_cap};
 use super::outcome::{Outcome, OutcomeKind, Reply};
 use super::sender::{ChannelSender, Job};
 use super::smtp_sender::SmtpSender;
+use crate::domains::sign::Signer;
 use crate::db;
 use crate::messages::model::{Attachment, Channel, Message, Send, SendId};
 use crate::messages::queries as messages;
@@ -133,7 +134,7 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
                         super::recorder::record(conn, &ctx, batch)?
                     };
                     let claimed = if limit > 0 {
-                        Some(claim(
+                        let (claimed, asked, mut loaded) = claim(
                             conn,
                             &ctx.owner,
                             ctx.cfg.lease,
@@ -141,7 +142,9 @@ pub(super) async fn run(ctx: Arc<Ctx>) {
                             &held,
                             mine.as_ref(),
                             turn,
-                        )?)
+                        )?;
+                        loaded.find_signers(&ctx);
+                        Some((claimed, asked, loaded))
                     } else {
                         None
                     };
@@ -327,6 +330,33 @@ pub(super) struct Loaded {
     files: HashMap<SendId, Arc<Vec<Attachment>>>,
     /// Sends with files, read after the claim commits (`read_files`).
     with_files: Vec<SendId>,
+    /// The authenticated domains the sends' From addresses may be signed as.
+    domains: Vec<crate::domains::model::Domain>,
+    /// Per send from an authenticated domain: its signer, or why it cannot sign.
+    signers: HashMap<SendId, Result<Arc<Signer>, String>>,
+}
+
+impl Loaded {
+    /// Finds each send's signer: the most specific authenticated domain of its workspace
+    /// its From address is on (keys opened once, then kept).
+    fn find_signers(&mut self, ctx: &Ctx) {
+        for send in self.sends.values() {
+            let found = crate::domains::service::signing_candidates(&send.from_address)
+                .into_iter()
+                .find_map(|name| {
+                    self.domains
+                        .iter()
+                        .find(|d| d.workspace_id == send.workspace_id && d.name == name)
+                });
+            if let Some(domain) = found {
+                let signer = ctx.signers.of(&ctx.sealer, domain);
+                if let Err(why) = &signer {
+                    tracing::warn!(domain = %domain.name, error = %why, "cannot open a DKIM key");
+                }
+                self.signers.insert(send.id, signer);
+            }
+        }
+    }
 }
 
 /// Reads the files of the claimed sends after the claim committed, never while holding
@@ -383,11 +413,26 @@ fn load(
         .filter(|b| b.attachments > 0)
         .map(|b| b.id)
         .collect();
+    let workspaces: Vec<_> = sends
+        .iter()
+        .map(|s| s.workspace_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let names: Vec<String> = sends
+        .iter()
+        .flat_map(|s| crate::domains::service::signing_candidates(&s.from_address))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let domains = crate::domains::queries::authenticated_among(conn, &workspaces, &names)?;
     Ok(Loaded {
         providers: providers.into_iter().map(|p| (p.id, p)).collect(),
         sends: sends.into_iter().map(|b| (b.id, Arc::new(b))).collect(),
         files: HashMap::new(),
         with_files,
+        domains,
+        signers: HashMap::new(),
     })
 }
 
@@ -403,6 +448,7 @@ fn dispatch(
         providers: rows,
         sends: bodies,
         files,
+        signers,
         ..
     } = loaded;
     let no_files = Arc::new(Vec::new());
@@ -453,10 +499,26 @@ fn dispatch(
                 continue;
             }
         };
+        // Mailroom's own alerts go out through the system provider, unsigned.
+        let signer = match (message.provider_id, signers.get(&message.send_id)) {
+            (Some(_), Some(Ok(signer))) => Some(signer.clone()),
+            (Some(_), Some(Err(why))) => {
+                // Never sent unsigned from an authenticated domain: tried again later.
+                done.send(Outcome {
+                    kind: OutcomeKind::Retry(Reply::text(&format!(
+                        "its domain's DKIM key cannot be used: {why}"
+                    ))),
+                    message,
+                });
+                continue;
+            }
+            _ => None,
+        };
         let job = Job {
             files,
             message,
             body,
+            signer,
         };
         match senders.get_mut(&job.message.channel) {
             Some(sender) => sender.take(job, provider),

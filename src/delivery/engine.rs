@@ -64,6 +64,10 @@ pub(crate) struct Ctx {
     pub(super) per_provider: Mutex<HashMap<ProviderId, Room>>,
     pub(super) hello: ClientId,
     pub(super) system: super::system::SystemProvider,
+    /// Threads that make DKIM signatures.
+    pub(super) signing: super::signing::SigningPool,
+    /// Opened signing keys.
+    pub(super) signers: super::signing::Signers,
 }
 
 /// A handle on the running engine.
@@ -179,6 +183,8 @@ pub fn start(
     let owner = format!("{}-{}", hostname(), hex::encode(rand::random::<[u8; 6]>()));
     let slots = super::slots::Slots::for_db(&db);
     let ctx = Arc::new(Ctx {
+        signing: super::signing::SigningPool::start(),
+        signers: super::signing::Signers::default(),
         slots,
         db,
         sealer,

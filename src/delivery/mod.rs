@@ -10,6 +10,7 @@ pub mod outcome;
 pub mod queries;
 pub mod recorder;
 pub mod sender;
+pub(crate) mod signing;
 pub(crate) mod slots;
 pub mod smtp_sender;
 pub mod system;

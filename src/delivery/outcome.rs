@@ -163,6 +163,7 @@ pub fn apply(
             uncount_attempt: false,
             possible_duplicate: false,
             attempt: message.attempts,
+            dkim_signature: None,
         };
         let (finish, event, detail) = match &kind {
             OutcomeKind::Sent(reply) => (
@@ -294,6 +295,16 @@ pub fn apply(
                     detail,
                 )
             }
+        };
+        // Tried again later: with the signature this attempt was signed with (the same
+        // bytes are built again; a message is signed once).
+        let finish = if matches!(finish.status, Status::Queued | Status::Held) {
+            Finish {
+                dkim_signature: message.dkim_signature.clone(),
+                ..finish
+            }
+        } else {
+            finish
         };
         events.push(NewMessageEvent {
             message_id: message.id,

@@ -13,6 +13,9 @@ pub(crate) struct Job {
     pub(crate) message: Message,
     pub(crate) body: Arc<Send>,
     pub(crate) files: Arc<Vec<Attachment>>,
+    /// The key it is DKIM-signed with, when its From address is on an authenticated
+    /// domain.
+    pub(crate) signer: Option<Arc<crate::domains::sign::Signer>>,
 }
 
 /// Delivers one channel's claimed messages. Every job it takes yields exactly one outcome

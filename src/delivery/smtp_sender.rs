@@ -16,6 +16,7 @@ use super::engine::{Ctx, OutcomeTx};
 use super::outcome::{Outcome, OutcomeKind, Reply};
 use super::sender::{ChannelSender, Job};
 use super::slots::Slot;
+use crate::domains::sign::Signer;
 use crate::messages::model::{Attachment, Message, Send};
 use crate::providers::egress::EgressPolicy;
 use crate::providers::model::{Provider, ProviderId};
@@ -274,9 +275,10 @@ async fn worker(pool: Arc<Pool>) {
             pool.rx.lock().await.recv().await
         };
         let Some(Job {
-            message,
+            mut message,
             body,
             files,
+            signer,
         }) = next
         else {
             break;
@@ -330,7 +332,10 @@ async fn worker(pool: Arc<Pool>) {
         {
             conn = None;
         }
-        let kind = deliver(&pool, &mut conn, &message, &body, &files).await;
+        let (kind, signature) =
+            deliver(&pool, &mut conn, &message, &body, &files, signer.as_ref()).await;
+        // Kept for a retry, so the next attempt is not signed again.
+        message.dkim_signature = signature;
         last_used = std::time::Instant::now();
         pool.done.send(Outcome { message, kind });
     }
@@ -348,20 +353,72 @@ async fn close(conn: &mut Option<SmtpSession>, within: Duration) {
     }
 }
 
+/// Builds the message and signs it when `signer` is given (once: a retry sends the
+/// signature its first attempt made). The signature goes back with the outcome.
+async fn build_signed(
+    pool: &Pool,
+    message: &Message,
+    body: &Send,
+    files: &[Attachment],
+    signer: Option<&Arc<Signer>>,
+) -> Result<(lettre::address::Envelope, Vec<u8>, Option<String>), OutcomeKind> {
+    let (envelope, bytes) =
+        build(message, body, files).map_err(|e| OutcomeKind::Failed(Reply::text(&e.to_string())))?;
+    let Some(signer) = signer else {
+        return Ok((envelope, bytes, None));
+    };
+    let (bytes, header) = match &message.dkim_signature {
+        Some(header) => (bytes, header.clone()),
+        None => {
+            let timestamp = message.send_at.unwrap_or(message.created_at).and_utc().timestamp();
+            let (bytes, signed) = pool.ctx.signing.sign(signer.clone(), bytes, timestamp).await;
+            let header = signed.map_err(|why| {
+                OutcomeKind::Retry(Reply::text(&format!("cannot DKIM-sign it: {why}")))
+            })?;
+            (bytes, header)
+        }
+    };
+    let mut signed = Vec::with_capacity(header.len() + bytes.len());
+    signed.extend_from_slice(header.as_bytes());
+    signed.extend_from_slice(&bytes);
+    super::build::check_wire(&signed)
+        .map_err(|e| OutcomeKind::Failed(Reply::text(&e.to_string())))?;
+    Ok((envelope, signed, Some(header)))
+}
+
 async fn deliver(
     pool: &Pool,
     conn: &mut Option<SmtpSession>,
     message: &Message,
     body: &Send,
     files: &[Attachment],
-) -> OutcomeKind {
+    signer: Option<&Arc<Signer>>,
+) -> (OutcomeKind, Option<String>) {
     if let Some(reply) = pool.refused.lock().expect("lock").clone() {
-        return OutcomeKind::ProviderRefused(reply, pool.checked_at);
+        return (
+            OutcomeKind::ProviderRefused(reply, pool.checked_at),
+            message.dkim_signature.clone(),
+        );
     }
-    let (envelope, bytes) = match build(message, body, files) {
-        Ok(built) => built,
-        Err(e) => return OutcomeKind::Failed(Reply::text(&e.to_string())),
-    };
+    let (envelope, bytes, signature) =
+        match build_signed(pool, message, body, files, signer).await {
+            Ok(built) => built,
+            Err(kind) => return (kind, message.dkim_signature.clone()),
+        };
+    (
+        send_built(pool, conn, message, envelope, bytes).await,
+        signature,
+    )
+}
+
+/// Sends a built message over the pool's transport.
+async fn send_built(
+    pool: &Pool,
+    conn: &mut Option<SmtpSession>,
+    message: &Message,
+    envelope: lettre::address::Envelope,
+    bytes: Vec<u8>,
+) -> OutcomeKind {
     for limit in &pool.limits {
         limit.until_ready().await;
     }

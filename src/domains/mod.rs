@@ -10,6 +10,7 @@ pub mod model;
 pub mod queries;
 pub mod records;
 pub mod service;
+pub mod sign;
 pub mod views;
 
 use actix_web::web;

@@ -137,3 +137,21 @@ pub fn due_for_check(
         .limit(limit)
         .load(conn)
 }
+
+/// The authenticated domains of these workspaces with one of these names (the delivery
+/// engine: the sends it signs).
+pub fn authenticated_among(
+    conn: &mut DbConn,
+    workspaces: &[WorkspaceId],
+    names: &[String],
+) -> QueryResult<Vec<Domain>> {
+    if workspaces.is_empty() || names.is_empty() {
+        return Ok(Vec::new());
+    }
+    domains::table
+        .filter(domains::authenticated.eq(true))
+        .filter(domains::workspace_id.eq_any(workspaces))
+        .filter(domains::name.eq_any(names))
+        .select(Domain::as_select())
+        .load(conn)
+}

@@ -75,6 +75,20 @@ pub fn parse_selector(input: &str) -> Result<String, String> {
     }
 }
 
+/// The domains whose key may sign mail from `address`, most specific first: its own
+/// domain, then each parent with at least two labels (`a@mail.example.com` is signed as
+/// `mail.example.com`, or else as `example.com`; DMARC's relaxed alignment accepts both).
+pub fn signing_candidates(address: &str) -> Vec<String> {
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let domain = domain.trim_end_matches('>').to_ascii_lowercase();
+    let labels: Vec<&str> = domain.split('.').collect();
+    (0..labels.len().saturating_sub(1))
+        .map(|skip| labels[skip..].join("."))
+        .collect()
+}
+
 /// A generated key, sealed for storing: (public base64 SPKI, sealed PKCS#8).
 pub fn seal_key(sealer: &Sealer, key: &dkim::DkimKey, context: &str) -> (String, String) {
     let private = zeroize::Zeroizing::new(STANDARD.encode(key.private_pkcs8()));
@@ -357,6 +371,17 @@ pub fn delete(
 mod tests {
     use super::*;
     use crate::domains::model::RecordCheck;
+
+    #[test]
+    fn mail_is_signed_by_its_own_domain_or_a_parent() {
+        assert_eq!(
+            signing_candidates("ann@Mail.Example.com"),
+            ["mail.example.com", "example.com"]
+        );
+        assert_eq!(signing_candidates("ann@example.com"), ["example.com"]);
+        assert!(signing_candidates("ann@localhost").is_empty());
+        assert!(signing_candidates("nobody").is_empty());
+    }
 
     #[test]
     fn names_are_stored_as_lower_case_ascii() {

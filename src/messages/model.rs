@@ -71,6 +71,8 @@ pub struct Message {
     pub sent_at: Option<NaiveDateTime>,
     /// Last change.
     pub updated_at: NaiveDateTime,
+    /// The DKIM-Signature of an attempt that ended in a retry (the next sends it again).
+    pub dkim_signature: Option<String>,
 }
 
 impl Message {

@@ -339,3 +339,133 @@ async fn domains_belong_to_admins_of_their_workspace(backend: Backend) -> TestRe
     Ok(())
 }
 both!(domains_belong_to_admins_of_their_workspace);
+
+/// mail-auth's verifier, asking the test DNS server.
+fn verifier(dns: &DnsServer) -> Result<mail_auth::MessageAuthenticator, Box<dyn std::error::Error>> {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+    let mut udp = ConnectionConfig::udp();
+    udp.port = dns.addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = dns.addr.port();
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+        dns.addr.ip(),
+        true,
+        vec![udp, tcp],
+    )]);
+    Ok(mail_auth::MessageAuthenticator::new(config, ResolverOpts::default())?)
+}
+
+async fn dkim_results(
+    verifier: &mail_auth::MessageAuthenticator,
+    raw: &[u8],
+) -> Result<Vec<mail_auth::DkimResult>, Box<dyn std::error::Error>> {
+    let message = mail_auth::AuthenticatedMessage::parse(raw).ok_or("unparsable message")?;
+    Ok(verifier
+        .verify_dkim(&message)
+        .await
+        .iter()
+        .map(|o| o.result().clone())
+        .collect())
+}
+
+async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> TestResult {
+    let dns = DnsServer::start().await?;
+    let servers = dns.addr.to_string();
+    let app = TestApp::spawn_with(backend, move |s| {
+        s.dns_servers = servers;
+        s.retry_base_secs = 1;
+    })
+    .await?;
+    let admin = app.setup().await?;
+    let smtp = crate::smtp_server::SmtpServer::start().await?;
+    let port = smtp.port.to_string();
+    let mut form = crate::providers::provider_form(&port, "");
+    form.retain(|(k, _)| !matches!(*k, "account_address" | "username" | "password"));
+    form.extend([("account_address", "ops@mail.example.test"), ("username", ""), ("password", "")]);
+    let response = admin.post_form("/w/acme/providers", &form).await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await?);
+    let provider = location(&response).rsplit('/').next().ok_or("id")?.to_owned();
+    let send = |to: &'static str| {
+        let (admin, provider) = (&admin, provider.clone());
+        async move {
+            let response =
+                crate::delivery::compose_at(admin, SLUG, &provider, &[("to", to)], &[]).await?;
+            assert!(response.status().is_redirection(), "{}", response.status());
+            Ok::<_, Box<dyn std::error::Error>>(())
+        }
+    };
+    // Before the domain is authenticated: not signed.
+    send("first@example.com").await?;
+    app.run_queue_until_empty().await?;
+    assert!(!smtp.messages()[0].data.contains("DKIM-Signature"));
+
+    // example.test authenticated: mail from mail.example.test is signed as example.test.
+    let page = add_domain(&admin, "example.test").await?;
+    let (_, html) = admin.page(&page).await?;
+    publish(&dns, &records_on(&html));
+    assert!(check(&admin, &page).await?.contains("is authenticated"));
+    send("second@example.com").await?;
+    app.run_queue_until_empty().await?;
+    let signed = smtp.messages()[1].clone();
+    assert!(
+        signed.data.starts_with("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=mr1;"),
+        "{}",
+        signed.data
+    );
+    mailroom::delivery::build::check_wire(signed.data.as_bytes())?;
+    let verifier = verifier(&dns)?;
+    assert_eq!(
+        dkim_results(&verifier, signed.data.as_bytes()).await?,
+        [mail_auth::DkimResult::Pass],
+        "an independent verifier says pass"
+    );
+    // A header changed on the way: fail.
+    let altered = signed.data.replacen("Subject: ", "Subject: [changed] ", 1);
+    let results = dkim_results(&verifier, altered.as_bytes()).await?;
+    assert!(
+        matches!(results.as_slice(), [mail_auth::DkimResult::Fail(_)]),
+        "{results:?}"
+    );
+
+    // A temporary failure: the signature is kept, and the retry sends it as it was.
+    smtp.fail(
+        crate::smtp_server::Stage::Data,
+        crate::smtp_server::Fault::Reply("451 4.3.0 Try again later".into()),
+        1,
+    );
+    send("third@example.com").await?;
+    app.run_queue_until_empty().await?;
+    let db = app.db();
+    let stored: Option<String> = db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .filter(recipient.eq("third@example.com"))
+                .select(dkim_signature)
+                .first(conn)?)
+        })
+        .await?;
+    let stored = stored.ok_or("the signature is kept for the retry")?;
+    assert!(stored.starts_with("DKIM-Signature: v=1;"));
+    // Marked, to see that the retry sends what was kept instead of signing again.
+    let marked = stored.replacen("v=1;", "v=1; x-kept=yes;", 1);
+    let to_store = marked.clone();
+    db.write(move |conn| {
+        use diesel::prelude::*;
+        use mailroom::db::schema::messages::dsl::*;
+        Ok(diesel::update(messages.filter(recipient.eq("third@example.com")))
+            .set(dkim_signature.eq(to_store))
+            .execute(conn)?)
+    })
+    .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while smtp.messages().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        app.engine.wake();
+    }
+    let retried = smtp.messages().get(2).cloned().ok_or("the retry was delivered")?;
+    assert!(retried.data.starts_with(&marked), "{}", retried.data);
+    Ok(())
+}
+both!(mail_from_an_authenticated_domain_is_signed_once);

@@ -34,6 +34,8 @@ pub struct Finish {
     /// The attempt number as claimed: an outcome of an older claim never overwrites a
     /// newer one.
     pub attempt: i32,
+    /// The DKIM-Signature to send again at the next attempt (retries of signed mail).
+    pub dkim_signature: Option<String>,
 }
 
 /// Writes an attempt's outcome on SQLite, only while this node still holds the lease (a
@@ -80,7 +82,9 @@ impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for FinishOne<
         out.push_bind_param::<Bool, _>(&self.f.possible_duplicate)?;
         out.push_sql("), due_at = COALESCE(");
         out.push_bind_param::<Nullable<Timestamp>, _>(&self.f.due_at)?;
-        out.push_sql(", due_at), lease_owner = NULL, lease_until = NULL, updated_at = ");
+        out.push_sql(", due_at), dkim_signature = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.f.dkim_signature)?;
+        out.push_sql(", dkim_signature), lease_owner = NULL, lease_until = NULL, updated_at = ");
         out.push_bind_param::<Timestamp, _>(&self.now)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<BigInt, _>(&self.f.id.0)?;
@@ -101,10 +105,11 @@ const FINISH_MANY_PG: &str = "UPDATE messages AS m SET \
      status = v.status, result = v.result, smtp_code = v.smtp_code, smtp_enhanced = v.smtp_enhanced, \
      sent_at = v.sent_at, hold_reason = v.hold_reason, attempts = m.attempts - v.uncount, \
      due_at = COALESCE(v.due_at, m.due_at), lease_owner = NULL, lease_until = NULL, updated_at = $1, \
-     possible_duplicate = m.possible_duplicate OR v.flag \
+     possible_duplicate = m.possible_duplicate OR v.flag, \
+     dkim_signature = COALESCE(v.dkim_signature, m.dkim_signature) \
      FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::timestamp[], \
-                 $8::text[], $9::int[], $10::timestamp[], $12::bool[], $13::int[]) \
-          AS v(id, status, result, smtp_code, smtp_enhanced, sent_at, hold_reason, uncount, due_at, flag, attempt) \
+                 $8::text[], $9::int[], $10::timestamp[], $12::bool[], $13::int[], $14::text[]) \
+          AS v(id, status, result, smtp_code, smtp_enhanced, sent_at, hold_reason, uncount, due_at, flag, attempt, dkim_signature) \
      WHERE m.id = v.id AND m.id = ANY($2::bigint[]) \
        AND m.lease_owner = $11 AND m.status = 'sending' AND m.attempts = v.attempt \
      RETURNING m.id";
@@ -169,6 +174,12 @@ pub fn finish_many(
                         .collect::<Vec<_>>(),
                 )
                 .bind::<Array<Integer>, _>(batch.iter().map(|f| f.attempt).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Text>>, _>(
+                    batch
+                        .iter()
+                        .map(|f| f.dkim_signature.as_deref())
+                        .collect::<Vec<_>>(),
+                )
                 .load(c)?;
             c.batch_execute("RESET enable_nestloop; RESET enable_bitmapscan")?;
             Ok(written.into_iter().map(|w| MessageId(w.id)).collect())
