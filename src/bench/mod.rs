@@ -22,6 +22,8 @@ use crate::providers::queries as providers;
 use crate::workspaces::model::NewWorkspace;
 use crate::workspaces::queries as workspaces;
 
+mod dkim;
+
 /// What `mailroom bench delivery` measures.
 #[derive(Debug, Clone)]
 pub struct DeliveryBench {
@@ -35,6 +37,8 @@ pub struct DeliveryBench {
     pub size: usize,
     /// SMTP connections.
     pub connections: u32,
+    /// Every message from an authenticated domain, DKIM-signed.
+    pub dkim: bool,
 }
 
 /// The machine, for every final line: the cores this process may use.
@@ -376,6 +380,12 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
     let egress =
         EgressPolicy::parse(&format!("{}/32", bench.smtp_addr.ip())).map_err(anyhow::Error::msg)?;
     let key: [u8; 64] = rand::random();
+    let signing = if bench.dkim {
+        let sealer = crate::crypto::Sealer::new(&key, "bench");
+        Some(dkim::authenticate(&database, workspace, &sealer).await?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let engine = delivery::start(
         database.clone(),
@@ -427,8 +437,19 @@ pub async fn delivery(bench: DeliveryBench) -> anyhow::Result<String> {
         }
         _ => "smtp_source=not-installed".to_owned(),
     };
+    let signed = match signing {
+        Some(pkcs8) => {
+            let rates = dkim::signing_rates(&pkcs8)?;
+            format!(
+                "dkim=rsa2048 {} ratio_to_signing={:.2} ",
+                rates.line(),
+                rate / rates.all_cores
+            )
+        }
+        None => String::new(),
+    };
     Ok(format!(
-        "bench delivery: messages={} seconds={seconds:.3} msgs_per_s={rate:.0} lost={lost} duplicates={duplicates} peak_rss_mb={:.1} {peer} {}",
+        "bench delivery: messages={} seconds={seconds:.3} msgs_per_s={rate:.0} lost={lost} duplicates={duplicates} peak_rss_mb={:.1} {signed}{peer} {}",
         bench.messages,
         peak_rss_mb(),
         machine()

@@ -15,8 +15,8 @@ use super::engine::{Asked, Ctx, OutcomeTx, heartbeat, provider_cap};
 use super::outcome::{Outcome, OutcomeKind, Reply};
 use super::sender::{ChannelSender, Job};
 use super::smtp_sender::SmtpSender;
-use crate::domains::sign::Signer;
 use crate::db;
+use crate::domains::sign::Signer;
 use crate::messages::model::{Attachment, Channel, Message, Send, SendId};
 use crate::messages::queries as messages;
 use crate::providers::model::{Provider, ProviderId};
@@ -519,6 +519,7 @@ fn dispatch(
             message,
             body,
             signer,
+            prepared: None,
         };
         match senders.get_mut(&job.message.channel) {
             Some(sender) => sender.take(job, provider),

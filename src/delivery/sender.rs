@@ -16,7 +16,19 @@ pub(crate) struct Job {
     /// The key it is DKIM-signed with, when its From address is on an authenticated
     /// domain.
     pub(crate) signer: Option<Arc<crate::domains::sign::Signer>>,
+    /// Built and handed to the signing threads ahead of its connection (`presign`), or
+    /// why it could not be built.
+    pub(crate) prepared: Option<Prepared>,
 }
+
+/// A message built ahead, its signature on the way.
+pub(crate) type Prepared = Result<
+    (
+        lettre::address::Envelope,
+        tokio::sync::oneshot::Receiver<(Vec<u8>, Result<String, String>)>,
+    ),
+    String,
+>;
 
 /// Delivers one channel's claimed messages. Every job it takes yields exactly one outcome
 /// (now, or once its attempt ends).

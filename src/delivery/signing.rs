@@ -65,6 +65,18 @@ impl SigningPool {
         message: Vec<u8>,
         timestamp: i64,
     ) -> (Vec<u8>, Result<String, String>) {
+        self.submit(signer, message, timestamp)
+            .await
+            .unwrap_or_else(|_| (Vec::new(), Err("the signing thread stopped".into())))
+    }
+
+    /// Hands `message` to the signing threads; the answer comes on the receiver.
+    pub(crate) fn submit(
+        &self,
+        signer: Arc<Signer>,
+        message: Vec<u8>,
+        timestamp: i64,
+    ) -> tokio::sync::oneshot::Receiver<(Vec<u8>, Result<String, String>)> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let task = Task {
             signer,
@@ -72,16 +84,17 @@ impl SigningPool {
             timestamp,
             done,
         };
-        let sent = match self.tx.lock().ok().as_ref().and_then(|tx| tx.as_ref().cloned()) {
-            Some(tx) => tx.send(task).map_err(|mpsc::SendError(task)| task),
-            None => Err(task),
+        let tx = self.tx.lock().ok().and_then(|tx| tx.as_ref().cloned());
+        let refused = match tx {
+            Some(tx) => tx.send(task).err().map(|mpsc::SendError(task)| task),
+            None => Some(task),
         };
-        match sent {
-            Ok(()) => answer
-                .await
-                .unwrap_or_else(|_| (Vec::new(), Err("the signing thread stopped".into()))),
-            Err(task) => (task.message, Err("signing has stopped".into())),
+        if let Some(task) = refused {
+            let _ = task
+                .done
+                .send((task.message, Err("signing has stopped".into())));
         }
+        answer
     }
 }
 
@@ -124,7 +137,8 @@ impl Signers {
                 .map_err(|_| "a stored DKIM key is not base64".to_owned())?,
         );
         let signer = Arc::new(
-            Signer::new(&domain.name, &domain.active_selector, &pkcs8).map_err(|e| e.to_string())?,
+            Signer::new(&domain.name, &domain.active_selector, &pkcs8)
+                .map_err(|e| e.to_string())?,
         );
         let mut open = self.open.lock().map_err(|_| "lock")?;
         // Keys of this domain from before a rotation are not needed again.

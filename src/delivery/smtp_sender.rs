@@ -98,7 +98,7 @@ struct Pool {
     refused: Mutex<Option<Reply>>,
     /// When the provider had last been checked as this pool was built.
     checked_at: Option<chrono::NaiveDateTime>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     done: OutcomeTx,
     latency: prometheus::Histogram,
 }
@@ -141,7 +141,7 @@ impl ProviderSender {
             ),
             limits,
             refused: Mutex::new(None),
-            rx: tokio::sync::Mutex::new(rx),
+            rx: tokio::sync::Mutex::new(presign(ctx, rx, provider.max_connections)),
             done,
             latency: super::metrics::metrics()
                 .smtp_seconds
@@ -183,7 +183,7 @@ impl ProviderSender {
             transport,
             limits: Vec::new(),
             refused: Mutex::new(None),
-            rx: tokio::sync::Mutex::new(rx),
+            rx: tokio::sync::Mutex::new(presign(ctx, rx, 2)),
             done,
             latency: super::metrics::metrics()
                 .smtp_seconds
@@ -198,6 +198,52 @@ impl ProviderSender {
             waiting,
         }
     }
+}
+
+/// The stage between a pool's queue and its connections: each message to be DKIM-signed
+/// is built and handed to the signing threads here, a few messages ahead of the
+/// connections, so signing overlaps sending instead of waiting in front of it. At most
+/// `2 × connections + 8` jobs are ahead (built messages are held in memory).
+fn presign(
+    ctx: &Arc<Ctx>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    connections: i32,
+) -> mpsc::Receiver<Job> {
+    let ahead = usize::try_from(connections.clamp(1, 100)).unwrap_or(1) * 2 + 8;
+    let (tx, rx) = mpsc::channel(ahead);
+    let ctx = ctx.clone();
+    actix_web::rt::spawn(async move {
+        while let Some(mut job) = queue.recv().await {
+            if let Some(signer) = &job.signer
+                && job.message.dkim_signature.is_none()
+            {
+                job.prepared = Some(match build(&job.message, &job.body, &job.files) {
+                    Ok((envelope, bytes)) => {
+                        let timestamp = signing_time(&job.message);
+                        Ok((
+                            envelope,
+                            ctx.signing.submit(signer.clone(), bytes, timestamp),
+                        ))
+                    }
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            if tx.send(job).await.is_err() {
+                break; // every worker ended (the engine stopped)
+            }
+        }
+    });
+    rx
+}
+
+/// The `t=` of a message's signature: when it was queued (or scheduled for), like its
+/// Date, so a retry builds the same bytes.
+fn signing_time(message: &Message) -> i64 {
+    message
+        .send_at
+        .unwrap_or(message.created_at)
+        .and_utc()
+        .timestamp()
 }
 
 /// One SMTP connection of a pool: opened on first need, reused, reopened after a failure.
@@ -279,6 +325,7 @@ async fn worker(pool: Arc<Pool>) {
             body,
             files,
             signer,
+            prepared,
         }) = next
         else {
             break;
@@ -332,8 +379,13 @@ async fn worker(pool: Arc<Pool>) {
         {
             conn = None;
         }
-        let (kind, signature) =
-            deliver(&pool, &mut conn, &message, &body, &files, signer.as_ref()).await;
+        let (kind, signature) = deliver(
+            &pool,
+            &mut conn,
+            &message,
+            (&body, &files, signer.as_ref(), prepared),
+        )
+        .await;
         // Kept for a retry, so the next attempt is not signed again.
         message.dkim_signature = signature;
         last_used = std::time::Instant::now();
@@ -358,41 +410,61 @@ async fn close(conn: &mut Option<SmtpSession>, within: Duration) {
 async fn build_signed(
     pool: &Pool,
     message: &Message,
-    body: &Send,
-    files: &[Attachment],
-    signer: Option<&Arc<Signer>>,
+    (body, files, signer, prepared): Content<'_>,
 ) -> Result<(lettre::address::Envelope, Vec<u8>, Option<String>), OutcomeKind> {
-    let (envelope, bytes) =
-        build(message, body, files).map_err(|e| OutcomeKind::Failed(Reply::text(&e.to_string())))?;
-    let Some(signer) = signer else {
-        return Ok((envelope, bytes, None));
-    };
-    let (bytes, header) = match &message.dkim_signature {
-        Some(header) => (bytes, header.clone()),
-        None => {
-            let timestamp = message.send_at.unwrap_or(message.created_at).and_utc().timestamp();
-            let (bytes, signed) = pool.ctx.signing.sign(signer.clone(), bytes, timestamp).await;
-            let header = signed.map_err(|why| {
-                OutcomeKind::Retry(Reply::text(&format!("cannot DKIM-sign it: {why}")))
-            })?;
-            (bytes, header)
+    let failed = |e: String| OutcomeKind::Failed(Reply::text(&e));
+    let unsigned =
+        |why: String| OutcomeKind::Retry(Reply::text(&format!("cannot DKIM-sign it: {why}")));
+    let (envelope, bytes, header) = match (signer, prepared) {
+        (Some(_), Some(prepared)) => {
+            let (envelope, signing) = prepared.map_err(failed)?;
+            let (bytes, signed) = signing
+                .await
+                .unwrap_or_else(|_| (Vec::new(), Err("the signing thread stopped".into())));
+            (envelope, bytes, signed.map_err(unsigned)?)
+        }
+        (Some(signer), None) => {
+            let (envelope, bytes) =
+                build(message, body, files).map_err(|e| failed(e.to_string()))?;
+            match &message.dkim_signature {
+                Some(header) => (envelope, bytes, header.clone()),
+                None => {
+                    let (bytes, signed) = pool
+                        .ctx
+                        .signing
+                        .sign(signer.clone(), bytes, signing_time(message))
+                        .await;
+                    (envelope, bytes, signed.map_err(unsigned)?)
+                }
+            }
+        }
+        (None, _) => {
+            let (envelope, bytes) =
+                build(message, body, files).map_err(|e| failed(e.to_string()))?;
+            return Ok((envelope, bytes, None));
         }
     };
     let mut signed = Vec::with_capacity(header.len() + bytes.len());
     signed.extend_from_slice(header.as_bytes());
     signed.extend_from_slice(&bytes);
-    super::build::check_wire(&signed)
-        .map_err(|e| OutcomeKind::Failed(Reply::text(&e.to_string())))?;
+    super::build::check_wire(&signed).map_err(|e| failed(e.to_string()))?;
     Ok((envelope, signed, Some(header)))
 }
+
+/// What a message is built from: its send, files, signer, and what the presign stage
+/// already made of it.
+type Content<'a> = (
+    &'a Send,
+    &'a [Attachment],
+    Option<&'a Arc<Signer>>,
+    Option<super::sender::Prepared>,
+);
 
 async fn deliver(
     pool: &Pool,
     conn: &mut Option<SmtpSession>,
     message: &Message,
-    body: &Send,
-    files: &[Attachment],
-    signer: Option<&Arc<Signer>>,
+    content: Content<'_>,
 ) -> (OutcomeKind, Option<String>) {
     if let Some(reply) = pool.refused.lock().expect("lock").clone() {
         return (
@@ -400,11 +472,10 @@ async fn deliver(
             message.dkim_signature.clone(),
         );
     }
-    let (envelope, bytes, signature) =
-        match build_signed(pool, message, body, files, signer).await {
-            Ok(built) => built,
-            Err(kind) => return (kind, message.dkim_signature.clone()),
-        };
+    let (envelope, bytes, signature) = match build_signed(pool, message, content).await {
+        Ok(built) => built,
+        Err(kind) => return (kind, message.dkim_signature.clone()),
+    };
     (
         send_built(pool, conn, message, envelope, bytes).await,
         signature,

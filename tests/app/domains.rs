@@ -341,8 +341,12 @@ async fn domains_belong_to_admins_of_their_workspace(backend: Backend) -> TestRe
 both!(domains_belong_to_admins_of_their_workspace);
 
 /// mail-auth's verifier, asking the test DNS server.
-fn verifier(dns: &DnsServer) -> Result<mail_auth::MessageAuthenticator, Box<dyn std::error::Error>> {
-    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+fn verifier(
+    dns: &DnsServer,
+) -> Result<mail_auth::MessageAuthenticator, Box<dyn std::error::Error>> {
+    use hickory_resolver::config::{
+        ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+    };
     let mut udp = ConnectionConfig::udp();
     udp.port = dns.addr.port();
     let mut tcp = ConnectionConfig::tcp();
@@ -352,7 +356,10 @@ fn verifier(dns: &DnsServer) -> Result<mail_auth::MessageAuthenticator, Box<dyn 
         true,
         vec![udp, tcp],
     )]);
-    Ok(mail_auth::MessageAuthenticator::new(config, ResolverOpts::default())?)
+    Ok(mail_auth::MessageAuthenticator::new(
+        config,
+        ResolverOpts::default(),
+    )?)
 }
 
 async fn dkim_results(
@@ -381,10 +388,23 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
     let port = smtp.port.to_string();
     let mut form = crate::providers::provider_form(&port, "");
     form.retain(|(k, _)| !matches!(*k, "account_address" | "username" | "password"));
-    form.extend([("account_address", "ops@mail.example.test"), ("username", ""), ("password", "")]);
+    form.extend([
+        ("account_address", "ops@mail.example.test"),
+        ("username", ""),
+        ("password", ""),
+    ]);
     let response = admin.post_form("/w/acme/providers", &form).await?;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await?);
-    let provider = location(&response).rsplit('/').next().ok_or("id")?.to_owned();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        response.text().await?
+    );
+    let provider = location(&response)
+        .rsplit('/')
+        .next()
+        .ok_or("id")?
+        .to_owned();
     let send = |to: &'static str| {
         let (admin, provider) = (&admin, provider.clone());
         async move {
@@ -408,7 +428,9 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
     app.run_queue_until_empty().await?;
     let signed = smtp.messages()[1].clone();
     assert!(
-        signed.data.starts_with("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=mr1;"),
+        signed.data.starts_with(
+            "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=mr1;"
+        ),
         "{}",
         signed.data
     );
@@ -454,9 +476,11 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
     db.write(move |conn| {
         use diesel::prelude::*;
         use mailroom::db::schema::messages::dsl::*;
-        Ok(diesel::update(messages.filter(recipient.eq("third@example.com")))
-            .set(dkim_signature.eq(to_store))
-            .execute(conn)?)
+        Ok(
+            diesel::update(messages.filter(recipient.eq("third@example.com")))
+                .set(dkim_signature.eq(to_store))
+                .execute(conn)?,
+        )
     })
     .await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -464,7 +488,11 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         app.engine.wake();
     }
-    let retried = smtp.messages().get(2).cloned().ok_or("the retry was delivered")?;
+    let retried = smtp
+        .messages()
+        .get(2)
+        .cloned()
+        .ok_or("the retry was delivered")?;
     assert!(retried.data.starts_with(&marked), "{}", retried.data);
     Ok(())
 }
