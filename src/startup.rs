@@ -178,6 +178,12 @@ impl Application {
         self.port
     }
 
+    /// The application's state (tests run background work with it, e.g. the domain
+    /// re-check).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
     /// The one-time setup token (tests read it here instead of from the log).
     pub fn setup_token(&self) -> String {
         self.state.setup.token().to_owned()
@@ -223,6 +229,7 @@ impl Application {
             });
         }
         actix_web::rt::spawn(crate::health::watch(db.clone()));
+        actix_web::rt::spawn(crate::domains::recheck::run(self.state.clone()));
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(Duration::from_secs(600));
             loop {

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod handlers;
 pub mod model;
 pub mod queries;
+pub mod recheck;
 pub mod records;
 pub mod service;
 pub mod sign;

@@ -119,18 +119,22 @@ pub fn delete(conn: &mut DbConn, workspace: WorkspaceId, id: DomainId) -> QueryR
     .execute(conn)
 }
 
-/// Domains of every workspace not checked since `before`, oldest first (the background
-/// re-check).
+/// Domains of every workspace due for the background re-check, oldest check first: not
+/// checked since `daily`, or found failing and not checked since `again`.
 pub fn due_for_check(
     conn: &mut DbConn,
-    before: NaiveDateTime,
+    daily: NaiveDateTime,
+    again: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<(WorkspaceId, DomainId)>> {
     domains::table
         .filter(
             domains::checked_at
                 .is_null()
-                .or(domains::checked_at.lt(before)),
+                .or(domains::checked_at.lt(daily))
+                .or(domains::failing_since
+                    .is_not_null()
+                    .and(domains::checked_at.lt(again))),
         )
         .order(domains::checked_at.asc())
         .select((domains::workspace_id, domains::id))

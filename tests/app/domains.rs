@@ -497,3 +497,92 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
     Ok(())
 }
 both!(mail_from_an_authenticated_domain_is_signed_once);
+
+async fn the_daily_recheck_ends_authentication_only_after_two_failures_an_hour_apart(
+    backend: Backend,
+) -> TestResult {
+    let dns = DnsServer::start().await?;
+    let (app, admin) = app_with_dns(backend, &dns).await?;
+    let page = add_domain(&admin, "example.test").await?;
+    let (_, html) = admin.page(&page).await?;
+    let records = records_on(&html);
+    publish(&dns, &records);
+    assert!(check(&admin, &page).await?.contains("is authenticated"));
+    let db = app.db();
+    let age = |checked: chrono::Duration, failing: Option<chrono::Duration>| {
+        let db = db.clone();
+        async move {
+            db.write(move |conn| {
+                use diesel::prelude::*;
+                use mailroom::db::schema::domains::dsl::*;
+                let now = mailroom::db::now();
+                Ok(diesel::update(domains)
+                    .set((
+                        checked_at.eq(now - checked),
+                        failing_since.eq(failing.map(|f| now - f)),
+                    ))
+                    .execute(conn)?)
+            })
+            .await
+        }
+    };
+    // Checked an hour ago: not due.
+    age(chrono::Duration::hours(1), None).await?;
+    assert_eq!(mailroom::domains::recheck::due(&app.state).await?, 0);
+    // A day ago: due, and still passing.
+    age(chrono::Duration::hours(25), None).await?;
+    assert_eq!(mailroom::domains::recheck::due(&app.state).await?, 1);
+    assert_eq!(
+        mailroom::domains::recheck::due(&app.state).await?,
+        0,
+        "checked now"
+    );
+    // The token is gone: the first definite failure keeps the domain authenticated, and
+    // is looked at again an hour later, not a day later.
+    dns.remove("_mailroom.example.test");
+    age(chrono::Duration::hours(25), None).await?;
+    assert_eq!(mailroom::domains::recheck::due(&app.state).await?, 1);
+    let (_, html) = admin.page(&page).await?;
+    assert!(html.contains("records failing"), "{html}");
+    assert!(html.contains("badge green\">authenticated"));
+    assert_eq!(mailroom::domains::recheck::due(&app.state).await?, 0);
+    // A timeout at the next check changes nothing.
+    dns.set("_mailroom.example.test", Answer::Silence);
+    age(
+        chrono::Duration::minutes(61),
+        Some(chrono::Duration::minutes(61)),
+    )
+    .await?;
+    assert_eq!(mailroom::domains::recheck::due(&app.state).await?, 1);
+    let (_, html) = admin.page(&page).await?;
+    assert!(
+        html.contains("badge green\">authenticated"),
+        "a timeout never ends it"
+    );
+    // Still missing an hour after the first failure: no longer authenticated, the admins
+    // alerted, the audit log says so with no one as its actor.
+    dns.remove("_mailroom.example.test");
+    age(
+        chrono::Duration::minutes(61),
+        Some(chrono::Duration::minutes(61)),
+    )
+    .await?;
+    assert_eq!(mailroom::domains::recheck::due(&app.state).await?, 1);
+    let (_, html) = admin.page(&page).await?;
+    assert!(html.contains("badge red\">not authenticated"), "{html}");
+    let (_, audit) = admin.page("/w/acme/audit").await?;
+    assert!(audit.contains("domain.unauthenticated"));
+    let alerts: i64 = db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .filter(origin.eq("alert"))
+                .count()
+                .get_result(conn)?)
+        })
+        .await?;
+    assert_eq!(alerts, 1);
+    Ok(())
+}
+both!(the_daily_recheck_ends_authentication_only_after_two_failures_an_hour_apart);

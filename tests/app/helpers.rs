@@ -146,6 +146,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The delivery engine, stopped when the test ends.
     pub engine: mailroom::delivery::EngineHandle,
+    /// The application's state (for background work a test runs itself).
+    pub state: actix_web::web::Data<mailroom::state::AppState>,
     _pg: Option<PgDatabase>,
 }
 
@@ -180,6 +182,7 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let setup_token = app.setup_token();
         let engine = app.engine();
+        let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
         Ok(Self {
             base,
@@ -187,6 +190,7 @@ impl TestApp {
             database_url,
             dir,
             engine,
+            state,
             _pg: pg,
         })
     }
