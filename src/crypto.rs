@@ -16,6 +16,8 @@ const VERSION: &str = "v1:";
 #[derive(Clone)]
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// Key of [`Sealer::mac`].
+    mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -36,9 +38,26 @@ impl Sealer {
         Hkdf::<Sha256>::new(Some(b"mailroom"), instance_secret)
             .expand(purpose.as_bytes(), &mut key)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let mut mac_key = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"mailroom"), instance_secret)
+            .expand(format!("{purpose}: mac").as_bytes(), &mut mac_key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            mac_key,
         }
+    }
+
+    /// HMAC-SHA256 of `value` bound to `context`, hex: how short secrets (one-time codes)
+    /// are stored, so a copy of the database alone cannot try every code offline.
+    pub fn mac(&self, value: &str, context: &str) -> String {
+        use hkdf::hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Seals `plain` bound to `context` (e.g. `workspace:7`).

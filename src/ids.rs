@@ -42,4 +42,6 @@ ids! {
     MailingId;
     /// A sending domain.
     DomainId;
+    /// A sender: a name and address a workspace sends from.
+    SenderId;
 }

@@ -16,6 +16,7 @@ pub mod health;
 pub mod ids;
 pub mod messages;
 pub mod providers;
+pub mod senders;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -322,6 +322,7 @@ fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
     crate::audit::routes(cfg);
     crate::providers::routes(cfg);
     crate::domains::routes(cfg);
+    crate::senders::routes(cfg);
     crate::messages::routes(cfg);
     // An API body carries the message and its text; files come separately.
     crate::api::routes(cfg, settings.attachment_limit_mb.max(1) * 1024 * 1024);

@@ -156,6 +156,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    senders (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        name -> Text,
+        address -> Text,
+        provider_id -> Nullable<BigInt>,
+        reply_to -> Text,
+        validated_at -> Nullable<Timestamp>,
+        code_hash -> Nullable<Text>,
+        code_expires_at -> Nullable<Timestamp>,
+        code_tries -> Integer,
+        code_sent_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     domains (id) {
         id -> BigInt,
         workspace_id -> BigInt,
@@ -285,6 +303,7 @@ diesel::table! {
         references_header -> Nullable<Text>,
         contact_ids -> Nullable<Text>,
         mailing_id -> Nullable<BigInt>,
+        sender_id -> Nullable<BigInt>,
     }
 }
 
@@ -316,6 +335,7 @@ diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(message_events -> messages (message_id));
 diesel::joinable!(messages -> sends (send_id));
 diesel::joinable!(providers -> workspaces (workspace_id));
+diesel::joinable!(senders -> providers (provider_id));
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(password_tokens -> users (user_id));
@@ -336,6 +356,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     contacts,
     mailings,
     domains,
+    senders,
     message_events,
     api_keys,
     api_files,

@@ -170,6 +170,29 @@ async fn open_stream(addr: SocketAddr, host: &str, port: u16) -> Result<TcpStrea
     Ok(stream)
 }
 
+/// Asks a provider's server whether it takes `address` as envelope sender: connect, EHLO,
+/// TLS, AUTH, `MAIL FROM`, `RSET`, QUIT; nothing is sent. What the server answered.
+pub async fn accepts_sender(
+    endpoint: &Endpoint,
+    policy: &EgressPolicy,
+    timeout: Duration,
+    address: &lettre::Address,
+) -> Result<String, SmtpFailure> {
+    let hello = ClientId::default();
+    let mut session = connect(endpoint, policy, timeout, &hello).await?;
+    let answer = tokio::time::timeout(timeout, session.accepts_sender(address))
+        .await
+        .map_err(|_| {
+            SmtpFailure::other(format!(
+                "no answer to MAIL FROM within {} s",
+                timeout.as_secs()
+            ))
+        });
+    session.quit(timeout).await;
+    let reply = answer??;
+    Ok(server_text(&reply.message().collect::<Vec<_>>().join(" ")))
+}
+
 /// Verifies a provider: connect, EHLO, TLS, AUTH, QUIT. Returns what the server said.
 pub async fn check(
     endpoint: &Endpoint,

@@ -48,7 +48,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The text of the element with `id` on a page (up to the next tag).
-fn text_of(html: &str, id: &str) -> Option<String> {
+pub fn text_of(html: &str, id: &str) -> Option<String> {
     let marker = format!("id=\"{id}\">");
     let start = html.find(&marker)? + marker.len();
     let end = html[start..].find('<')? + start;

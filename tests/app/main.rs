@@ -21,6 +21,7 @@ mod migrations;
 mod providers;
 mod roles;
 mod search;
+mod senders;
 mod sessions;
 mod setup;
 mod smtp_client;

@@ -277,6 +277,16 @@ async fn a_database_of_the_previous_release_upgrades_in_place(backend: Backend) 
         }
     }
     conn.batch_execute(BEFORE_ALERT_ORIGIN)?;
+    // Providers of that release (no senders then): a console one and an API call's own.
+    conn.batch_execute(
+        "INSERT INTO providers (id, workspace_id, name, kind, host, port, tls, username,
+            account_address, from_name, max_connections, receive_enabled, status, status_detail,
+            created_at, updated_at, per_request) VALUES
+            (1, 1, 'Ops SMTP', 'smtp', 'smtp.example.com', 587, 'starttls', '', 'ops@example.com',
+             'Acme Ops', 2, FALSE, 'active', '', '2026-11-30 10:00:00', '2026-11-30 10:00:00', FALSE),
+            (2, 1, 'per-request', 'smtp', 'relay.example.net', 587, 'starttls', '', 'api@example.net',
+             '', 2, FALSE, 'active', '', '2026-11-30 10:00:00', '2026-11-30 10:00:00', TRUE)",
+    )?;
     if let DbConn::Pg(c) = &mut conn {
         // Rows given their ids leave the sequence behind; the release's own inserts did not.
         c.batch_execute("SELECT setval('messages_id_seq', 4)")?;
@@ -418,6 +428,32 @@ async fn a_database_of_the_previous_release_upgrades_in_place(backend: Backend) 
     assert!(
         sent.iter()
             .all(|s| s.recipient_kind == "to" && s.channel == "email")
+    );
+
+    // Each provider's account became a sender to validate (API calls' own servers not).
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Senders {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Text)]
+        address: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        provider_id: Option<i64>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+        validated_at: Option<chrono::NaiveDateTime>,
+    }
+    let senders: Vec<Senders> = diesel::sql_query(
+        "SELECT name, address, provider_id, validated_at FROM senders ORDER BY id",
+    )
+    .load(&mut conn)?;
+    assert_eq!(
+        senders,
+        vec![Senders {
+            name: "Acme Ops".into(),
+            address: "ops@example.com".into(),
+            provider_id: Some(1),
+            validated_at: None,
+        }]
     );
 
     // The new origin is accepted; a new message gets an id never used before.

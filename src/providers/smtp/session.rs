@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::commands::{Auth, Data, Ehlo, Mail, Noop, Quit, Rcpt, Starttls};
+use lettre::transport::smtp::commands::{Auth, Data, Ehlo, Mail, Noop, Quit, Rcpt, Rset, Starttls};
 use lettre::transport::smtp::extension::{
     ClientId, Extension, MailBodyParameter, MailParameter, ServerInfo,
 };
@@ -358,6 +358,25 @@ impl SmtpSession {
         // More than the reply came: the server is out of step, and every later reply
         // would be read as the answer to the wrong command.
         self.out_of_step = !self.wire.buffer().is_empty();
+        Ok(reply)
+    }
+
+    /// Asks whether the server takes `from` as envelope sender (`MAIL FROM`), then takes
+    /// it back (`RSET`): nothing is sent. The server's answer to MAIL.
+    pub async fn accepts_sender(&mut self, from: &Address) -> Result<Response, SmtpFailure> {
+        let mut parameters = Vec::new();
+        if !AsRef::<str>::as_ref(from).is_ascii() {
+            if !self.info.supports_feature(Extension::SmtpUtfEight) {
+                return Err(refused_here(
+                    "the address is not ASCII and the server does not support SMTPUTF8",
+                ));
+            }
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        let reply = self
+            .command(Mail::new(Some(from.clone()), parameters), Expect::Done)
+            .await?;
+        self.command(Rset, Expect::Done).await?;
         Ok(reply)
     }
 

@@ -1,0 +1,3 @@
+DROP INDEX sends_sender;
+ALTER TABLE sends DROP COLUMN sender_id;
+DROP TABLE senders;
