@@ -24,18 +24,20 @@ async fn page(
     created: Option<(super::model::ApiKey, String)>,
 ) -> Result<KeysPage, AppError> {
     let workspace = ctx.workspace.id;
-    let (keys, current) = state
+    let (keys, current, senders) = state
         .db
         .run(move |conn| {
             Ok((
                 super::queries::list(conn, workspace)?,
                 crate::workspaces::queries::find_by_id(conn, workspace)?,
+                crate::senders::queries::list(conn, workspace)?,
             ))
         })
         .await?;
     Ok(KeysPage {
         frame: ctx.frame(session, "api-keys", "API keys"),
         keys,
+        senders,
         form,
         errors,
         created,
@@ -130,6 +132,53 @@ pub async fn revoke(
         &session,
         Level::Success,
         format!("Key {} revoked: it answers 401 from now on.", revoked.name),
+    );
+    Ok(htmx::redirect(&req, &ctx.path("/api-keys")))
+}
+
+/// The default-sender form.
+#[derive(Deserialize)]
+pub struct DefaultSender {
+    #[serde(default)]
+    sender: String,
+}
+
+/// `POST /w/{slug}/api-keys/{id}/sender` (admins): the sender the key's sends go out as
+/// when they name none (empty: none).
+pub async fn default_sender(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    ctx: WorkspaceCtx,
+    path: web::Path<KeyPath>,
+    form: web::Form<DefaultSender>,
+) -> Result<HttpResponse, AppError> {
+    ctx.require_admin()?;
+    let id = ApiKeyId(path.id);
+    let sender = match form.sender.trim() {
+        "" => None,
+        value => Some(crate::ids::SenderId(
+            value.parse::<i64>().map_err(|_| AppError::NotFound)?,
+        )),
+    };
+    let (key, chosen) = ctx
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::set_default_sender(conn, workspace, actor, id, sender)
+        })
+        .await?;
+    flash(
+        &session,
+        Level::Success,
+        match chosen {
+            Some(address) => format!(
+                "Sends with key {} that name no sender go out as {address}.",
+                key.name
+            ),
+            None => format!(
+                "Key {} has no default sender: its sends must name one in `from`.",
+                key.name
+            ),
+        },
     );
     Ok(htmx::redirect(&req, &ctx.path("/api-keys")))
 }

@@ -32,6 +32,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             "/w/{slug}/api-keys/{id}/revoke",
             web::post().to(handlers::revoke),
         )
+        .route(
+            "/w/{slug}/api-keys/{id}/sender",
+            web::post().to(handlers::default_sender),
+        )
         .service(
             web::scope("/api/v1")
                 .app_data(web::PayloadConfig::new(body_limit))

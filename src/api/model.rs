@@ -64,6 +64,8 @@ pub struct ApiKey {
     pub last_used_at: Option<NaiveDateTime>,
     /// Revocation time; a revoked key answers 401.
     pub revoked_at: Option<NaiveDateTime>,
+    /// The sender its sends go out as when they name none in `from`.
+    pub default_sender_id: Option<crate::ids::SenderId>,
 }
 
 impl ApiKey {

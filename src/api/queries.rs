@@ -77,6 +77,22 @@ pub fn revoke(
         .optional())
 }
 
+/// Sets a key's default sender.
+pub fn set_default_sender(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    id: ApiKeyId,
+    sender: Option<crate::ids::SenderId>,
+) -> QueryResult<usize> {
+    diesel::update(
+        api_keys::table
+            .filter(api_keys::workspace_id.eq(workspace))
+            .filter(api_keys::id.eq(id)),
+    )
+    .set(api_keys::default_sender_id.eq(sender))
+    .execute(conn)
+}
+
 /// Records that a key was used.
 pub fn touch(conn: &mut DbConn, id: ApiKeyId, now: NaiveDateTime) -> QueryResult<usize> {
     diesel::update(api_keys::table.find(id))

@@ -11,6 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::model::{ApiKey, ApiKeyId};
 use crate::providers::model::Provider;
+use crate::senders::model::Sender;
 use crate::workspaces::model::WorkspaceId;
 
 /// Per-process API state: each key's rate limiter and when its use was last recorded.
@@ -20,7 +21,11 @@ pub struct ApiRuntime {
     touched: Mutex<HashMap<ApiKeyId, Instant>>,
     in_flight: Arc<Mutex<std::collections::HashSet<(ApiKeyId, String)>>>,
     providers: Mutex<HashMap<WorkspaceId, ProviderList>>,
+    senders: Mutex<HashMap<WorkspaceId, SenderList>>,
 }
+
+/// A workspace's ready senders (each with its provider) and when they were read.
+type SenderList = (Instant, Arc<Vec<(Sender, Provider)>>);
 
 /// A workspace's providers and when they were read.
 type ProviderList = (Instant, Arc<Vec<Provider>>);
@@ -112,6 +117,36 @@ impl ApiRuntime {
             .expect("lock")
             .insert(workspace, (Instant::now(), list.clone()));
         Ok(list)
+    }
+
+    /// The workspace's ready senders, read at most once per `PROVIDERS_FRESH` (every API
+    /// send needs them). A sender that stopped being ready meanwhile sends for at most
+    /// that long; its provider turning red only makes its messages wait.
+    pub fn ready_senders(
+        &self,
+        conn: &mut crate::db::DbConn,
+        workspace: &crate::workspaces::model::Workspace,
+    ) -> Result<Arc<Vec<(Sender, Provider)>>, crate::error::AppError> {
+        if let Some(list) = self.fresh_senders(workspace.id) {
+            return Ok(list);
+        }
+        let list = Arc::new(crate::senders::service::ready_senders(conn, workspace)?);
+        self.senders
+            .lock()
+            .expect("lock")
+            .insert(workspace.id, (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// The workspace's ready senders as last read, if that was less than
+    /// `PROVIDERS_FRESH` ago.
+    pub fn fresh_senders(&self, workspace: WorkspaceId) -> Option<Arc<Vec<(Sender, Provider)>>> {
+        self.senders
+            .lock()
+            .expect("lock")
+            .get(&workspace)
+            .filter(|(at, _)| at.elapsed() < PROVIDERS_FRESH)
+            .map(|(_, list)| list.clone())
     }
 
     /// Whether the key's use should be written now.

@@ -104,6 +104,35 @@ pub fn revoke(
     Ok(revoked)
 }
 
+/// Sets the sender a key's sends go out as when they name none (`None`: no default). The
+/// key and the sender must be this workspace's. Returns the key and the sender's address.
+pub fn set_default_sender(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    actor: &Actor<'_>,
+    id: ApiKeyId,
+    sender: Option<crate::ids::SenderId>,
+) -> Result<(ApiKey, Option<String>), AppError> {
+    let key = queries::find(conn, workspace.id, id)?
+        .filter(|k| k.revoked_at.is_none())
+        .ok_or(AppError::NotFound)?;
+    let address = match sender {
+        Some(sender) => Some(
+            crate::senders::queries::find(conn, workspace.id, sender)?
+                .ok_or(AppError::NotFound)?
+                .address,
+        ),
+        None => None,
+    };
+    queries::set_default_sender(conn, workspace.id, id, sender)?;
+    let mut entry = audit::entry("api_key.default_sender", Some(actor.user), actor.ip);
+    entry.workspace_id = Some(workspace.id.0);
+    entry.target = key.name.clone();
+    entry.detail = address.clone().unwrap_or_else(|| "none".into());
+    audit::record(conn, entry)?;
+    Ok((key, address))
+}
+
 /// The live key a request presents, with its workspace, or `None` (unknown, wrong or
 /// revoked: the caller answers 401 alike).
 pub fn authenticate(

@@ -14,6 +14,8 @@ pub struct KeysPage {
     pub frame: Frame,
     /// The workspace's keys, newest first.
     pub keys: Vec<ApiKey>,
+    /// The workspace's senders (for each key's default sender).
+    pub senders: Vec<crate::senders::model::Sender>,
     /// The new-key form.
     pub form: KeyForm,
     /// Its errors.

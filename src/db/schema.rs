@@ -254,6 +254,7 @@ diesel::table! {
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        default_sender_id -> Nullable<BigInt>,
     }
 }
 

@@ -10,8 +10,8 @@ use crate::providers::model::ProviderId;
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct ComposeForm {
-    /// Provider id.
-    pub provider: String,
+    /// Sender id (one of the workspace's ready senders).
+    pub sender: String,
     /// To: addresses separated by commas, semicolons or new lines.
     pub to: String,
     /// CC.
@@ -35,7 +35,7 @@ pub struct ComposeForm {
 /// The compose form as uploaded (`multipart/form-data`, for the files).
 #[derive(actix_multipart::form::MultipartForm)]
 pub struct ComposeUpload {
-    provider: Option<Text<String>>,
+    sender: Option<Text<String>>,
     to: Option<Text<String>>,
     cc: Option<Text<String>>,
     bcc: Option<Text<String>>,
@@ -78,7 +78,7 @@ impl ComposeUpload {
             })
             .collect();
         let form = ComposeForm {
-            provider: text(self.provider),
+            sender: text(self.sender),
             to: text(self.to),
             cc: text(self.cc),
             bcc: text(self.bcc),
@@ -115,6 +115,8 @@ pub fn file_name(raw: &str) -> String {
 pub struct Compose {
     /// Provider.
     pub provider: ProviderId,
+    /// The sender the console picked (the API names its sender by address).
+    pub sender: Option<crate::ids::SenderId>,
     /// To recipients: one message each.
     pub to: Vec<String>,
     /// CC (on every message).
@@ -238,13 +240,13 @@ impl ComposeForm {
         errors: &mut crate::web::forms::FieldErrors,
         default_retries: i32,
     ) -> Option<Compose> {
-        let provider = errors.check(
-            "provider",
-            self.provider
+        let sender = errors.check(
+            "sender",
+            self.sender
                 .trim()
                 .parse::<i64>()
-                .map(ProviderId)
-                .map_err(|_| "Choose a provider.".to_string()),
+                .map(crate::ids::SenderId)
+                .map_err(|_| "Choose a sender.".to_string()),
         );
         let to = errors.check("to", parse_addresses(&self.to, "To", MAX_TO, true));
         let cc = errors.check("cc", parse_addresses(&self.cc, "CC", MAX_COPIES, false));
@@ -282,7 +284,9 @@ impl ComposeForm {
         }
         let Bodies { text, html } = bodies?;
         Some(Compose {
-            provider: provider?,
+            // The sender's, once it is found ready.
+            provider: ProviderId(0),
+            sender: Some(sender?),
             to: to?,
             cc: cc?,
             bcc: bcc?,

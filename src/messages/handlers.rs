@@ -31,14 +31,14 @@ async fn compose_page(
     form: ComposeForm,
     errors: FieldErrors,
 ) -> Result<ComposePage, AppError> {
-    let workspace = ctx.workspace.id;
-    let all = state
+    let workspace = ctx.workspace.clone();
+    let senders = state
         .db
-        .run(move |conn| Ok(providers::list_by_workspace(conn, workspace)?))
+        .run(move |conn| crate::senders::service::ready_senders(conn, &workspace))
         .await?;
     Ok(ComposePage {
         frame: ctx.frame(session, "compose", "Compose email"),
-        providers: all.into_iter().filter(|p| p.is_active()).collect(),
+        senders,
         form,
         errors,
         site_name: ctx.workspace.site_name.clone(),
@@ -92,20 +92,30 @@ pub async fn compose(
     input.files = files;
     let (workspace, user, session_id) =
         (ctx.workspace.clone(), ctx.user.id, ctx.session_id.clone());
-    let checked = {
-        let (workspace, id) = (workspace.clone(), input.provider);
-        state
-            .db
-            .run(move |conn| service::sending_provider(conn, &workspace, id))
-            .await
+    // Only a ready sender of the workspace sends (seed 001).
+    let checked = match input.sender {
+        Some(id) => {
+            let workspace = workspace.clone();
+            state
+                .db
+                .run(move |conn| {
+                    crate::senders::service::ready_sender(conn, &workspace, id, "sender")
+                })
+                .await
+        }
+        None => Err(AppError::Invalid {
+            field: "sender",
+            message: "Choose a sender.".into(),
+        }),
     };
     let stored = match checked {
-        Ok(provider) => {
+        Ok(from) => {
             let envelope = service::console(&service::Sender {
                 user,
                 session_public_id: &session_id,
             });
-            let prepared = service::prepare(&workspace, &provider, input, &envelope);
+            input.provider = from.provider.id;
+            let prepared = service::prepare(&workspace, &from, input, &envelope);
             state.ingest.submit(prepared).await
         }
         Err(e) => Err(e),

@@ -295,6 +295,7 @@ impl NewSend {
             references_header: None,
             contact_ids: None,
             mailing_id: None,
+            sender_id: None,
         }
     }
 }
@@ -355,6 +356,8 @@ pub struct NewSend {
     pub contact_ids: Option<String>,
     /// Mailing.
     pub mailing_id: Option<MailingId>,
+    /// The sender it goes out as (`None`: Mailroom's own alerts, older sends).
+    pub sender_id: Option<crate::ids::SenderId>,
 }
 
 /// A stored event.

@@ -100,15 +100,45 @@ pub fn console(sender: &Sender<'_>) -> Envelope {
     }
 }
 
-/// Prepares a send through `provider` (checked by the caller) for the ingest writer: the
-/// send once, its files, one message per address. An address listed twice (in To and Cc,
-/// say) gets one copy, under the first field that names it.
+/// Who a send comes from: a ready sender (its name and address, its Reply-To unless the
+/// send has its own) and the provider it goes through.
+#[derive(Debug, Clone)]
+pub struct FromSender {
+    /// The provider (checked green by the caller).
+    pub provider: Provider,
+    /// The address on From.
+    pub address: String,
+    /// The name on From.
+    pub name: String,
+    /// The sender's Reply-To (empty: none).
+    pub reply_to: String,
+    /// The sender.
+    pub sender: Option<crate::ids::SenderId>,
+}
+
+impl FromSender {
+    /// Sending as a ready sender through its provider.
+    pub fn of(sender: &crate::senders::model::Sender, provider: Provider) -> Self {
+        Self {
+            provider,
+            address: sender.address.clone(),
+            name: sender.name.clone(),
+            reply_to: sender.reply_to.clone(),
+            sender: Some(sender.id),
+        }
+    }
+}
+
+/// Prepares a send as `from` (checked by the caller) for the ingest writer: the send once,
+/// its files, one message per address. An address listed twice (in To and Cc, say) gets
+/// one copy, under the first field that names it.
 pub fn prepare(
     workspace: &Workspace,
-    provider: &Provider,
+    from: &FromSender,
     input: Compose,
     envelope: &Envelope,
 ) -> Prepared {
+    let provider = &from.provider;
     let now = db::now();
     let due = input.send_at.filter(|at| *at > now);
     let status = if envelope.hold {
@@ -136,11 +166,11 @@ pub fn prepare(
             recipient_kind: kind,
             origin: origin.as_str().into(),
             provider_id: Some(provider.id),
-            from_address: provider.account_address.clone(),
+            from_address: from.address.clone(),
             recipient: recipient.clone(),
             contact_id: None,
             mailing_id: None,
-            message_id: new_message_id(&provider.account_address),
+            message_id: new_message_id(&from.address),
             status,
             hold_reason: envelope.hold.then(|| "api".to_owned()),
             attempts: 0,
@@ -163,9 +193,12 @@ pub fn prepare(
             user_id: envelope.user,
             session_public_id: envelope.session_public_id.clone(),
             api_key_id: envelope.api_key,
-            from_address: provider.account_address.clone(),
-            from_name: provider.from_name.clone(),
-            reply_to: input.reply_to.unwrap_or_default(),
+            from_address: from.address.clone(),
+            from_name: from.name.clone(),
+            reply_to: input
+                .reply_to
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| from.reply_to.clone()),
             to_addresses: input.to.join("\n"),
             cc: input.cc.join("\n"),
             bcc: input.bcc.join("\n"),
@@ -173,6 +206,7 @@ pub fn prepare(
             references_header: envelope.references.clone(),
             contact_ids: envelope.contact_ids.clone(),
             mailing_id: None,
+            sender_id: from.sender,
         },
         files: input.files,
         rows,

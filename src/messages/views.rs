@@ -16,8 +16,8 @@ use crate::web::frame::Frame;
 pub struct ComposePage {
     /// Frame.
     pub frame: Frame,
-    /// Providers that can send.
-    pub providers: Vec<Provider>,
+    /// The ready senders, each with its provider.
+    pub senders: Vec<(crate::senders::model::Sender, Provider)>,
     /// Values.
     pub form: ComposeForm,
     /// Errors.

@@ -225,6 +225,59 @@ pub fn verify(
     Ok(Verified::Validated)
 }
 
+/// The workspace's senders that may send now, each with its provider, by name.
+pub fn ready_senders(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+) -> Result<Vec<(Sender, Provider)>, AppError> {
+    let senders = queries::list(conn, workspace.id)?;
+    let providers = crate::providers::queries::list_by_workspace(conn, workspace.id)?;
+    let domains = crate::domains::queries::list(conn, workspace.id)?;
+    Ok(senders
+        .into_iter()
+        .filter_map(|s| {
+            let provider = providers.iter().find(|p| Some(p.id) == s.provider_id)?;
+            super::model::Readiness::of(&s, Some(provider), &domains)
+                .ready
+                .then(|| (s, provider.clone()))
+        })
+        .collect())
+}
+
+/// The sender a send goes out as: the workspace's, and ready (its address validated, its
+/// domain authenticated or it is its provider's own account, its provider green). The
+/// error names `field`.
+pub fn ready_sender(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    id: SenderId,
+    field: &'static str,
+) -> Result<crate::messages::service::FromSender, AppError> {
+    let sender = queries::find(conn, workspace.id, id)?.ok_or_else(|| AppError::Invalid {
+        field,
+        message: "No such sender in this workspace.".into(),
+    })?;
+    let provider = match sender.provider_id {
+        Some(p) => crate::providers::queries::find_by_workspace_and_id(conn, workspace.id, p)?,
+        None => None,
+    };
+    let domains = crate::domains::queries::list(conn, workspace.id)?;
+    let readiness = super::model::Readiness::of(&sender, provider.as_ref(), &domains);
+    match provider {
+        Some(provider) if readiness.ready => {
+            Ok(crate::messages::service::FromSender::of(&sender, provider))
+        }
+        _ => Err(AppError::Invalid {
+            field,
+            message: format!(
+                "{} cannot send yet: {}",
+                sender.address,
+                readiness.next_step()
+            ),
+        }),
+    }
+}
+
 /// Deletes a sender: its messages not yet sent are cancelled ("sender deleted"); what was
 /// sent keeps its history. Returns the sender and how many were cancelled.
 pub fn delete(

@@ -258,7 +258,7 @@ async fn a_sent_message_is_read_back_with_every_field(backend: Backend) -> TestR
                 "bcc": ["audit@example.com"],
                 "subject": "Your ticket #42",
                 "from": "ops@example.com",
-                "provider": "Ops SMTP",
+                "provider": "Ops SMTP", "from": "ops@example.com",
                 "text": "We are on it.\n.\nBye",
                 "html": "<p>We are on it.</p>",
                 "contact_ids": [7, "crm-19"],
@@ -353,7 +353,7 @@ async fn a_reply_threads_under_the_original(backend: Backend) -> TestResult {
     let (_app, _admin, server, api) = api_app(backend).await?;
     let send = |extra: Value| {
         let mut body = json!({
-            "to": ["ann@example.com"], "subject": "Re: help", "provider": "Ops SMTP", "text": "Hi"
+            "to": ["ann@example.com"], "subject": "Re: help", "provider": "Ops SMTP", "from": "ops@example.com", "text": "Hi"
         });
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
@@ -409,7 +409,7 @@ both!(a_reply_threads_under_the_original);
 async fn bad_input_gets_a_problem_document_naming_the_field(backend: Backend) -> TestResult {
     let (app, _admin, server, api) = api_app(backend).await?;
     let valid = json!({
-        "to": ["ann@example.com"], "subject": "Hello", "provider": "Ops SMTP", "text": "Hi"
+        "to": ["ann@example.com"], "subject": "Hello", "provider": "Ops SMTP", "from": "ops@example.com", "text": "Hi"
     });
     let with = |key: &str, value: Value| {
         let mut body = valid.clone();
@@ -448,7 +448,7 @@ async fn bad_input_gets_a_problem_document_naming_the_field(backend: Backend) ->
         (with("owner", json!(999_999)), "owner"),
         (with("surprise", json!(true)), "surprise"),
         (
-            json!({"to": ["a@example.com"], "provider": "Ops SMTP", "text": "x"}),
+            json!({"to": ["a@example.com"], "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"}),
             "subject",
         ),
     ] {
@@ -501,7 +501,7 @@ async fn a_key_reaches_only_its_workspace_and_its_scope(backend: Backend) -> Tes
     let (_, accepted) = api
         .post(
             "/messages",
-            &json!({"to": ["ann@example.com"], "subject": "Hi", "provider": "Ops SMTP", "text": "Hi"}),
+            &json!({"to": ["ann@example.com"], "subject": "Hi", "provider": "Ops SMTP", "from": "ops@example.com", "text": "Hi"}),
         )
         .await?;
     let id = accepted["messages"][0]["id"].as_i64().ok_or("id")?;
@@ -517,11 +517,11 @@ async fn a_key_reaches_only_its_workspace_and_its_scope(backend: Backend) -> Tes
     let (status, problem) = other
         .post(
             "/messages",
-            &json!({"to": ["a@example.com"], "subject": "Hi", "provider": "Ops SMTP", "text": "x"}),
+            &json!({"to": ["a@example.com"], "subject": "Hi", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"}),
         )
         .await?;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "not its provider");
-    assert_eq!(field_of(&problem), vec!["provider"]);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "not its sender");
+    assert_eq!(field_of(&problem), vec!["from"]);
     // A send-only key reads back what it sent, not what other keys sent.
     let sender = Api::new(
         &app,
@@ -534,7 +534,7 @@ async fn a_key_reaches_only_its_workspace_and_its_scope(backend: Backend) -> Tes
     let (_, mine) = sender
         .post(
             "/messages",
-            &json!({"to": ["b@example.com"], "subject": "Hi", "provider": "Ops SMTP", "text": "x"}),
+            &json!({"to": ["b@example.com"], "subject": "Hi", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"}),
         )
         .await?;
     let mine = mine["messages"][0]["id"].as_i64().ok_or("id")?;
@@ -578,7 +578,7 @@ async fn a_held_message_is_stored_but_not_sent(backend: Backend) -> TestResult {
     let (status, accepted) = api
         .post(
             "/messages",
-            &json!({"to": ["ann@example.com"], "subject": "Later", "provider": "Ops SMTP", "text": "x", "hold": true}),
+            &json!({"to": ["ann@example.com"], "subject": "Later", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "hold": true}),
         )
         .await?;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -595,7 +595,7 @@ both!(a_held_message_is_stored_but_not_sent);
 async fn messages_are_listed_cancelled_and_released(backend: Backend) -> TestResult {
     let (_app, admin, server, api) = api_app(backend).await?;
     let body = |to: &str, extra: Value| {
-        let mut body = json!({"to": [to], "subject": "S", "provider": "Ops SMTP", "text": "x"});
+        let mut body = json!({"to": [to], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"});
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
@@ -702,8 +702,7 @@ both!(messages_are_listed_cancelled_and_released);
 async fn wait_answers_with_the_final_reply_code_and_text(backend: Backend) -> TestResult {
     use crate::smtp_server::{Fault, Stage};
     let (_app, _admin, server, api) = api_app(backend).await?;
-    let body =
-        json!({"to": ["gone@example.com"], "subject": "S", "provider": "Ops SMTP", "text": "x"});
+    let body = json!({"to": ["gone@example.com"], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"});
     server.fail(
         Stage::Rcpt,
         Fault::Reply("550 5.1.1 <gone@example.com>: Recipient address rejected".into()),
@@ -749,8 +748,7 @@ async fn an_idempotency_key_makes_a_retry_safe(backend: Backend) -> TestResult {
             .json(&body)
             .send()
     };
-    let body =
-        json!({"to": ["ann@example.com"], "subject": "Once", "provider": "Ops SMTP", "text": "x"});
+    let body = json!({"to": ["ann@example.com"], "subject": "Once", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"});
     let first = post("order-1", body.clone(), "").await?;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     let first: Value = first.json().await?;
@@ -879,7 +877,7 @@ async fn files_are_uploaded_once_and_attached_by_id(backend: Backend) -> TestRes
     assert_eq!(status, StatusCode::NOT_FOUND, "still nothing stored");
 
     let body = json!({
-        "to": ["ann@example.com", "bob@example.com"], "subject": "Report", "provider": "Ops SMTP",
+        "to": ["ann@example.com", "bob@example.com"], "subject": "Report", "provider": "Ops SMTP", "from": "ops@example.com",
         "text": "Attached.", "attachments": [id]
     });
     let (status, accepted) = api.post("/messages?wait=10", &body).await?;
@@ -1062,7 +1060,7 @@ async fn a_call_may_bring_its_own_smtp_server_when_the_workspace_allows(
     let own = SmtpServer::start().await?;
     own.require_credentials("flow-user", "flow-secret-password");
     let body = json!({
-        "to": ["ann@example.com"], "subject": "Own server", "from": "desk@example.org", "text": "x",
+        "to": ["ann@example.com"], "subject": "Own server", "from": "ops@example.com", "text": "x",
         "smtp": {"server": "127.0.0.1", "port": own.port, "tls": "none",
                  "user": "flow-user", "password": "flow-secret-password"}
     });
@@ -1080,7 +1078,7 @@ async fn a_call_may_bring_its_own_smtp_server_when_the_workspace_allows(
     assert_eq!(answer["messages"][0]["status"], "sent");
     let captured = own.messages();
     assert_eq!(captured.len(), 1);
-    assert_eq!(captured[0].from, "desk@example.org");
+    assert_eq!(captured[0].from, "ops@example.com", "from the sender");
     // A second call reuses the settings; a new password replaces the sealed one.
     own.require_credentials("flow-user", "rotated-password");
     let mut rotated = body.clone();
@@ -1197,7 +1195,7 @@ async fn no_part_of_a_message_can_end_data_early_or_put_a_bare_line_end_on_the_w
         }
         for (field, value) in parts {
             let mut body = json!({
-                "to": ["ann@example.com"], "subject": "Hostile", "provider": "Ops SMTP",
+                "to": ["ann@example.com"], "subject": "Hostile", "provider": "Ops SMTP", "from": "ops@example.com",
                 "text": "Plain."
             });
             body[field] = value;
@@ -1258,7 +1256,7 @@ async fn per_request_smtp_stays_on_public_smtp_servers(backend: Backend) -> Test
         .await?;
     let body = |server: &str, port: u16| {
         json!({
-            "to": ["ann@example.com"], "subject": "Own server", "from": "desk@example.org",
+            "to": ["ann@example.com"], "subject": "Own server", "from": "ops@example.com",
             "text": "x", "smtp": {"server": server, "port": port, "tls": "none"}
         })
     };
@@ -1319,7 +1317,7 @@ async fn a_workspace_has_a_bounded_number_of_per_request_smtp_servers(
     }
     let body = |server: &SmtpServer, hold: bool| {
         json!({
-            "to": ["ann@example.com"], "subject": "Own server", "from": "desk@example.org",
+            "to": ["ann@example.com"], "subject": "Own server", "from": "ops@example.com",
             "text": "x", "hold": hold,
             "smtp": {"server": "127.0.0.1", "port": server.port, "tls": "none"}
         })
@@ -1396,7 +1394,7 @@ async fn addresses_with_display_names_and_a_reply_to_travel_into_the_headers(
                 "to": ["\"Lee, Ann\" <ann@example.test>", "Bo Chen <bo@example.test>"],
                 "cc": ["Cy <cy@example.test>"],
                 "reply_to": "Help Desk <desk@example.test>",
-                "subject": "Names", "provider": "Ops SMTP", "text": "Hi."
+                "subject": "Names", "provider": "Ops SMTP", "from": "ops@example.com", "text": "Hi."
             }),
         )
         .await?;
@@ -1452,7 +1450,7 @@ async fn addresses_with_display_names_and_a_reply_to_travel_into_the_headers(
             "/messages",
             &json!({
                 "to": ["a@example.test, b@example.test"], "reply_to": "not an address",
-                "subject": "S", "provider": "Ops SMTP", "text": "x"
+                "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"
             }),
         )
         .await?;

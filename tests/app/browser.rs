@@ -286,6 +286,27 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
         wait_for_text(&client, ".status-card", "active").await?;
         screenshot(&client, "provider-active-1440.png").await?;
 
+        // Its account becomes a sender: created, then validated with the mailed code.
+        client.goto(&format!("{}/w/acme/senders", app.base)).await?;
+        fill(&client, "f-name", "Acme Ops").await?;
+        fill(&client, "f-address", "ops@example.com").await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".flash", "code was mailed").await?;
+        let mail = server.messages().pop().ok_or("the code was mailed")?;
+        let at = mail.data.find("Your code is ").ok_or("a code")? + "Your code is ".len();
+        fill(&client, "f-code", &mail.data[at..at + 6]).await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".status-card", "ready").await?;
+        screenshot(&client, "sender-ready-1440.png").await?;
+
         client.goto(&format!("{}/w/acme/compose", app.base)).await?;
         fill(&client, "f-to", "ann@example.com").await?;
         fill(&client, "f-subject", "Hello from the browser").await?;
@@ -378,7 +399,7 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
         let (status, _) = api
             .post(
                 "/messages",
-                &serde_json::json!({"to": [to], "subject": subject, "provider": "Ops SMTP",
+                &serde_json::json!({"to": [to], "subject": subject, "provider": "Ops SMTP", "from": "ops@example.com",
                                     "text": text, "hold": true}),
             )
             .await?;
@@ -389,7 +410,7 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
     let (status, _) = api
         .post(
             "/messages",
-            &serde_json::json!({"to": fillers, "subject": "Filler", "provider": "Ops SMTP",
+            &serde_json::json!({"to": fillers, "subject": "Filler", "provider": "Ops SMTP", "from": "ops@example.com",
                                 "text": "x", "hold": true}),
         )
         .await?;

@@ -90,8 +90,19 @@ pub async fn compose_at(
     files: &[(&str, &str, Vec<u8>)],
 ) -> reqwest::Result<reqwest::Response> {
     let token = browser.csrf().await?;
+    // The ready sender of `provider` (the console's From is a sender).
+    let (_, compose) = browser.page(&format!("/w/{slug}/compose")).await?;
+    let marker = format!("data-provider=\"{provider}\"");
+    let sender = compose
+        .find(&marker)
+        .and_then(|at| compose[..at].rfind("value=\""))
+        .map(|at| {
+            let rest = &compose[at + "value=\"".len()..];
+            rest[..rest.find('"').unwrap_or(0)].to_owned()
+        })
+        .unwrap_or_default();
     let mut all = vec![
-        ("provider", provider),
+        ("sender", sender.as_str()),
         ("subject", "Hello"),
         ("text", "Hi there.\nSecond line."),
     ];
@@ -518,14 +529,25 @@ async fn only_editors_and_admins_compose_and_messages_stay_in_their_workspace(
             .0,
         StatusCode::NOT_FOUND
     );
-    // Beta cannot send through acme's provider.
-    let response = compose_at(&other, "beta", &provider, &[("to", "x@example.com")], &[]).await?;
+    // Beta cannot send as acme's sender.
+    let (_, acme_compose) = admin.page("/w/acme/compose").await?;
+    let at = acme_compose.find("data-provider=").ok_or("acme's sender")?;
+    let start = acme_compose[..at].rfind("value=\"").ok_or("its id")? + "value=\"".len();
+    let acme_sender = &acme_compose[start..start + acme_compose[start..].find('"').ok_or("id")?];
+    let response = compose_at(
+        &other,
+        "beta",
+        &provider,
+        &[("to", "x@example.com"), ("sender", acme_sender)],
+        &[],
+    )
+    .await?;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         response
             .text()
             .await?
-            .contains("No such provider in this workspace")
+            .contains("No such sender in this workspace")
     );
     Ok(())
 }
@@ -807,7 +829,10 @@ async fn a_rate_limited_provider_does_not_starve_the_others(backend: Backend) ->
     let slow_server = SmtpServer::start().await?;
     let fast_server = SmtpServer::start().await?;
     let mut ids = Vec::new();
-    for (name, server, per_minute) in [("Slow", &slow_server, "1"), ("Fast", &fast_server, "")] {
+    for (name, server, per_minute, account) in [
+        ("Slow", &slow_server, "1", "slow@example.com"),
+        ("Fast", &fast_server, "", "fast@example.com"),
+    ] {
         let port = server.port.to_string();
         let response = admin
             .post_form(
@@ -818,20 +843,20 @@ async fn a_rate_limited_provider_does_not_starve_the_others(backend: Backend) ->
                     ("host", "127.0.0.1"),
                     ("port", &port),
                     ("tls", "none"),
-                    ("account_address", "ops@example.com"),
+                    ("account_address", account),
                     ("max_connections", "1"),
                     ("per_minute", per_minute),
                 ],
             )
             .await?;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        ids.push(
-            location(&response)
-                .rsplit('/')
-                .next()
-                .ok_or("id")?
-                .to_owned(),
-        );
+        let id = location(&response)
+            .rsplit('/')
+            .next()
+            .ok_or("id")?
+            .to_owned();
+        crate::providers::ready_sender(&admin, server, &id, name, account).await?;
+        ids.push(id);
     }
     compose(
         &admin,
@@ -968,6 +993,8 @@ async fn tls_providers_verify_the_certificate_and_send_encrypted(backend: Backen
             "{tls}: the check says so: {html}"
         );
         let provider = page.rsplit('/').next().ok_or("provider id")?;
+        crate::providers::ready_sender(&admin, &server, provider, "Acme Ops", "ops@example.com")
+            .await?;
         let response = compose(&admin, provider, &[("to", "reader@example.net")]).await?;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{tls}");
         let sent = settle(&app, &["sent", "failed"]).await?;
@@ -1087,12 +1114,14 @@ async fn mail_of_a_deleted_provider_never_goes_out_through_the_system_relay(
     let admin = app.setup().await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let page = crate::providers::add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     let provider = page.rsplit('/').next().ok_or("provider id")?.to_owned();
+    // With the operator's relay set, a sender's code comes through it.
+    crate::providers::ready_sender(&admin, &relay, &provider, "Acme Ops", "ops@example.com")
+        .await?;
     let key = crate::api::create_key(&admin, "acme", "Help desk", "send+read", "").await?;
     let api = crate::api::Api::new(&app, &key);
-    let send =
-        |to: &str| json!({"to": [to], "subject": "Order", "provider": "Ops SMTP", "text": "Hi."});
+    let send = |to: &str| json!({"to": [to], "subject": "Order", "provider": "Ops SMTP", "from": "ops@example.com", "text": "Hi."});
 
     // 1. A failed API message.
     server.fail(

@@ -414,6 +414,8 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
             Ok::<_, Box<dyn std::error::Error>>(())
         }
     };
+    crate::providers::ready_sender(&admin, &smtp, &provider, "Ops", "ops@mail.example.test")
+        .await?;
     // Before the domain is authenticated: not signed.
     send("first@example.com").await?;
     app.run_queue_until_empty().await?;

@@ -140,7 +140,7 @@ async fn send(api_key: &str, app: &TestApp, size: usize) -> (StatusCode, Option<
         "to": ["ann@example.com"],
         "subject": "Fill the disk",
         "from": "ops@example.com",
-        "provider": "Ops SMTP",
+        "provider": "Ops SMTP", "from": "ops@example.com",
         "text": "x".repeat(size),
     });
     let response = reqwest::Client::new()

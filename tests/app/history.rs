@@ -74,7 +74,7 @@ async fn the_history_filters_by_status_provider_sender_and_day(backend: Backend)
         &create_key(&admin, "acme", "Desk", "send+read", "").await?,
     );
     let send = |to: &str, extra: serde_json::Value| {
-        let mut body = json!({"to": [to], "subject": "S", "provider": "Ops SMTP", "text": "x"});
+        let mut body = json!({"to": [to], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"});
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
@@ -169,14 +169,14 @@ async fn older_pages_keep_the_filters_and_stay_stable(backend: Backend) -> TestR
         let (status, _) = api
             .post(
                 "/messages",
-                &json!({"to": chunk, "subject": "S", "provider": "Ops SMTP", "text": "x", "hold": true}),
+                &json!({"to": chunk, "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "hold": true}),
             )
             .await?;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     api.post(
         "/messages",
-        &json!({"to": ["queued@example.com"], "subject": "S", "provider": "Ops SMTP", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
+        &json!({"to": ["queued@example.com"], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
     )
     .await?;
     let (_, first) = admin.page("/w/acme/messages?tab=sys&status=held").await?;
@@ -186,7 +186,7 @@ async fn older_pages_keep_the_filters_and_stay_stable(backend: Backend) -> TestR
     // A new message arrives; the next page still continues where the first stopped.
     api.post(
         "/messages",
-        &json!({"to": ["new@example.com"], "subject": "S", "provider": "Ops SMTP", "text": "x", "hold": true}),
+        &json!({"to": ["new@example.com"], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "hold": true}),
     )
     .await?;
     let older = older_link(&first);
@@ -230,7 +230,7 @@ async fn the_filtered_history_exports_as_csv_with_formulas_defused(backend: Back
         let (status, _) = api
             .post(
                 "/messages",
-                &json!({"to": to, "subject": "Batch", "provider": "Ops SMTP", "text": "x", "hold": true}),
+                &json!({"to": to, "subject": "Batch", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "hold": true}),
             )
             .await?;
         assert_eq!(status, StatusCode::ACCEPTED);
@@ -238,7 +238,7 @@ async fn the_filtered_history_exports_as_csv_with_formulas_defused(backend: Back
     api.post(
         "/messages",
         &json!({"to": ["=1+2@example.com"], "subject": "=HYPERLINK(\"http://evil.example\",\"click\")",
-                "provider": "Ops SMTP", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
+                "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
     )
     .await?;
     let response = admin
@@ -320,7 +320,7 @@ async fn retention_deletes_old_contents_and_keeps_the_records(backend: Backend) 
         &create_key(&admin, "acme", "Desk", "send+read", "").await?,
     );
     let body = |extra: serde_json::Value| {
-        let mut body = json!({"to": ["ann@example.com"], "subject": "Old news", "provider": "Ops SMTP",
+        let mut body = json!({"to": ["ann@example.com"], "subject": "Old news", "provider": "Ops SMTP", "from": "ops@example.com",
                               "text": "The secret plan.", "html": "<p>The secret plan.</p>"});
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());

@@ -54,7 +54,77 @@ async fn post(
 }
 
 /// Adds the provider through the form; returns its page path.
+/// Adds the provider through the form, and makes its account (`ops@example.com`) a ready
+/// sender the way an admin does: created, its code read from the server, entered. The
+/// code's message is forgotten by the server. Returns the provider's page path.
 pub async fn add_provider(
+    admin: &Browser,
+    server: &SmtpServer,
+    password: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let page = add_provider_alone(admin, server, password).await?;
+    let id = page.rsplit('/').next().ok_or("provider id")?;
+    ready_sender(admin, server, id, "Acme Ops", "ops@example.com").await?;
+    Ok(page)
+}
+
+/// Makes `address` a ready sender through provider `id` (an address the provider signs
+/// in as, or on an authenticated domain); returns its page path.
+pub async fn ready_sender(
+    admin: &Browser,
+    server: &SmtpServer,
+    provider: &str,
+    name: &str,
+    address: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    ready_sender_in(admin, "acme", server, provider, name, address).await
+}
+
+/// [`ready_sender`] in workspace `slug`; `server` is where the code arrives (the
+/// provider's, or the operator's relay when one is set).
+pub async fn ready_sender_in(
+    admin: &Browser,
+    slug: &str,
+    server: &SmtpServer,
+    provider: &str,
+    name: &str,
+    address: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let response = admin
+        .post_form(
+            &format!("/w/{slug}/senders"),
+            &[("name", name), ("address", address), ("provider", provider)],
+        )
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        response.text().await?
+    );
+    let page = location(&response);
+    let mail = server
+        .messages()
+        .into_iter()
+        .rev()
+        .find(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(address)))
+        .ok_or("the code was mailed")?;
+    let at = mail.data.find("Your code is ").ok_or("a code")? + "Your code is ".len();
+    let code = mail.data[at..at + 6].to_owned();
+    let response = admin
+        .post_form(&format!("{page}/verify"), &[("code", code.as_str())])
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "the code is accepted"
+    );
+    server.forget_messages();
+    Ok(page)
+}
+
+/// Adds the provider through the form (no sender); returns its page path.
+pub async fn add_provider_alone(
     admin: &Browser,
     server: &SmtpServer,
     password: &str,
@@ -76,7 +146,7 @@ async fn an_admin_adds_an_smtp_provider_that_checks_green(backend: Backend) -> T
     let (app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let page = add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     assert!(page.starts_with("/w/acme/providers/"));
     let (status, html) = admin.page(&page).await?;
     assert_eq!(status, StatusCode::OK);
@@ -187,7 +257,7 @@ async fn a_provider_keeps_its_working_settings_when_a_change_fails(backend: Back
     let (_app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let page = add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     let base = owned(provider_form(&server.port.to_string(), ""));
 
     // A rename keeps the password, and the provider stays green.
@@ -257,7 +327,7 @@ async fn check_now_turns_a_provider_red_when_the_server_refuses(backend: Backend
     let (_app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
     server.require_credentials(SMTP_USER, SMTP_PASSWORD);
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let page = add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     server.require_credentials(SMTP_USER, "rotated by the mail admin");
     let response = admin.post_form(&format!("{page}/check"), &[]).await?;
     assert_eq!(location(&response), page);
@@ -312,7 +382,7 @@ both!(provider_fields_are_checked_and_reject_line_breaks);
 async fn providers_are_for_admins_and_stay_in_their_workspace(backend: Backend) -> TestResult {
     let (app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let page = add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     let editor = app.member(&admin, "ed@example.com", "editor").await?;
     assert_eq!(
         editor.page("/w/acme/providers").await?.0,
@@ -358,7 +428,7 @@ both!(providers_are_for_admins_and_stay_in_their_workspace);
 async fn deleting_a_provider_asks_first_and_is_audited(backend: Backend) -> TestResult {
     let (_app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
-    let page = add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    let page = add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     let (_, html) = admin.page(&page).await?;
     assert!(html.contains("<dialog id=\"delete-provider\"") && html.contains("Delete Ops SMTP?"));
     let response = admin.post_form(&format!("{page}/delete"), &[]).await?;
@@ -376,7 +446,7 @@ both!(deleting_a_provider_asks_first_and_is_audited);
 async fn a_duplicate_provider_name_is_refused_on_the_field(backend: Backend) -> TestResult {
     let (_app, admin) = TestApp::with_admin(backend).await?;
     let server = SmtpServer::start().await?;
-    add_provider(&admin, &server, SMTP_PASSWORD).await?;
+    add_provider_alone(&admin, &server, SMTP_PASSWORD).await?;
     let port = server.port.to_string();
     let response = admin
         .post_form("/w/acme/providers", &provider_form(&port, SMTP_PASSWORD))

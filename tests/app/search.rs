@@ -33,7 +33,7 @@ async fn held(api: &Api, to: &[&str], subject: &str, text: &str) -> TestResult {
     let (status, answer) = api
         .post(
             "/messages",
-            &json!({"to": to, "subject": subject, "provider": "Ops SMTP", "text": text, "hold": true}),
+            &json!({"to": to, "subject": subject, "provider": "Ops SMTP", "from": "ops@example.com", "text": text, "hold": true}),
         )
         .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
@@ -285,6 +285,20 @@ async fn a_workspace_never_finds_another_s_messages(backend: Backend) -> TestRes
         .post_form("/w/beta/providers", &provider_form(&port, SMTP_PASSWORD))
         .await?;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let beta_provider = location(&response)
+        .rsplit('/')
+        .next()
+        .ok_or("id")?
+        .to_owned();
+    crate::providers::ready_sender_in(
+        &beta,
+        "beta",
+        &server,
+        &beta_provider,
+        "Beta Ops",
+        "ops@example.com",
+    )
+    .await?;
     let beta_api = Api::new(
         &app,
         &create_key(&beta, "beta", "Beta desk", "send+read", "").await?,
@@ -322,7 +336,7 @@ async fn tab_counts_follow_inserts_status_changes_and_filters(backend: Backend) 
     let (app, admin, api, _server) = workspace_with_key(backend).await?;
     held(&api, &["a@example.com", "b@example.com"], "One", "x").await?;
     let (_, sent) = api
-        .post("/messages?wait=10", &json!({"to": ["c@example.com"], "subject": "Two", "provider": "Ops SMTP", "text": "x"}))
+        .post("/messages?wait=10", &json!({"to": ["c@example.com"], "subject": "Two", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"}))
         .await?;
     assert_eq!(sent["messages"][0]["status"], "sent", "{sent}");
     let counts = |html: &str| -> Vec<String> {
@@ -390,7 +404,7 @@ async fn the_overview_counts_charts_and_lists_the_queue_and_providers(
     let (_, sent) = api
         .post(
             "/messages?wait=10",
-            &json!({"to": ["c@example.com"], "subject": "Two", "provider": "Ops SMTP", "text": "x"}),
+            &json!({"to": ["c@example.com"], "subject": "Two", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x"}),
         )
         .await?;
     assert_eq!(sent["messages"][0]["status"], "sent", "{sent}");

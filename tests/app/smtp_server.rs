@@ -225,6 +225,15 @@ impl SmtpServer {
         self.state.lock().expect("lock").messages.clone()
     }
 
+    /// Forgets what was accepted and counted so far, sign-ins aside (a test's
+    /// arrangement, e.g. a sender's code).
+    pub fn forget_messages(&self) {
+        let mut state = self.state.lock().expect("lock");
+        state.messages.clear();
+        state.pipelined = 0;
+        state.early = 0;
+    }
+
     /// Connections open right now.
     pub fn open_connections(&self) -> usize {
         self.state.lock().expect("lock").open

@@ -31,3 +31,6 @@ INSERT INTO senders (workspace_id, name, address, provider_id, reply_to, code_tr
         id, '', 0, created_at, created_at
     FROM providers WHERE NOT per_request AND account_address <> '' ORDER BY id
     ON CONFLICT DO NOTHING;
+
+-- The sender an API key's sends go out as when they name none.
+ALTER TABLE api_keys ADD COLUMN default_sender_id BIGINT REFERENCES senders (id) ON DELETE SET NULL;

@@ -30,3 +30,6 @@ INSERT OR IGNORE INTO senders (workspace_id, name, address, provider_id, reply_t
     SELECT workspace_id, CASE WHEN from_name = '' THEN name ELSE from_name END, account_address,
         id, '', 0, created_at, created_at
     FROM providers WHERE per_request = 0 AND account_address <> '' ORDER BY id;
+
+-- The sender an API key's sends go out as when they name none.
+ALTER TABLE api_keys ADD COLUMN default_sender_id BIGINT REFERENCES senders (id) ON DELETE SET NULL;

@@ -48,10 +48,12 @@ pub struct SendRequest {
     pub reply_to: Option<String>,
     /// Subject (the workspace's site name is put in front).
     pub subject: String,
-    /// From: the provider's account address (for now), or any address with `smtp`.
+    /// From: the address of one of the workspace's ready senders; without it, the key's
+    /// default sender.
     #[serde(default)]
     pub from: Option<String>,
-    /// Provider id or name; or, instead, `smtp`.
+    /// The sender's provider, by id or name (optional: a sender sends through its own);
+    /// or, instead, `smtp`.
     #[serde(default)]
     pub provider: Option<ProviderRef>,
     /// This call's own SMTP server instead of a provider (only when the workspace turned
@@ -175,16 +177,11 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
             "A provider name has no line breaks.".into(),
         );
     }
-    match (&request.provider, &request.smtp) {
-        (None, None) => problem(
-            "provider".into(),
-            "Give a provider (id or name), or `smtp` settings.".into(),
-        ),
-        (Some(_), Some(_)) => problem(
+    if request.provider.is_some() && request.smtp.is_some() {
+        problem(
             "smtp".into(),
             "Give either a provider or `smtp` settings, not both.".into(),
-        ),
-        _ => {}
+        );
     }
     if let Some(smtp) = &request.smtp {
         let server = smtp.server.trim();
@@ -276,6 +273,7 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
     }
     Ok(Compose {
         provider: ProviderId(0),
+        sender: None,
         to,
         cc,
         bcc,

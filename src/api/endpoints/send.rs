@@ -12,6 +12,7 @@ use crate::error::AppError;
 use crate::messages::model::{Message, MessageId};
 use crate::messages::{queries as messages, service as message_rules};
 use crate::providers::model::Provider;
+use crate::senders::model::Sender;
 use crate::state::AppState;
 
 /// One stored message in a 202 answer.
@@ -133,94 +134,77 @@ pub async fn send(
     let attachment_limit = state.settings.attachment_limit_mb;
     let (remember_key, remember_idem, remember_hash) =
         (key.id, idempotency.clone(), fingerprint.clone());
-    let per_request = match &request.smtp {
-        Some(smtp) => Some(
-            per_request_provider(
-                &state,
-                &workspace,
-                smtp,
-                request.from.as_deref().unwrap_or_default(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    // A plain send through a provider read moments ago needs nothing from the database
-    // before the writer: no hop to a database thread (measured: a fifth of a request).
-    let plain = per_request.is_none()
-        && request.owner.is_none()
-        && request.in_reply_to.is_none()
-        && request.attachments.is_empty();
-    let cached = match (plain, &request.provider) {
-        (true, Some(wanted)) => state
-            .api
-            .fresh_providers(workspace.id)
-            .map(|all| chosen(Some(find_provider(&all, wanted)?), &request)),
-        _ => None,
-    };
-    // Everything else the send needs to read, checked here (requests read in parallel);
-    // the writer only inserts.
-    let (provider, owner, references, files) = match cached {
-        Some(provider) => (provider?, key.created_by, None, Vec::new()),
+    // Only a ready sender of the workspace sends: the one `from` names, or the key's
+    // default sender (seed 001).
+    let ready = match state.api.fresh_senders(workspace.id) {
+        Some(ready) => ready,
         None => {
-            let (workspace, request, api) = (workspace.clone(), request.clone(), state.api.clone());
-            let default_owner = key.created_by;
+            let (api, workspace) = (state.api.clone(), workspace.clone());
             state
                 .db
-                .run(move |conn| {
-                    let provider = match (per_request, &request.provider) {
-                        (Some(provider), _) => Some(provider),
-                        (None, Some(wanted)) => {
-                            Some(find_provider(&api.providers(conn, workspace.id)?, wanted)?)
-                        }
-                        (None, None) => None,
-                    };
-                    let provider = chosen(provider, &request)?;
-                    let owner = match request.owner {
-                        Some(id) => {
-                            let user = crate::accounts::model::UserId(id);
-                            crate::workspaces::queries::find_membership(conn, workspace.id, user)?
-                                .ok_or(AppError::Invalid {
-                                    field: "owner",
-                                    message: "The owner must be a member of this workspace.".into(),
-                                })?;
-                            Some(user)
-                        }
-                        None => default_owner,
-                    };
-                    let references = match request.in_reply_to {
-                        Some(id) => {
-                            let parent = messages::find_by_workspace_and_id(
-                                conn,
-                                workspace.id,
-                                MessageId(id),
-                            )?
-                            .ok_or(AppError::Invalid {
-                                field: "in_reply_to",
-                                message: format!("No message {id} in this workspace."),
-                            })?;
-                            let thread =
-                                messages::find_sends_in(conn, workspace.id, &[parent.send_id])?
-                                    .pop()
-                                    .and_then(|send| send.references_header);
-                            Some(match thread {
-                                Some(earlier) => format!("{earlier} {}", parent.message_id),
-                                None => parent.message_id.clone(),
-                            })
-                        }
-                        None => None,
-                    };
-                    let files = if request.attachments.is_empty() {
-                        Vec::new()
-                    } else {
-                        attachments(conn, &workspace, &request.attachments, attachment_limit)?
-                    };
-                    Ok((provider, owner, references, files))
-                })
+                .run(move |conn| api.ready_senders(conn, &workspace))
                 .await?
         }
     };
-    input.provider = provider.id;
+    let mut from = choose_sender(&ready, &request, key.default_sender_id)?;
+    if let Some(smtp) = &request.smtp {
+        from.provider = per_request_provider(&state, &workspace, smtp, &from.address).await?;
+    }
+    // A plain send needs nothing more from the database before the writer: no hop to a
+    // database thread (measured: a fifth of a request).
+    let plain =
+        request.owner.is_none() && request.in_reply_to.is_none() && request.attachments.is_empty();
+    // Everything else the send needs to read, checked here (requests read in parallel);
+    // the writer only inserts.
+    let (owner, references, files) = if plain {
+        (key.created_by, None, Vec::new())
+    } else {
+        let (workspace, request) = (workspace.clone(), request.clone());
+        let default_owner = key.created_by;
+        state
+            .db
+            .run(move |conn| {
+                let owner = match request.owner {
+                    Some(id) => {
+                        let user = crate::accounts::model::UserId(id);
+                        crate::workspaces::queries::find_membership(conn, workspace.id, user)?
+                            .ok_or(AppError::Invalid {
+                                field: "owner",
+                                message: "The owner must be a member of this workspace.".into(),
+                            })?;
+                        Some(user)
+                    }
+                    None => default_owner,
+                };
+                let references = match request.in_reply_to {
+                    Some(id) => {
+                        let parent =
+                            messages::find_by_workspace_and_id(conn, workspace.id, MessageId(id))?
+                                .ok_or(AppError::Invalid {
+                                    field: "in_reply_to",
+                                    message: format!("No message {id} in this workspace."),
+                                })?;
+                        let thread =
+                            messages::find_sends_in(conn, workspace.id, &[parent.send_id])?
+                                .pop()
+                                .and_then(|send| send.references_header);
+                        Some(match thread {
+                            Some(earlier) => format!("{earlier} {}", parent.message_id),
+                            None => parent.message_id.clone(),
+                        })
+                    }
+                    None => None,
+                };
+                let files = if request.attachments.is_empty() {
+                    Vec::new()
+                } else {
+                    attachments(conn, &workspace, &request.attachments, attachment_limit)?
+                };
+                Ok((owner, references, files))
+            })
+            .await?
+    };
+    input.provider = from.provider.id;
     input.files = files;
     let envelope = message_rules::Envelope {
         origin: Some(crate::messages::model::Origin::Sys),
@@ -232,7 +216,7 @@ pub async fn send(
             .then(|| serde_json::to_string(&request.contact_ids).unwrap_or_default()),
         hold: request.hold,
     };
-    let mut prepared = message_rules::prepare(&workspace, &provider, input, &envelope);
+    let mut prepared = message_rules::prepare(&workspace, &from, input, &envelope);
     // Each message's recipient and status as stored: the answer is built from them.
     let stored: Vec<(String, String)> = prepared
         .rows
@@ -433,35 +417,59 @@ fn attachments(
     Ok(files)
 }
 
-/// The provider a send goes through, if one was named, and the `from` it allows (its
-/// account address).
-fn chosen(provider: Option<Provider>, request: &SendRequest) -> Result<Provider, AppError> {
-    let provider = provider.ok_or_else(|| AppError::Invalid {
-        field: "provider",
-        message: "Give a provider (id or name), or `smtp` settings.".into(),
-    })?;
-    if let Some(from) = request.from.as_deref().map(str::trim)
-        && !from.eq_ignore_ascii_case(&provider.account_address)
-    {
-        return Err(AppError::Invalid {
-            field: "from",
-            message: format!(
-                "Send from the provider's account address, {}.",
-                provider.account_address
-            ),
-        });
+/// The address in `from` as written: `news@example.com` or `Acme <news@example.com>`.
+fn address_in(from: &str) -> &str {
+    let from = from.trim();
+    match (from.rfind('<'), from.rfind('>')) {
+        (Some(open), Some(close)) if open < close => from[open + 1..close].trim(),
+        _ => from,
     }
-    Ok(provider)
 }
 
-/// The workspace's active provider with this id or name.
-fn find_provider(all: &[Provider], wanted: &ProviderRef) -> Result<Provider, AppError> {
-    let found = all
-        .iter()
-        .find(|p| match wanted {
-            ProviderRef::Id(id) => p.id.0 == *id,
-            ProviderRef::Name(name) => p.name.eq_ignore_ascii_case(name.trim()),
-        })
-        .cloned();
-    message_rules::green_provider(found)
+/// The sender a send goes out as: the ready sender `from` names, or the key's default
+/// sender; with `provider` named, it must be the sender's own.
+fn choose_sender(
+    ready: &[(Sender, Provider)],
+    request: &SendRequest,
+    default: Option<crate::ids::SenderId>,
+) -> Result<message_rules::FromSender, AppError> {
+    let refused = |message: String| AppError::Invalid {
+        field: "from",
+        message,
+    };
+    let found = match request.from.as_deref().map(address_in) {
+        Some(address) => ready
+            .iter()
+            .find(|(s, _)| s.address.eq_ignore_ascii_case(address))
+            .ok_or_else(|| {
+                refused(format!(
+                    "{address} is not a ready sender of this workspace: an admin creates and validates senders under Senders."
+                ))
+            })?,
+        None => {
+            let id = default.ok_or_else(|| {
+                refused("Name a ready sender in `from`, or have an admin set this key's default sender under API keys.".into())
+            })?;
+            ready.iter().find(|(s, _)| s.id == id).ok_or_else(|| {
+                refused("This key's default sender cannot send now (not ready, or deleted): name a ready sender in `from`.".into())
+            })?
+        }
+    };
+    let (sender, provider) = found;
+    if let Some(wanted) = &request.provider {
+        let same = match wanted {
+            ProviderRef::Id(id) => provider.id.0 == *id,
+            ProviderRef::Name(name) => provider.name.eq_ignore_ascii_case(name.trim()),
+        };
+        if !same {
+            return Err(AppError::Invalid {
+                field: "provider",
+                message: format!(
+                    "{} sends through its provider, {}: leave `provider` out or name that one.",
+                    sender.address, provider.name
+                ),
+            });
+        }
+    }
+    Ok(message_rules::FromSender::of(sender, provider.clone()))
 }
