@@ -41,7 +41,7 @@ pub fn build(
     let name = (!body.from_name.is_empty()).then(|| body.from_name.clone());
     // The same bytes at every attempt (the date the message was queued or scheduled for,
     // boundaries made from its Message-ID), so a DKIM signature made once stays valid.
-    let date = message.send_at.unwrap_or(message.created_at).and_utc();
+    let date = wire_date(message).and_utc();
     let mut builder = Email::builder()
         .from(Mailbox::new(name, from.clone()))
         .subject(body.subject.clone())
@@ -107,6 +107,18 @@ pub fn build(
     let bytes = email.formatted();
     check_wire(&bytes)?;
     Ok((envelope, bytes))
+}
+
+/// The Date of a message (and the `t=` of its signature): when it was scheduled for, or
+/// else queued; never before it was queued (a time in the past sends now: it must not
+/// backdate signed mail) nor more than a year after (a schedule cannot be further ahead;
+/// rows from before that rule are clamped too).
+pub fn wire_date(message: &Message) -> chrono::NaiveDateTime {
+    let latest = message.created_at + crate::messages::compose::SCHEDULE_AHEAD;
+    message
+        .send_at
+        .unwrap_or(message.created_at)
+        .clamp(message.created_at, latest)
 }
 
 /// A MIME boundary of this message's `part`: 128 bits of the Message-ID's SHA-256, the

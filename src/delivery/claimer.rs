@@ -331,7 +331,7 @@ pub(super) struct Loaded {
     /// Sends with files, read after the claim commits (`read_files`).
     with_files: Vec<SendId>,
     /// The authenticated domains the sends' From addresses may be signed as.
-    domains: Vec<crate::domains::model::Domain>,
+    domains: Vec<crate::domains::model::SigningDomain>,
     /// Per send from an authenticated domain: its signer, or why it cannot sign.
     signers: HashMap<SendId, Result<Arc<Signer>, String>>,
 }

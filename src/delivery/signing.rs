@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use base64::Engine as _;
 
 use crate::crypto::Sealer;
-use crate::domains::model::{Domain, DomainId};
+use crate::domains::model::{Domain, DomainId, SigningDomain};
 use crate::domains::sign::Signer;
 
 struct Task {
@@ -116,7 +116,11 @@ pub(crate) struct Signers {
 impl Signers {
     /// The signer of `domain`'s active key, opened from its sealed private key the first
     /// time (CPU work: call it off the async threads).
-    pub(crate) fn of(&self, sealer: &Sealer, domain: &Domain) -> Result<Arc<Signer>, String> {
+    pub(crate) fn of(
+        &self,
+        sealer: &Sealer,
+        domain: &SigningDomain,
+    ) -> Result<Arc<Signer>, String> {
         let key = (
             domain.id,
             domain.active_selector.clone(),

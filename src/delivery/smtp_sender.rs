@@ -141,7 +141,7 @@ impl ProviderSender {
             ),
             limits,
             refused: Mutex::new(None),
-            rx: tokio::sync::Mutex::new(presign(ctx, rx, provider.max_connections)),
+            rx: tokio::sync::Mutex::new(presign(ctx, done.clone(), rx, provider.max_connections)),
             done,
             latency: super::metrics::metrics()
                 .smtp_seconds
@@ -183,7 +183,7 @@ impl ProviderSender {
             transport,
             limits: Vec::new(),
             refused: Mutex::new(None),
-            rx: tokio::sync::Mutex::new(presign(ctx, rx, 2)),
+            rx: tokio::sync::Mutex::new(presign(ctx, done.clone(), rx, 2)),
             done,
             latency: super::metrics::metrics()
                 .smtp_seconds
@@ -206,6 +206,7 @@ impl ProviderSender {
 /// `2 × connections + 8` jobs are ahead (built messages are held in memory).
 fn presign(
     ctx: &Arc<Ctx>,
+    done: OutcomeTx,
     mut queue: mpsc::UnboundedReceiver<Job>,
     connections: i32,
 ) -> mpsc::Receiver<Job> {
@@ -215,7 +216,11 @@ fn presign(
     actix_web::rt::spawn(async move {
         while let Some(mut job) = queue.recv().await {
             if let Some(signer) = &job.signer
-                && job.message.dkim_signature.is_none()
+                && !job
+                    .message
+                    .dkim_signature
+                    .as_ref()
+                    .is_some_and(|header| signer.made(header))
             {
                 job.prepared = Some(match build(&job.message, &job.body, &job.files) {
                     Ok((envelope, bytes)) => {
@@ -228,8 +233,22 @@ fn presign(
                     Err(e) => Err(e.to_string()),
                 });
             }
-            if tx.send(job).await.is_err() {
-                break; // every worker ended (the engine stopped)
+            if let Err(mpsc::error::SendError(job)) = tx.send(job).await {
+                // Every worker ended (the engine stopped): what is left goes back, each
+                // with its outcome.
+                let stopped = || OutcomeKind::Retry(Reply::text("stopping"));
+                done.send(Outcome {
+                    message: job.message,
+                    kind: stopped(),
+                });
+                queue.close();
+                while let Some(job) = queue.recv().await {
+                    done.send(Outcome {
+                        message: job.message,
+                        kind: stopped(),
+                    });
+                }
+                break;
             }
         }
     });
@@ -239,11 +258,7 @@ fn presign(
 /// The `t=` of a message's signature: when it was queued (or scheduled for), like its
 /// Date, so a retry builds the same bytes.
 fn signing_time(message: &Message) -> i64 {
-    message
-        .send_at
-        .unwrap_or(message.created_at)
-        .and_utc()
-        .timestamp()
+    super::build::wire_date(message).and_utc().timestamp()
 }
 
 /// One SMTP connection of a pool: opened on first need, reused, reopened after a failure.
@@ -426,7 +441,13 @@ async fn build_signed(
         (Some(signer), None) => {
             let (envelope, bytes) =
                 build(message, body, files).map_err(|e| failed(e.to_string()))?;
-            match &message.dkim_signature {
+            // A signature kept from an attempt before a rotation is for a key that may
+            // no longer be published: signed again (the same bytes, the new key).
+            match message
+                .dkim_signature
+                .as_ref()
+                .filter(|header| signer.made(header))
+            {
                 Some(header) => (envelope, bytes, header.clone()),
                 None => {
                     let (bytes, signed) = pool

@@ -127,8 +127,15 @@ async fn ask(resolver: &TokioResolver, name: &str) -> Answer {
                     ),
                     _ => None,
                 })
-                .take(MAX_RECORDS)
+                .take(MAX_RECORDS + 1)
                 .collect();
+            // Past the cap, a second DMARC or DKIM record could hide among the unread:
+            // not an answer to pass on.
+            if records.len() > MAX_RECORDS {
+                return Answer::Missing(format!(
+                    "more than {MAX_RECORDS} TXT records at the name: keep only the ones needed"
+                ));
+            }
             if records.is_empty() {
                 Answer::Missing("the name has no TXT records".into())
             } else {

@@ -116,6 +116,20 @@ pub async fn create(
         let page = list_page(&state, &session, &ctx, form, errors).await?;
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
+    // A name the workspace has is refused before any key is made.
+    let (workspace_id, name) = (ctx.workspace.id, spec.name.clone());
+    let taken = state
+        .db
+        .run(move |conn| Ok(queries::find_by_name(conn, workspace_id, &name)?.is_some()))
+        .await?;
+    if taken {
+        errors.add(
+            "name",
+            format!("{} is already one of this workspace's domains.", spec.name),
+        );
+        let page = list_page(&state, &session, &ctx, form, errors).await?;
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
     let (sealer, workspace, to_prepare) =
         (state.sealer.clone(), ctx.workspace.clone(), spec.clone());
     // Two RSA keys take a fraction of a second of CPU: not on the async threads.
@@ -205,9 +219,9 @@ pub async fn check_and_record(
         })
         .await?;
     let report = dns::check_domain(&state.dns, domain, &dns::spf_hints(&providers)).await;
-    let (workspace, id, from) = (
+    let (workspace, looked_up, from) = (
         workspace.clone(),
-        domain.id,
+        domain.clone(),
         state.settings.system_from.clone(),
     );
     let (change, stored) = state
@@ -216,9 +230,16 @@ pub async fn check_and_record(
             let actor = actor
                 .as_ref()
                 .map(|(user, ip)| crate::workspaces::service::Actor { user, ip });
-            let (change, alerted) =
-                service::record_check(conn, &workspace, actor.as_ref(), id, &report, &from)?;
-            let stored = queries::find(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+            let (change, alerted) = service::record_check(
+                conn,
+                &workspace,
+                actor.as_ref(),
+                &looked_up,
+                &report,
+                &from,
+            )?;
+            let stored =
+                queries::find(conn, workspace.id, looked_up.id)?.ok_or(AppError::NotFound)?;
             Ok(((change, alerted), stored))
         })
         .await?;
@@ -239,7 +260,17 @@ pub async fn check(
     ctx.require_admin()?;
     let domain = load(&state, &ctx, path.id).await?;
     let actor = Some((ctx.user.clone(), ctx.ip.clone()));
-    let (change, stored) = check_and_record(&state, &ctx.workspace, actor, &domain).await?;
+    let (change, stored) = match check_and_record(&state, &ctx.workspace, actor, &domain).await {
+        Ok(checked) => checked,
+        Err(AppError::Conflict(why)) => {
+            flash(&session, Level::Error, why);
+            return Ok(htmx::redirect(
+                &req,
+                &ctx.path(&format!("/domains/{}", domain.id.0)),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
     let (level, text) = match (change, stored.authenticated) {
         (Change::Authenticated, _) => (
             Level::Success,
@@ -291,6 +322,14 @@ pub async fn rotate(
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     let domain = load(&state, &ctx, path.id).await?;
+    // Refused before a key is made when the standby key is not published.
+    if let Err(why) = service::may_rotate(&domain) {
+        flash(&session, Level::Error, why);
+        return Ok(htmx::redirect(
+            &req,
+            &ctx.path(&format!("/domains/{}", domain.id.0)),
+        ));
+    }
     let fresh = new_standby(&state, &domain).await?;
     let id = domain.id;
     let rotated = ctx

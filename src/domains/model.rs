@@ -10,8 +10,8 @@ pub use crate::ids::DomainId;
 use crate::workspaces::model::WorkspaceId;
 
 /// A stored domain. The private keys are sealed (`crate::crypto::Sealer`) and only opened
-/// to sign; they are never rendered.
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// to sign; they are never rendered (nor in its `Debug`).
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = domains)]
 pub struct Domain {
     /// Id.
@@ -83,6 +83,38 @@ pub struct NewDomain {
     pub created_at: NaiveDateTime,
     /// Created.
     pub updated_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domain")
+            .field("id", &self.id)
+            .field("workspace_id", &self.workspace_id)
+            .field("name", &self.name)
+            .field("active_selector", &self.active_selector)
+            .field("standby_selector", &self.standby_selector)
+            .field("authenticated", &self.authenticated)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the delivery engine reads of an authenticated domain: whose it is and the key
+/// that signs (not its report or its standby key).
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = domains)]
+pub struct SigningDomain {
+    /// Id.
+    pub id: DomainId,
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// The domain.
+    pub name: String,
+    /// Selector of the key that signs.
+    pub active_selector: String,
+    /// Its public key.
+    pub active_public: String,
+    /// Its private key, sealed.
+    pub active_private: String,
 }
 
 impl Domain {
@@ -164,6 +196,9 @@ pub struct RecordCheck {
     pub at: String,
 }
 
+/// The records a domain needs to be authenticated: the token, the signing key, DMARC.
+pub const REQUIRED_RECORDS: usize = 3;
+
 /// Every record of a domain as checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -172,12 +207,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// Every required record passed.
+    /// Every required record (the token, the signing key and DMARC: three) was checked
+    /// and passed. A report missing one never authenticates.
     pub fn authenticates(&self) -> bool {
-        self.records
-            .iter()
-            .filter(|r| r.required)
-            .all(|r| r.verdict == Verdict::Pass)
+        let required: Vec<&RecordCheck> = self.records.iter().filter(|r| r.required).collect();
+        required.len() >= REQUIRED_RECORDS && required.iter().all(|r| r.verdict == Verdict::Pass)
     }
 
     /// A required record is definitely missing or wrong (not merely unanswered).

@@ -148,7 +148,7 @@ pub fn authenticated_among(
     conn: &mut DbConn,
     workspaces: &[WorkspaceId],
     names: &[String],
-) -> QueryResult<Vec<Domain>> {
+) -> QueryResult<Vec<super::model::SigningDomain>> {
     if workspaces.is_empty() || names.is_empty() {
         return Ok(Vec::new());
     }
@@ -156,6 +156,6 @@ pub fn authenticated_among(
         .filter(domains::authenticated.eq(true))
         .filter(domains::workspace_id.eq_any(workspaces))
         .filter(domains::name.eq_any(names))
-        .select(Domain::as_select())
+        .select(super::model::SigningDomain::as_select())
         .load(conn)
 }

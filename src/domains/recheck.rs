@@ -38,9 +38,18 @@ pub async fn due(state: &AppState) -> Result<usize, AppError> {
         let (Some(workspace), Some(domain)) = found else {
             continue; // deleted meanwhile
         };
-        let (change, _) = handlers::check_and_record(state, &workspace, None, &domain).await?;
-        if change != service::Change::None {
-            tracing::info!(domain = %domain.name, ?change, "a domain's state changed at its re-check");
+        // One domain that cannot be recorded (deleted or rotated meanwhile) does not stop
+        // the others.
+        match handlers::check_and_record(state, &workspace, None, &domain).await {
+            Ok((change, _)) if change != service::Change::None => {
+                tracing::info!(domain = %domain.name, ?change, "a domain's state changed at its re-check");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                state
+                    .db
+                    .warn_unless_fault(&e, "a domain's re-check could not be recorded");
+            }
         }
         checked += 1;
     }

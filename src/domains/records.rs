@@ -75,9 +75,10 @@ pub fn token_value(token: &str) -> String {
 pub fn recommended_dmarc(rua: &str) -> Result<String, String> {
     let plain = rua.is_ascii()
         && !rua.is_empty()
+        && rua.len() <= 200
         && !rua
             .chars()
-            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control() || ";,!".contains(c));
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control() || ";,!\"<>\\".contains(c));
     match rua.split_once('@') {
         Some((local, domain)) if plain && !local.is_empty() && domain.contains('.') => {
             Ok(format!("v=DMARC1; p=none; rua=mailto:{rua}"))
@@ -195,6 +196,8 @@ mod tests {
             "a b@x.com",
             "é@x.com",
             "a@x",
+            "a\"b@x.com",
+            "<a@x.com>",
         ] {
             assert!(recommended_dmarc(bad).is_err(), "{bad:?}");
         }

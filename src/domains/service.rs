@@ -82,11 +82,23 @@ pub fn signing_candidates(address: &str) -> Vec<String> {
     let Some((_, domain)) = address.rsplit_once('@') else {
         return Vec::new();
     };
-    let domain = domain.trim_end_matches('>').to_ascii_lowercase();
+    let Some(domain) = ascii_domain(domain.trim_end_matches('>')) else {
+        return Vec::new();
+    };
     let labels: Vec<&str> = domain.split('.').collect();
     (0..labels.len().saturating_sub(1))
         .map(|skip| labels[skip..].join("."))
         .collect()
+}
+
+/// A domain as DNS and the domains table write it: lower-case ASCII, an internationalized
+/// name as its A-labels (`bücher.example` → `xn--bcher-kva.example`); `None` for what is
+/// not a domain name.
+pub fn ascii_domain(domain: &str) -> Option<String> {
+    match url::Host::parse(domain.trim().trim_end_matches('.')) {
+        Ok(url::Host::Domain(ascii)) => Some(ascii.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 /// A generated key, sealed for storing: (public base64 SPKI, sealed PKCS#8).
@@ -236,11 +248,21 @@ pub fn record_check(
     conn: &mut DbConn,
     workspace: &Workspace,
     actor: Option<&Actor<'_>>,
-    id: DomainId,
+    looked_up: &Domain,
     report: &Report,
     system_from: &str,
 ) -> Result<(Change, bool), AppError> {
-    let domain = queries::find(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+    let domain = queries::find(conn, workspace.id, looked_up.id)?.ok_or(AppError::NotFound)?;
+    // Rotated while its records were being looked up: the report is about other keys.
+    if domain.active_public != looked_up.active_public
+        || domain.standby_public != looked_up.standby_public
+    {
+        return Err(AppError::Conflict(format!(
+            "The keys of {} were rotated during the check: check again.",
+            domain.name
+        )));
+    }
+    let id = domain.id;
     let now = db::now();
     let (authenticated, failing_since, change) =
         transition(domain.authenticated, domain.failing_since, report, now);
@@ -292,6 +314,27 @@ pub fn record_check(
     Ok((change, false))
 }
 
+/// Whether `domain`'s keys may rotate: the last check, made since the last rotation, saw
+/// the standby key published. Why not, when not.
+pub fn may_rotate(domain: &Domain) -> Result<(), String> {
+    let standby_name = format!("{}._domainkey.{}", domain.standby_selector, domain.name);
+    let published = domain
+        .report()
+        .and_then(|r| r.record(&standby_name).map(|c| c.verdict == Verdict::Pass))
+        .unwrap_or(false);
+    // A check made before the last rotation is about other keys.
+    let current = domain
+        .checked_at
+        .is_some_and(|checked| checked >= domain.updated_at);
+    if published && current {
+        Ok(())
+    } else {
+        Err(format!(
+            "Publish the standby key at {standby_name} and check the domain first: rotating to an unpublished key would make receivers reject the signatures."
+        ))
+    }
+}
+
 /// Rotates the keys: the standby key signs from now on, and a fresh standby (sealed, made
 /// by the caller off the async threads) takes the old active key's selector. Refused
 /// until the last check saw the standby key published, so rotating never stops signing.
@@ -303,20 +346,7 @@ pub fn rotate(
     fresh: (String, String),
 ) -> Result<Domain, AppError> {
     let domain = queries::find(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
-    let standby_name = format!("{}._domainkey.{}", domain.standby_selector, domain.name);
-    let published = domain
-        .report()
-        .and_then(|r| r.record(&standby_name).map(|c| c.verdict == Verdict::Pass))
-        .unwrap_or(false);
-    // A check made before the last rotation is about other keys.
-    let current = domain
-        .checked_at
-        .is_some_and(|checked| checked >= domain.updated_at);
-    if !published || !current {
-        return Err(AppError::Conflict(format!(
-            "Publish the standby key at {standby_name} and check the domain first: rotating to an unpublished key would make receivers reject the signatures."
-        )));
-    }
+    may_rotate(&domain).map_err(AppError::Conflict)?;
     queries::rotate(
         conn,
         workspace.id,
@@ -379,6 +409,11 @@ mod tests {
             ["mail.example.com", "example.com"]
         );
         assert_eq!(signing_candidates("ann@example.com"), ["example.com"]);
+        assert_eq!(
+            signing_candidates("ann@Bücher.example"),
+            ["xn--bcher-kva.example"],
+            "an internationalized domain as its A-labels"
+        );
         assert!(signing_candidates("ann@localhost").is_empty());
         assert!(signing_candidates("nobody").is_empty());
     }
@@ -435,9 +470,13 @@ mod tests {
         let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0)
             .expect("time")
             .naive_utc();
-        let pass = report(&[(true, Verdict::Pass), (false, Verdict::Warn)]);
-        let fail = report(&[(true, Verdict::Fail), (false, Verdict::Pass)]);
-        let silent = report(&[(true, Verdict::Warn), (true, Verdict::Pass)]);
+        let ok = (true, Verdict::Pass);
+        let pass = report(&[ok, ok, ok, (false, Verdict::Warn)]);
+        let fail = report(&[(true, Verdict::Fail), ok, ok, (false, Verdict::Pass)]);
+        let silent = report(&[(true, Verdict::Warn), ok, ok]);
+        // A report missing a required record never authenticates.
+        assert!(!report(&[ok, ok]).authenticates());
+        assert!(!report(&[]).authenticates());
         assert_eq!(
             transition(false, None, &pass, t0),
             (true, None, Change::Authenticated)

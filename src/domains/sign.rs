@@ -71,6 +71,11 @@ impl Signer {
         &self.domain
     }
 
+    /// Whether `header` is a signature this signer's key made (its `d=` and `s=`).
+    pub fn made(&self, header: &str) -> bool {
+        header.contains(&format!("; d={}; s={};", self.domain, self.selector))
+    }
+
     /// The `DKIM-Signature` header field for `message` (headers, CRLF CRLF, body), folded
     /// into lines well under 998 characters and ending in CRLF, to put in front of it.
     /// `timestamp` is the `t=` tag (seconds since the epoch).

@@ -374,11 +374,22 @@ fn parse_send_at(input: &str) -> Result<Option<NaiveDateTime>, String> {
     if value.is_empty() {
         return Ok(None);
     }
-    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+    let at = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
         .iter()
         .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
-        .map(Some)
-        .ok_or_else(|| format!("{value:?} is not a date and time like 2026-12-01T09:30 (UTC)."))
+        .ok_or_else(|| format!("{value:?} is not a date and time like 2026-12-01T09:30 (UTC)."))?;
+    within_a_year(at).map(Some)
+}
+
+/// How far ahead a send may be scheduled.
+pub const SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(366);
+
+/// A scheduled time at most a year ahead (a time in the past sends now).
+pub fn within_a_year(at: NaiveDateTime) -> Result<NaiveDateTime, String> {
+    if at > crate::db::now() + SCHEDULE_AHEAD {
+        return Err("A send can be scheduled at most a year ahead.".into());
+    }
+    Ok(at)
 }
 
 /// Normalizes every line ending to CRLF. lettre 0.11.23 still dot-stuffs only after CRLF

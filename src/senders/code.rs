@@ -15,20 +15,14 @@ use crate::providers::model::Provider;
 use crate::providers::smtp::{self, SmtpFailure};
 use crate::state::AppState;
 
-/// The message, as bytes for the wire.
-fn message(from: &Mailbox, sender: &Sender, code: &str, site: &str) -> Result<Vec<u8>, String> {
-    let to: Mailbox = Mailbox::new(
-        Some(sender.name.clone()),
-        sender.address.parse().map_err(|e| format!("{e}"))?,
-    );
-    let subject = if site.is_empty() {
-        format!("Your Mailroom code: {code}")
-    } else {
-        format!("[{site}] Your Mailroom code: {code}")
-    };
+/// The message, as bytes for the wire. The words are Mailroom's alone (no name or site
+/// name a workspace chose: it reaches an address the workspace has not proven), and the
+/// code is in the body only (subjects show in notifications and logs).
+fn message(from: &Mailbox, sender: &Sender, code: &str) -> Result<Vec<u8>, String> {
+    let to = Mailbox::new(None, sender.address.parse().map_err(|e| format!("{e}"))?);
+    let subject = "Your Mailroom sender code";
     let text = format!(
-        "Your code is {code}.\r\n\r\nEnter it in Mailroom to confirm that {} may send from this address. It works once, for 15 minutes.\r\n\r\nIf you did not ask for it, ignore this message.\r\n",
-        sender.name
+        "Your code is {code}.\r\n\r\nEnter it in Mailroom to confirm that this address may be used as a sender. It works once, for 15 minutes.\r\n\r\nIf you did not ask for it, ignore this message.\r\n"
     );
     let email = lettre::Message::builder()
         .from(from.clone())
@@ -48,7 +42,6 @@ pub async fn mail(
     sender: &Sender,
     provider: &Provider,
     code: &str,
-    site: &str,
 ) -> Result<String, String> {
     let timeout = Duration::from_secs(state.settings.smtp_timeout_secs);
     let system = SystemProvider::from_settings(&state.settings);
@@ -65,13 +58,10 @@ pub async fn mail(
             crate::providers::service::endpoint(provider, &state.sealer)
                 .map_err(|e| e.to_string())?,
             state.egress.clone(),
-            Mailbox::new(
-                Some(sender.name.clone()),
-                sender.address.parse().map_err(|e| format!("{e}"))?,
-            ),
+            Mailbox::new(None, sender.address.parse().map_err(|e| format!("{e}"))?),
         ),
     };
-    let bytes = message(&from, sender, code, site)?;
+    let bytes = message(&from, sender, code)?;
     let to: lettre::Address = sender.address.parse().map_err(|e| format!("{e}"))?;
     let hello = lettre::transport::smtp::extension::ClientId::default();
     let failed = |f: SmtpFailure| f.detail;

@@ -226,8 +226,8 @@ async fn mail_code(
 ) -> Result<(), AppError> {
     let (sealer, to_code) = (state.sealer.clone(), sender.clone());
     let made = ctx
-        .write_as(&state.db, move |conn, workspace, _| {
-            service::new_code(conn, workspace, &sealer, &to_code, crate::db::now())
+        .write_as(&state.db, move |conn, workspace, actor| {
+            service::new_code(conn, workspace, actor, &sealer, &to_code, crate::db::now())
         })
         .await;
     let code = match made {
@@ -238,7 +238,7 @@ async fn mail_code(
         }
         Err(e) => return Err(e),
     };
-    match code::mail(state, sender, provider, &code, &ctx.workspace.site_name).await {
+    match code::mail(state, sender, provider, &code).await {
         Ok(_) => flash(
             session,
             Level::Success,
@@ -379,18 +379,10 @@ pub async fn verify(
 ) -> Result<HttpResponse, AppError> {
     ctx.require_admin()?;
     let sender = load(&state, &ctx, path.id).await?;
-    let (sealer, code, checked) = (state.sealer.clone(), form.code.clone(), sender.clone());
+    let (sealer, code, id) = (state.sealer.clone(), form.code.clone(), sender.id);
     let verified = ctx
         .write_as(&state.db, move |conn, workspace, actor| {
-            service::verify(
-                conn,
-                workspace,
-                actor,
-                &sealer,
-                &checked,
-                &code,
-                crate::db::now(),
-            )
+            service::verify(conn, workspace, actor, &sealer, id, &code, crate::db::now())
         })
         .await?;
     match verified {

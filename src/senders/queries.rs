@@ -53,6 +53,8 @@ pub fn insert(conn: &mut DbConn, row: &NewSender) -> QueryResult<SenderId> {
 }
 
 /// Stores a new code (hashed), its expiry and when it was sent; its tries start again.
+/// Only when the last code was sent before `not_since` (one statement, so requests at
+/// once cannot both pass the throttle): whether it was stored.
 pub fn set_code(
     conn: &mut DbConn,
     workspace: WorkspaceId,
@@ -60,11 +62,18 @@ pub fn set_code(
     hash: &str,
     expires: NaiveDateTime,
     now: NaiveDateTime,
+    not_since: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(
         senders::table
             .filter(senders::workspace_id.eq(workspace))
-            .filter(senders::id.eq(id)),
+            .filter(senders::id.eq(id))
+            .filter(senders::validated_at.is_null())
+            .filter(
+                senders::code_sent_at
+                    .is_null()
+                    .or(senders::code_sent_at.le(not_since)),
+            ),
     )
     .set((
         senders::code_hash.eq(hash),
@@ -76,32 +85,45 @@ pub fn set_code(
     .execute(conn)
 }
 
-/// Counts a wrong try of the current code.
-pub fn count_wrong_try(
+/// Spends one try of the current code `hash`, if it has one left and has not expired
+/// (one statement, so requests at once cannot spend more tries than there are): whether
+/// a try was spent.
+pub fn spend_try(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     id: SenderId,
-) -> QueryResult<usize> {
-    diesel::update(
+    hash: &str,
+    tries: i32,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let spent = diesel::update(
         senders::table
             .filter(senders::workspace_id.eq(workspace))
-            .filter(senders::id.eq(id)),
+            .filter(senders::id.eq(id))
+            .filter(senders::validated_at.is_null())
+            .filter(senders::code_hash.eq(hash))
+            .filter(senders::code_expires_at.gt(now))
+            .filter(senders::code_tries.lt(tries)),
     )
     .set(senders::code_tries.eq(senders::code_tries + 1))
-    .execute(conn)
+    .execute(conn)?;
+    Ok(spent == 1)
 }
 
-/// Marks the address validated; the code is used up.
+/// Marks the address validated if the code `hash` is still the current one; the code is
+/// used up. Whether it was.
 pub fn validate(
     conn: &mut DbConn,
     workspace: WorkspaceId,
     id: SenderId,
+    hash: &str,
     now: NaiveDateTime,
-) -> QueryResult<usize> {
-    diesel::update(
+) -> QueryResult<bool> {
+    let done = diesel::update(
         senders::table
             .filter(senders::workspace_id.eq(workspace))
-            .filter(senders::id.eq(id)),
+            .filter(senders::id.eq(id))
+            .filter(senders::code_hash.eq(hash)),
     )
     .set((
         senders::validated_at.eq(now),
@@ -109,7 +131,34 @@ pub fn validate(
         senders::code_expires_at.eq(None::<NaiveDateTime>),
         senders::updated_at.eq(now),
     ))
-    .execute(conn)
+    .execute(conn)?;
+    Ok(done == 1)
+}
+
+/// Codes mailed since `since` in the workspace, and to `address` (from the audit log,
+/// which outlives the senders: deleting and creating one again does not reset them).
+pub fn codes_mailed_since(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    address: &str,
+    hour: NaiveDateTime,
+    day: NaiveDateTime,
+) -> QueryResult<(i64, i64)> {
+    use crate::db::schema::audit_log;
+    let in_workspace = audit_log::table
+        .filter(audit_log::workspace_id.eq(workspace.0))
+        .filter(audit_log::action.eq(super::service::CODE_MAILED))
+        .filter(audit_log::created_at.gt(hour))
+        .count()
+        .get_result(conn)?;
+    let to_address = audit_log::table
+        .filter(audit_log::workspace_id.eq(workspace.0))
+        .filter(audit_log::action.eq(super::service::CODE_MAILED))
+        .filter(audit_log::target.eq(address))
+        .filter(audit_log::created_at.gt(day))
+        .count()
+        .get_result(conn)?;
+    Ok((in_workspace, to_address))
 }
 
 /// Deletes a sender (its sends keep their history; `sends.sender_id` is cleared).

@@ -22,6 +22,14 @@ pub const CODE_TRIES: i32 = 5;
 pub const CODE_RESEND: TimeDelta = TimeDelta::minutes(1);
 /// The result of messages cancelled because their sender was deleted.
 pub const SENDER_DELETED: &str = "sender deleted";
+/// The audit action of a code mailed (never the code).
+pub const CODE_MAILED: &str = "sender.code_mailed";
+/// Codes a workspace may have mailed in an hour (the code mail reaches addresses the
+/// workspace has not proven: it must not be a way to send mail).
+pub const CODES_PER_WORKSPACE_HOUR: i64 = 20;
+/// Codes one address may be sent in a day: with five tries each, 50 guesses a day of a
+/// million codes (deleting the sender and creating it again does not reset it).
+pub const CODES_PER_ADDRESS_DAY: i64 = 10;
 
 /// An address as typed, as stored: one plain address (no display name), its domain
 /// lower-cased.
@@ -39,11 +47,13 @@ pub fn parse_address(input: &str) -> Result<String, String> {
             crate::domains::dkim::shown(trimmed)
         )
     })?;
-    Ok(format!(
-        "{}@{}",
-        address.user(),
-        address.domain().to_ascii_lowercase()
-    ))
+    let domain = crate::domains::service::ascii_domain(address.domain()).ok_or_else(|| {
+        format!(
+            "{} is not an email address like news@example.com.",
+            crate::domains::dkim::shown(trimmed)
+        )
+    })?;
+    Ok(format!("{}@{domain}", address.user()))
 }
 
 /// A display name: one line, at most 100 characters.
@@ -133,27 +143,55 @@ fn context(sender: &Sender) -> String {
 pub fn new_code(
     conn: &mut DbConn,
     workspace: &Workspace,
+    actor: &Actor<'_>,
     sealer: &Sealer,
     sender: &Sender,
     now: NaiveDateTime,
 ) -> Result<String, AppError> {
-    if let Some(sent) = sender.code_sent_at
-        && now - sent < CODE_RESEND
-    {
-        let wait = (CODE_RESEND - (now - sent)).num_seconds().max(1);
+    let (hour, day) = queries::codes_mailed_since(
+        conn,
+        workspace.id,
+        &sender.address,
+        now - TimeDelta::hours(1),
+        now - TimeDelta::days(1),
+    )?;
+    if hour >= CODES_PER_WORKSPACE_HOUR {
         return Err(AppError::Conflict(format!(
-            "A code was sent less than a minute ago: wait {wait} s before asking for another."
+            "This workspace has had {CODES_PER_WORKSPACE_HOUR} codes mailed in the last hour: try again later."
+        )));
+    }
+    if day >= CODES_PER_ADDRESS_DAY {
+        return Err(AppError::Conflict(format!(
+            "{} has been sent {CODES_PER_ADDRESS_DAY} codes in the last day: try again tomorrow.",
+            sender.address
         )));
     }
     let code = format!("{:06}", rand::random_range(0..1_000_000u32));
     let hash = sealer.mac(&code, &context(sender));
-    queries::set_code(
+    let stored = queries::set_code(
         conn,
         workspace.id,
         sender.id,
         &hash,
         now + CODE_LIFETIME,
         now,
+        now - CODE_RESEND,
+    )?;
+    if stored == 0 {
+        return Err(AppError::Conflict(
+            "A code was sent less than a minute ago: wait a minute before asking for another."
+                .into(),
+        ));
+    }
+    audit::record(
+        conn,
+        entry(
+            actor,
+            workspace,
+            CODE_MAILED,
+            &sender.address,
+            String::new(),
+        ),
     )?;
     Ok(code)
 }
@@ -176,10 +214,11 @@ pub fn verify(
     workspace: &Workspace,
     actor: &Actor<'_>,
     sealer: &Sealer,
-    sender: &Sender,
+    id: SenderId,
     code: &str,
     now: NaiveDateTime,
 ) -> Result<Verified, AppError> {
+    let sender = queries::find(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
     if sender.validated_at.is_some() {
         return Ok(Verified::AlreadyValidated);
     }
@@ -193,17 +232,18 @@ pub fn verify(
             "The code has expired (codes work for 15 minutes): send a new one.".into(),
         ));
     }
-    if sender.code_tries >= CODE_TRIES {
+    // The try is spent before the code is compared, in one statement: requests at once
+    // cannot try more often than allowed.
+    if !queries::spend_try(conn, workspace.id, sender.id, hash, CODE_TRIES, now)? {
         return Ok(Verified::Refused(
             "Too many wrong tries: send a new code.".into(),
         ));
     }
     let typed: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    let given = sealer.mac(&typed, &context(sender));
+    let given = sealer.mac(&typed, &context(&sender));
     let right =
         typed.len() == 6 && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), hash.as_bytes()).into();
-    if !right {
-        queries::count_wrong_try(conn, workspace.id, sender.id)?;
+    if !right || !queries::validate(conn, workspace.id, sender.id, hash, now)? {
         let left = CODE_TRIES - sender.code_tries - 1;
         return Ok(Verified::Refused(if left > 0 {
             format!("That is not the code: {left} tries left.")
@@ -211,7 +251,6 @@ pub fn verify(
             "That is not the code, and it was the last try: send a new code.".into()
         }));
     }
-    queries::validate(conn, workspace.id, sender.id, now)?;
     audit::record(
         conn,
         entry(
@@ -311,6 +350,10 @@ mod tests {
         assert_eq!(
             parse_address(" News@Example.COM "),
             Ok("News@example.com".into())
+        );
+        assert_eq!(
+            parse_address("news@bücher.example"),
+            Ok("news@xn--bcher-kva.example".into())
         );
         for bad in [
             "",

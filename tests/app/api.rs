@@ -124,7 +124,7 @@ pub async fn api_app_with(
     Ok((app, admin, server, api))
 }
 
-fn field_of(problem: &Value) -> Vec<String> {
+pub fn field_of(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
         .map(|errors| {
@@ -605,7 +605,7 @@ async fn messages_are_listed_cancelled_and_released(backend: Backend) -> TestRes
     for (to, extra) in [
         ("a@example.com", json!({"hold": true})),
         ("b@example.com", json!({"hold": true})),
-        ("c@example.com", json!({"send_at": "2999-01-01T00:00:00Z"})),
+        ("c@example.com", json!({"send_at": LATER_RFC3339.as_str()})),
     ] {
         let (status, accepted) = api.post("/messages", &body(to, extra)).await?;
         assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");

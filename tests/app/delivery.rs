@@ -424,7 +424,7 @@ async fn a_scheduled_message_waits_and_can_be_cancelled(backend: Backend) -> Tes
     compose(
         &admin,
         &provider,
-        &[("to", "ann@example.com"), ("send_at", "2999-01-01T09:00")],
+        &[("to", "ann@example.com"), ("send_at", LATER_FORM.as_str())],
     )
     .await?;
     let waiting = rows(&app).await?;
@@ -772,7 +772,7 @@ async fn deleting_a_provider_cancels_its_unsent_mail(backend: Backend) -> TestRe
     compose(
         &admin,
         &provider,
-        &[("to", "ann@example.com"), ("send_at", "2999-01-01T09:00")],
+        &[("to", "ann@example.com"), ("send_at", LATER_FORM.as_str())],
     )
     .await?;
     let response = admin

@@ -22,6 +22,21 @@ pub const ADMIN: &str = "admin@example.com";
 /// The first workspace's slug.
 pub const SLUG: &str = "acme";
 
+/// A time half a year ahead, as the compose form takes it: a scheduled send that stays
+/// scheduled for the test's life (a send may be scheduled at most a year ahead).
+pub static LATER_FORM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    (mailroom::db::now() + chrono::Duration::days(180))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string()
+});
+
+/// The same time as the API takes it (RFC 3339).
+pub static LATER_RFC3339: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    (mailroom::db::now() + chrono::Duration::days(180))
+        .and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+});
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

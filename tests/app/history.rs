@@ -93,7 +93,7 @@ async fn the_history_filters_by_status_provider_sender_and_day(backend: Backend)
         "/messages",
         &send(
             "later@example.com",
-            json!({"send_at": "2999-01-01T00:00:00Z"}),
+            json!({"send_at": LATER_RFC3339.as_str()}),
         ),
     )
     .await?;
@@ -176,7 +176,7 @@ async fn older_pages_keep_the_filters_and_stay_stable(backend: Backend) -> TestR
     }
     api.post(
         "/messages",
-        &json!({"to": ["queued@example.com"], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
+        &json!({"to": ["queued@example.com"], "subject": "S", "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "send_at": LATER_RFC3339.as_str()}),
     )
     .await?;
     let (_, first) = admin.page("/w/acme/messages?tab=sys&status=held").await?;
@@ -238,7 +238,7 @@ async fn the_filtered_history_exports_as_csv_with_formulas_defused(backend: Back
     api.post(
         "/messages",
         &json!({"to": ["=1+2@example.com"], "subject": "=HYPERLINK(\"http://evil.example\",\"click\")",
-                "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "send_at": "2999-01-01T00:00:00Z"}),
+                "provider": "Ops SMTP", "from": "ops@example.com", "text": "x", "send_at": LATER_RFC3339.as_str()}),
     )
     .await?;
     let response = admin

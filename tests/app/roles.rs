@@ -162,7 +162,10 @@ async fn each_role_can_do_what_it_may(backend: Backend) -> TestResult {
         editor,
         "acme",
         &provider,
-        &[("to", "later@example.com"), ("send_at", "2999-01-01T09:00")],
+        &[
+            ("to", "later@example.com"),
+            ("send_at", LATER_FORM.as_str()),
+        ],
         &[],
     )
     .await?;

@@ -330,3 +330,158 @@ async fn senders_belong_to_admins_of_their_workspace(backend: Backend) -> TestRe
     Ok(())
 }
 both!(senders_belong_to_admins_of_their_workspace);
+
+async fn only_ready_senders_send_from_the_console_and_the_api(backend: Backend) -> TestResult {
+    use serde_json::json;
+    let dns = DnsServer::start().await?;
+    let (app, admin, smtp, provider) = app_with_provider(backend, &dns).await?;
+    // A sender whose address is not validated yet is not on the picker, and refused by id.
+    let response = create_sender(&admin, &provider, "Ops", "ops@example.com").await?;
+    let page = location(&response);
+    let id = page.rsplit('/').next().ok_or("id")?.to_owned();
+    let (_, compose) = admin.page("/w/acme/compose").await?;
+    assert!(compose.contains("No sender is ready yet"), "{compose}");
+    let response = crate::delivery::compose_at(
+        &admin,
+        "acme",
+        &provider,
+        &[("to", "ann@example.com"), ("sender", &id)],
+        &[],
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        response
+            .text()
+            .await?
+            .contains("ops@example.com cannot send yet")
+    );
+
+    // Validated: it sends, From its name and address.
+    let code = code_for(&smtp, "ops@example.com").ok_or("a code")?;
+    verify(&admin, &page, &code).await?;
+    smtp.forget_messages();
+    let response =
+        crate::delivery::compose_at(&admin, "acme", &provider, &[("to", "ann@example.com")], &[])
+            .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    app.run_queue_until_empty().await?;
+    let sent = smtp.messages();
+    assert!(
+        sent[0].data.contains("From: Ops <ops@example.com>"),
+        "{}",
+        sent[0].data
+    );
+
+    // The API: `from` names a ready sender; without it, the key's default sender.
+    let key = crate::api::create_key(&admin, "acme", "Desk", "send+read", "").await?;
+    let api = crate::api::Api::new(&app, &key);
+    let body = json!({"to": ["bob@example.com"], "subject": "Hi", "text": "x"});
+    let (status, problem) = api.post("/messages", &body).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(crate::api::field_of(&problem), vec!["from"]);
+    let mut named = body.clone();
+    named["from"] = json!("Ops <OPS@example.com>");
+    let (status, answer) = api.post("/messages", &named).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let mut stranger = body.clone();
+    stranger["from"] = json!("ceo@example.com");
+    let (status, problem) = api.post("/messages", &stranger).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(crate::api::field_of(&problem), vec!["from"]);
+    let mut elsewhere = named.clone();
+    elsewhere["provider"] = json!("Another");
+    let (status, problem) = api.post("/messages", &elsewhere).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(crate::api::field_of(&problem), vec!["provider"]);
+    let mut far = named.clone();
+    far["send_at"] = json!("2099-01-01T00:00:00Z");
+    let (status, problem) = api.post("/messages", &far).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(crate::api::field_of(&problem), vec!["send_at"]);
+    // The key's default sender, set by an admin on the keys page.
+    let (_, keys) = admin.page("/w/acme/api-keys").await?;
+    let at = keys.find("/api-keys/").ok_or("a key")? + "/api-keys/".len();
+    let key_id = &keys[at..at + keys[at..].find('/').ok_or("id")?];
+    let response = admin
+        .post_form(
+            &format!("/w/acme/api-keys/{key_id}/sender"),
+            &[("sender", &id)],
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, answer) = api.post("/messages?wait=10", &body).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let last = smtp.messages().last().cloned().ok_or("sent")?;
+    assert_eq!(last.from, "ops@example.com");
+    // Another workspace's sender cannot be a key's default.
+    let other = app.other_workspace("globex", "boss@globex.example").await?;
+    let response = other
+        .post_form(
+            &format!("/w/globex/api-keys/{key_id}/sender"),
+            &[("sender", &id)],
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}
+both!(only_ready_senders_send_from_the_console_and_the_api);
+
+async fn tries_at_once_cannot_exceed_five_and_codes_are_capped_per_address(
+    backend: Backend,
+) -> TestResult {
+    let dns = DnsServer::start().await?;
+    let (app, admin, smtp, provider) = app_with_provider(backend, &dns).await?;
+    let response = create_sender(&admin, &provider, "Ops", "ops@example.com").await?;
+    let page = location(&response);
+    let code = code_for(&smtp, "ops@example.com").ok_or("a code")?;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    // Eight wrong tries at once: five are counted, the rest refused; the code is dead.
+    let tries: Vec<_> = (0..8).map(|_| verify(&admin, &page, wrong)).collect();
+    for outcome in futures_util::future::join_all(tries).await {
+        assert_eq!(outcome?.0, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (status, html) = verify(&admin, &page, &code).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("Too many wrong tries"), "{html}");
+    // Ten codes a day per address, counted from the audit log: deleting the sender and
+    // creating it again does not reset them.
+    app.db()
+        .write(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::audit_log::dsl::*;
+            use mailroom::db::schema::workspaces;
+            let acme: i64 = workspaces::table
+                .filter(workspaces::slug.eq("acme"))
+                .select(workspaces::id)
+                .first(conn)?;
+            let now = mailroom::db::now();
+            for _ in 0..9 {
+                diesel::insert_into(audit_log)
+                    .values((
+                        workspace_id.eq(Some(acme)),
+                        actor_email.eq("admin@example.com"),
+                        action.eq("sender.code_mailed"),
+                        target.eq("ops@example.com"),
+                        detail.eq(""),
+                        ip.eq(""),
+                        created_at.eq(now),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+        .await?;
+    admin.post_form(&format!("{page}/delete"), &[]).await?;
+    smtp.forget_messages();
+    let response = create_sender(&admin, &provider, "Ops", "ops@example.com").await?;
+    let page = location(&response);
+    let (_, html) = admin.page(&page).await?;
+    assert!(
+        html.contains("has been sent 10 codes in the last day"),
+        "{html}"
+    );
+    assert!(smtp.messages().is_empty(), "no code mailed");
+    Ok(())
+}
+both!(tries_at_once_cannot_exceed_five_and_codes_are_capped_per_address);

@@ -238,10 +238,12 @@ pub(super) fn validate(request: &SendRequest, default_retries: i32) -> Result<Co
         crate::messages::compose::retries(request.retry_count.unwrap_or(default_retries))
             .map_err(|why| problem("retry_count".into(), why))
             .ok();
-    let send_at = rfc3339(request.send_at.as_deref()).unwrap_or_else(|why| {
-        problem("send_at".into(), why);
-        None
-    });
+    let send_at = rfc3339(request.send_at.as_deref())
+        .and_then(|at| at.map(crate::messages::compose::within_a_year).transpose())
+        .unwrap_or_else(|why| {
+            problem("send_at".into(), why);
+            None
+        });
     if request.contact_ids.len() > 1_000 {
         problem("contact_ids".into(), "At most 1,000 contact ids.".into());
     }
