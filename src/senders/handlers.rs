@@ -7,11 +7,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::model::{NewSender, Readiness, Sender, SenderId};
+use super::model::{NewSender, Sender, SenderId};
 use super::service::{self, Verified};
 use super::views::{SenderForm, SenderPage, SenderRow, SendersPage};
 use super::{code, queries};
-use crate::domains::model::Domain;
 use crate::error::AppError;
 use crate::providers::model::{Provider, ProviderId};
 use crate::state::AppState;
@@ -20,47 +19,21 @@ use crate::web::frame::{Level, flash};
 use crate::web::{htmx, render, render_status};
 use crate::workspaces::extract::WorkspaceCtx;
 
-/// Everything a senders page shows: senders, the workspace's providers and domains, and
-/// the send counts.
+/// Everything a senders page shows: the senders as listed, and the workspace's providers.
 async fn load_all(
     state: &AppState,
     ctx: &WorkspaceCtx,
 ) -> Result<(Vec<SenderRow>, Vec<Provider>), AppError> {
     let workspace = ctx.workspace.id;
-    let (senders, providers, domains, counts) = state
+    state
         .db
         .run(move |conn| {
             Ok((
-                queries::list(conn, workspace)?,
+                service::rows(conn, workspace)?,
                 crate::providers::queries::list_by_workspace(conn, workspace)?,
-                crate::domains::queries::list(conn, workspace)?,
-                queries::sent_counts(conn, workspace)?,
             ))
         })
-        .await?;
-    let rows = senders
-        .into_iter()
-        .map(|sender| row(sender, &providers, &domains, &counts))
-        .collect();
-    Ok((rows, providers))
-}
-
-fn row(
-    sender: Sender,
-    providers: &[Provider],
-    domains: &[Domain],
-    counts: &[(SenderId, i64)],
-) -> SenderRow {
-    let provider = providers.iter().find(|p| Some(p.id) == sender.provider_id);
-    SenderRow {
-        readiness: Readiness::of(&sender, provider, domains),
-        provider: provider.map(|p| p.name.clone()),
-        sent: counts
-            .iter()
-            .find(|(id, _)| *id == sender.id)
-            .map_or(0, |(_, n)| *n),
-        sender,
-    }
+        .await
 }
 
 async fn list_page(

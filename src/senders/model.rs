@@ -148,3 +148,15 @@ impl Readiness {
         }
     }
 }
+
+/// A sender as listed: with its provider, readiness and send count.
+pub struct SenderRow {
+    /// The sender.
+    pub sender: Sender,
+    /// Its provider's name (`None`: deleted).
+    pub provider: Option<String>,
+    /// What it needs.
+    pub readiness: Readiness,
+    /// Email messages sent as it.
+    pub sent: i64,
+}

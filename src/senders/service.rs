@@ -264,6 +264,33 @@ pub fn verify(
     Ok(Verified::Validated)
 }
 
+/// The workspace's senders as listed (the senders page and the overview): each with its
+/// provider's name, what it needs, and the email sent as it.
+pub fn rows(
+    conn: &mut DbConn,
+    workspace: crate::workspaces::model::WorkspaceId,
+) -> Result<Vec<super::model::SenderRow>, AppError> {
+    let senders = queries::list(conn, workspace)?;
+    let providers = crate::providers::queries::list_by_workspace(conn, workspace)?;
+    let domains = crate::domains::queries::list(conn, workspace)?;
+    let counts = queries::sent_counts(conn, workspace)?;
+    Ok(senders
+        .into_iter()
+        .map(|sender| {
+            let provider = providers.iter().find(|p| Some(p.id) == sender.provider_id);
+            super::model::SenderRow {
+                readiness: super::model::Readiness::of(&sender, provider, &domains),
+                provider: provider.map(|p| p.name.clone()),
+                sent: counts
+                    .iter()
+                    .find(|(id, _)| *id == sender.id)
+                    .map_or(0, |(_, n)| *n),
+                sender,
+            }
+        })
+        .collect())
+}
+
 /// The workspace's senders that may send now, each with its provider, by name.
 pub fn ready_senders(
     conn: &mut DbConn,

@@ -3,7 +3,6 @@
 use askama::Template;
 use serde::Deserialize;
 
-use super::model::{Readiness, Sender};
 use crate::providers::model::Provider;
 use crate::web::forms::FieldErrors;
 use crate::web::frame::Frame;
@@ -25,17 +24,7 @@ pub struct SenderForm {
     pub reply_to: String,
 }
 
-/// A sender as listed: with its provider, readiness and send count.
-pub struct SenderRow {
-    /// The sender.
-    pub sender: Sender,
-    /// Its provider's name (`None`: deleted).
-    pub provider: Option<String>,
-    /// What it needs.
-    pub readiness: Readiness,
-    /// Email messages sent as it.
-    pub sent: i64,
-}
+pub use super::model::SenderRow;
 
 /// `GET /w/{slug}/senders`.
 #[derive(Template)]

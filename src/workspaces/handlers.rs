@@ -25,13 +25,15 @@ pub async fn overview(
 ) -> Result<HttpResponse, AppError> {
     let workspace_id = ctx.workspace.id;
     let today = crate::db::now().date();
-    let (members, log, providers) = state
+    let (members, log, providers, senders, domains) = state
         .db
         .run(move |conn| {
             Ok((
                 queries::list_members(conn, workspace_id)?,
                 crate::messages::service::log_overview(conn, workspace_id, today)?,
                 crate::providers::queries::list_by_workspace(conn, workspace_id)?,
+                crate::senders::service::rows(conn, workspace_id)?,
+                crate::domains::queries::list(conn, workspace_id)?,
             ))
         })
         .await?;
@@ -39,6 +41,8 @@ pub async fn overview(
         chart: Chart::new(&log.days),
         log,
         providers,
+        senders,
+        domains,
         frame: ctx.frame(&session, "overview", "Overview"),
         member_count: members.len(),
         admin_count: members.iter().filter(|(_, m)| m.role().is_admin()).count(),

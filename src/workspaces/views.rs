@@ -30,6 +30,17 @@ pub struct OverviewPage {
     pub chart: Chart,
     /// The workspace's providers and their statuses.
     pub providers: Vec<Provider>,
+    /// Its senders: name, address, what they need, the email sent as each.
+    pub senders: Vec<crate::senders::model::SenderRow>,
+    /// Its domains and whether each is authenticated.
+    pub domains: Vec<crate::domains::model::Domain>,
+}
+
+impl OverviewPage {
+    /// Whether a sender is ready (otherwise the page says what to do next).
+    pub fn any_ready(&self) -> bool {
+        self.senders.iter().any(|r| r.readiness.ready)
+    }
 }
 
 impl OverviewPage {

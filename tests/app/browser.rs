@@ -304,7 +304,13 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
             .await?
             .click()
             .await?;
-        wait_for_text(&client, ".status-card", "ready").await?;
+        wait_for_text(&client, ".flash", "is validated").await?;
+        let status = client
+            .find(Locator::Css(".status-card .badge"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(status, "ready", "validated, and the provider's own account");
         screenshot(&client, "sender-ready-1440.png").await?;
 
         client.goto(&format!("{}/w/acme/compose", app.base)).await?;

@@ -86,6 +86,10 @@ async fn a_sender_on_a_domain_is_ready_once_validated_and_authenticated(
     let (app, admin, smtp, provider) = app_with_provider(backend, &dns).await?;
     let (_, empty) = admin.page("/w/acme/senders").await?;
     assert!(empty.contains("No senders yet"));
+    // The overview says what to do next, not nothing.
+    let (_, overview) = admin.page("/w/acme/").await?;
+    assert!(overview.contains("No sender is ready yet"), "{overview}");
+    assert!(overview.contains("create a sender under"));
     // Not one of the workspace's domains, nor the provider's account: refused by name.
     let response = create_sender(&admin, &provider, "Acme News", "news@example.test").await?;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -158,6 +162,16 @@ async fn a_sender_on_a_domain_is_ready_once_validated_and_authenticated(
         .await?;
     let (_, list) = admin.page("/w/acme/senders").await?;
     assert!(list.contains("badge green\">ready"), "{list}");
+    // The overview: the sender, both validations, its send count; the domain's state.
+    let (_, overview) = admin.page("/w/acme/").await?;
+    assert!(!overview.contains("No sender is ready yet"));
+    assert!(overview.contains("news@example.test"));
+    assert_eq!(
+        overview.matches("badge green\">yes").count(),
+        2,
+        "{overview}"
+    );
+    assert!(overview.contains("example.test <span class=\"badge green\">authenticated"));
     // The code worked once: it is gone.
     let (_, html) = verify(&admin, &page, &code).await?;
     assert!(html.contains("is validated"));
