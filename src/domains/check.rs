@@ -88,7 +88,10 @@ fn check(
         reason,
         required: record.required,
         nameserver: lookup.nameserver.clone(),
-        at: lookup.at.and_utc().to_rfc3339(),
+        at: lookup
+            .at
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }
 }
 

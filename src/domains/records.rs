@@ -103,7 +103,7 @@ pub fn to_publish(
     Ok(vec![
         Record::txt(
             RecordKind::Token,
-            "proves the domain is yours",
+            "Ownership token: proves the domain is yours",
             format!("{TOKEN_LABEL}.{domain}"),
             token_value(token),
             true,

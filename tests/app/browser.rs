@@ -494,3 +494,118 @@ async fn typing_in_the_search_box_updates_the_history_in_a_real_browser() -> Tes
     drop(admin);
     result
 }
+
+/// Seed 001 end to end in a real browser: a domain, its records published at a DNS
+/// server, checked; a sender on it, validated with its code; ready; a message sent from
+/// it, DKIM-signed.
+#[actix_web::test]
+async fn domain_records_check_sender_code_ready_and_send_in_a_real_browser() -> TestResult {
+    let Some((driver, chromium)) =
+        chromedriver("domain_records_check_sender_code_ready_and_send_in_a_real_browser").await?
+    else {
+        return Ok(());
+    };
+    let dns = crate::dns_server::DnsServer::start().await?;
+    let servers = dns.addr.to_string();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |s| s.dns_servers = servers).await?;
+    let admin = app.setup().await?;
+    let server = crate::smtp_server::SmtpServer::start().await?;
+    server.require_credentials(crate::providers::SMTP_USER, crate::providers::SMTP_PASSWORD);
+    crate::providers::add_provider_alone(&admin, &server, crate::providers::SMTP_PASSWORD).await?;
+    let profile = tempfile::tempdir()?;
+    let client = connect(&driver, &chromium, profile.path()).await?;
+    let result = async {
+        sign_in_as_admin(&client, &app.base).await?;
+        // The domain, and the records to publish.
+        client.goto(&format!("{}/w/acme/domains", app.base)).await?;
+        fill(&client, "f-name", "example.test").await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".flash", "Publish its records").await?;
+        screenshot(&client, "domain-records-1440.png").await?;
+        for n in 1..=4 {
+            let name = client
+                .find(Locator::Id(&format!("rec-{n}-name")))
+                .await?
+                .text()
+                .await?;
+            let value = client
+                .find(Locator::Id(&format!("rec-{n}-value")))
+                .await?
+                .text()
+                .await?;
+            dns.txt_split(&name, &value, 255);
+        }
+        client
+            .find(Locator::Css(".status-card button.primary"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".flash", "is authenticated").await?;
+        screenshot(&client, "domain-authenticated-1440.png").await?;
+
+        // A sender on it: created, its code entered, ready.
+        client.goto(&format!("{}/w/acme/senders", app.base)).await?;
+        fill(&client, "f-name", "Acme News").await?;
+        fill(&client, "f-address", "news@example.test").await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".flash", "code was mailed").await?;
+        let mail = server.messages().pop().ok_or("the code was mailed")?;
+        let at = mail.data.find("Your code is ").ok_or("a code")? + "Your code is ".len();
+        fill(&client, "f-code", &mail.data[at..at + 6]).await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, ".flash", "is validated").await?;
+        let status = client
+            .find(Locator::Css(".status-card .badge"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(status, "ready");
+
+        // Sent from it.
+        client.goto(&format!("{}/w/acme/compose", app.base)).await?;
+        fill(&client, "f-to", "ann@example.com").await?;
+        fill(&client, "f-subject", "Signed").await?;
+        fill(&client, "f-text", "From an authenticated domain.").await?;
+        client
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&client, "#message-live .status-line", "sent").await?;
+        client.goto(&format!("{}/w/acme/", app.base)).await?;
+        screenshot(&client, "overview-senders-1440.png").await?;
+        assert_quiet_console(&client).await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }
+    .await;
+    client.close().await?;
+    drop(admin);
+    result?;
+    let mail = server.messages().pop().ok_or("the message arrived")?;
+    assert!(
+        mail.data
+            .starts_with("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test;"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data
+            .contains("From: \"Acme News\" <news@example.test>")
+            || mail.data.contains("From: Acme News <news@example.test>"),
+        "{}",
+        mail.data
+    );
+    Ok(())
+}
