@@ -283,6 +283,41 @@ fn green_provider(
     Ok(provider)
 }
 
+/// A ready sender of `workspace` (its address validated, stored as such: benchmarks mail
+/// no codes) sending through `provider`, whose own account `address` is.
+async fn ready_sender(
+    database: &Db,
+    workspace: crate::workspaces::model::WorkspaceId,
+    provider: crate::providers::model::ProviderId,
+    address: &str,
+) -> anyhow::Result<()> {
+    let address = address.to_owned();
+    database
+        .write(move |conn| {
+            use diesel::prelude::*;
+            let now = db::now();
+            let id = crate::senders::queries::insert(
+                conn,
+                &crate::senders::model::NewSender {
+                    workspace_id: workspace,
+                    name: "Mailroom bench".into(),
+                    address,
+                    provider_id: Some(provider),
+                    reply_to: String::new(),
+                    code_tries: 0,
+                    created_at: now,
+                    updated_at: now,
+                },
+            )?;
+            diesel::update(crate::db::schema::senders::table.find(id))
+                .set(crate::db::schema::senders::validated_at.eq(now))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
 /// Another green provider named `name` in `workspace` (its address is never dialled).
 async fn another_provider(
     database: &Db,
@@ -510,7 +545,8 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
     actix_web::rt::spawn(app.run_until_stopped());
     let database = Db::open(&url, 2)?;
     let addr: SocketAddr = "127.0.0.1:9".parse()?;
-    let (workspace, _) = seed_provider(&database, addr, 1).await?;
+    let (workspace, provider) = seed_provider(&database, addr, 1).await?;
+    ready_sender(&database, workspace, provider, "bench@example.com").await?;
     let key = database
         .write(move |conn| {
             let now = db::now();
@@ -543,7 +579,7 @@ pub async fn api(bench: ApiBench) -> anyhow::Result<String> {
     let payload = serde_json::json!({
         "to": ["reader@example.com"],
         "subject": "Benchmark",
-        "provider": "bench",
+        "from": "bench@example.com",
         "text": body(2_048),
         "hold": true,
     })
