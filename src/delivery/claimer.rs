@@ -330,10 +330,21 @@ pub(super) struct Loaded {
     files: HashMap<SendId, Arc<Vec<Attachment>>>,
     /// Sends with files, read after the claim commits (`read_files`).
     with_files: Vec<SendId>,
-    /// The authenticated domains the sends' From addresses may be signed as.
+    /// The workspaces' domains the sends' From addresses are on.
     domains: Vec<crate::domains::model::SigningDomain>,
-    /// Per send from an authenticated domain: its signer, or why it cannot sign.
-    signers: HashMap<SendId, Result<Arc<Signer>, String>>,
+    /// Per send from one of its workspace's domains: how it is signed.
+    signers: HashMap<SendId, Signing>,
+}
+
+/// How a send from one of its workspace's domains goes out.
+enum Signing {
+    /// Signed with this key.
+    Sign(Arc<Signer>),
+    /// Its domain is authenticated but its key cannot be used: tried again later.
+    Broken(String),
+    /// Its domain is not authenticated (any more): held back until it is, unless it is
+    /// its provider's own account (whose provider signs it).
+    Unauthenticated(String),
 }
 
 impl Loaded {
@@ -348,13 +359,19 @@ impl Loaded {
                         .iter()
                         .find(|d| d.workspace_id == send.workspace_id && d.name == name)
                 });
-            if let Some(domain) = found {
-                let signer = ctx.signers.of(&ctx.sealer, domain);
-                if let Err(why) = &signer {
-                    tracing::warn!(domain = %domain.name, error = %why, "cannot open a DKIM key");
+            let Some(domain) = found else { continue };
+            let signing = if !domain.authenticated {
+                Signing::Unauthenticated(domain.name.clone())
+            } else {
+                match ctx.signers.of(&ctx.sealer, domain) {
+                    Ok(signer) => Signing::Sign(signer),
+                    Err(why) => {
+                        tracing::warn!(domain = %domain.name, error = %why, "cannot open a DKIM key");
+                        Signing::Broken(why)
+                    }
                 }
-                self.signers.insert(send.id, signer);
-            }
+            };
+            self.signers.insert(send.id, signing);
         }
     }
 }
@@ -425,7 +442,7 @@ fn load(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let domains = crate::domains::queries::authenticated_among(conn, &workspaces, &names)?;
+    let domains = crate::domains::queries::among(conn, &workspaces, &names)?;
     Ok(Loaded {
         providers: providers.into_iter().map(|p| (p.id, p)).collect(),
         sends: sends.into_iter().map(|b| (b.id, Arc::new(b))).collect(),
@@ -500,13 +517,28 @@ fn dispatch(
             }
         };
         // Mailroom's own alerts go out through the system provider, unsigned.
-        let signer = match (message.provider_id, signers.get(&message.send_id)) {
-            (Some(_), Some(Ok(signer))) => Some(signer.clone()),
-            (Some(_), Some(Err(why))) => {
+        let signer = match (provider, signers.get(&message.send_id)) {
+            (Some(_), Some(Signing::Sign(signer))) => Some(signer.clone()),
+            (Some(_), Some(Signing::Broken(why))) => {
                 // Never sent unsigned from an authenticated domain: tried again later.
                 done.send(Outcome {
                     kind: OutcomeKind::Retry(Reply::text(&format!(
                         "its domain's DKIM key cannot be used: {why}"
+                    ))),
+                    message,
+                });
+                continue;
+            }
+            (Some(provider), Some(Signing::Unauthenticated(domain)))
+                if !provider
+                    .account_address
+                    .eq_ignore_ascii_case(&body.from_address) =>
+            {
+                // Queued before its domain lost its authentication: never sent unsigned
+                // from it; held until the domain checks again (then released).
+                done.send(Outcome {
+                    kind: OutcomeKind::DomainHeld(Reply::text(&format!(
+                        "its domain {domain} is not authenticated"
                     ))),
                     message,
                 });

@@ -102,7 +102,13 @@ pub enum OutcomeKind {
     /// last checked as the refusing pool knew it: a refusal older than the provider's last
     /// check is stale and turns nothing red.
     ProviderRefused(Reply, Option<chrono::NaiveDateTime>),
+    /// From a domain of its workspace that is not authenticated (any more): held, the
+    /// attempt not counted, until the domain checks again.
+    DomainHeld(Reply),
 }
+
+/// The hold reason of mail whose domain is not authenticated.
+pub const DOMAIN_HOLD: &str = "domain";
 
 /// One attempt's outcome.
 #[derive(Debug, Clone)]
@@ -276,6 +282,22 @@ pub fn apply(
                         ..base(Status::Queued, reply)
                     },
                     "retry",
+                    detail,
+                )
+            }
+            OutcomeKind::DomainHeld(reply) => {
+                let detail = format!(
+                    "held: {}; released when the domain checks again",
+                    reply.text
+                );
+                (
+                    Finish {
+                        hold_reason: Some(DOMAIN_HOLD),
+                        uncount_attempt: true,
+                        result: detail.clone(),
+                        ..base(Status::Held, reply)
+                    },
+                    "held",
                     detail,
                 )
             }

@@ -320,6 +320,63 @@ pub fn release_for_provider(
     Ok(released)
 }
 
+/// Releases the messages held because their From domain was not authenticated, now that
+/// `domain` is (those on it or on a subdomain of it): scheduled ones wait for their time
+/// again, the others are due now.
+pub fn release_for_domain(
+    conn: &mut DbConn,
+    workspace: WorkspaceId,
+    domain: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(MessageId, i32)>> {
+    let held: Vec<(MessageId, String)> = messages::table
+        .filter(messages::workspace_id.eq(workspace))
+        .filter(messages::status.eq(Status::Held.as_str()))
+        .filter(messages::hold_reason.eq(super::outcome::DOMAIN_HOLD))
+        .select((messages::id, messages::from_address))
+        .load(conn)?;
+    let ids: Vec<MessageId> = held
+        .into_iter()
+        .filter(|(_, from)| {
+            crate::domains::service::signing_candidates(from)
+                .iter()
+                .any(|name| name == domain)
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let mut released = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let held = || {
+            messages::table
+                .filter(messages::id.eq_any(chunk))
+                .filter(messages::status.eq(Status::Held.as_str()))
+        };
+        released.extend(
+            diesel::update(held().filter(messages::send_at.gt(now)))
+                .set((
+                    messages::status.eq(Status::Scheduled.as_str()),
+                    messages::hold_reason.eq(None::<String>),
+                    messages::due_at.eq(messages::send_at.assume_not_null()),
+                    messages::updated_at.eq(now),
+                ))
+                .returning((messages::id, messages::attempts))
+                .get_results::<(MessageId, i32)>(conn)?,
+        );
+        released.extend(
+            diesel::update(held())
+                .set((
+                    messages::status.eq(Status::Queued.as_str()),
+                    messages::hold_reason.eq(None::<String>),
+                    messages::due_at.eq(now),
+                    messages::updated_at.eq(now),
+                ))
+                .returning((messages::id, messages::attempts))
+                .get_results::<(MessageId, i32)>(conn)?,
+        );
+    }
+    Ok(released)
+}
+
 /// Cancels what a deleted provider would still have sent (in the deletion's transaction):
 /// with no provider left it must not go out any other way.
 pub fn cancel_for_provider(

@@ -194,7 +194,7 @@ fn tally(outcome: &Outcome) -> (String, &'static str) {
             "retried"
         }
         OutcomeKind::CutOff(_) => "failed",
-        OutcomeKind::ProviderRefused(..) => "held",
+        OutcomeKind::ProviderRefused(..) | OutcomeKind::DomainHeld(_) => "held",
         OutcomeKind::Orphaned => "cancelled",
     };
     (provider, kind)

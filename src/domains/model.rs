@@ -98,8 +98,8 @@ impl std::fmt::Debug for Domain {
     }
 }
 
-/// What the delivery engine reads of an authenticated domain: whose it is and the key
-/// that signs (not its report or its standby key).
+/// What the delivery engine reads of a domain: whose it is, whether it is authenticated,
+/// and the key that signs (not its report or its standby key).
 #[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = domains)]
 pub struct SigningDomain {
@@ -115,6 +115,8 @@ pub struct SigningDomain {
     pub active_public: String,
     /// Its private key, sealed.
     pub active_private: String,
+    /// Whether it is authenticated (an unauthenticated one holds its mail back).
+    pub authenticated: bool,
 }
 
 impl Domain {

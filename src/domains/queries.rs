@@ -142,9 +142,9 @@ pub fn due_for_check(
         .load(conn)
 }
 
-/// The authenticated domains of these workspaces with one of these names (the delivery
-/// engine: the sends it signs).
-pub fn authenticated_among(
+/// The domains of these workspaces with one of these names (the delivery engine: the
+/// sends it signs, and those it holds back while their domain is not authenticated).
+pub fn among(
     conn: &mut DbConn,
     workspaces: &[WorkspaceId],
     names: &[String],
@@ -153,7 +153,6 @@ pub fn authenticated_among(
         return Ok(Vec::new());
     }
     domains::table
-        .filter(domains::authenticated.eq(true))
         .filter(domains::workspace_id.eq_any(workspaces))
         .filter(domains::name.eq_any(names))
         .select(super::model::SigningDomain::as_select())

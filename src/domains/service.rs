@@ -282,6 +282,12 @@ pub fn record_check(
         .filter(|r| r.required && r.verdict == Verdict::Fail)
         .map(|r| format!("{}: {}", r.name, r.reason))
         .collect();
+    // Mail held while the domain was not authenticated goes out now.
+    let released = if change == Change::Authenticated {
+        crate::messages::service::release_for_domain(conn, workspace, &domain.name)?
+    } else {
+        0
+    };
     let (action, detail) = match change {
         Change::None => return Ok((change, false)),
         Change::Authenticated => (
@@ -301,10 +307,13 @@ pub fn record_check(
         conn,
         entry(actor, workspace, action, &domain.name, detail.clone()),
     )?;
+    if released > 0 {
+        return Ok((change, true)); // wake the engine
+    }
     if change == Change::Lost {
         let subject = format!("Domain {} is no longer authenticated", domain.name);
         let text = format!(
-            "Two checks an hour apart found the DNS records of {} wrong:\n\n{}\n\nMail from it is no longer signed and its senders cannot send until the records pass again (Domains, Check domain).",
+            "Two checks an hour apart found the DNS records of {} wrong:\n\n{}\n\nIts senders cannot send, and mail from it already queued is held, until the records pass again (Domains, Check domain).",
             domain.name,
             failed.join("\n")
         );

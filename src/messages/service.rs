@@ -316,6 +316,30 @@ pub fn release(
     Ok(message)
 }
 
+/// Releases the messages held because their domain was not authenticated, now that
+/// `domain` is. How many.
+pub fn release_for_domain(
+    conn: &mut DbConn,
+    workspace: &Workspace,
+    domain: &str,
+) -> Result<usize, AppError> {
+    let released =
+        crate::delivery::queries::release_for_domain(conn, workspace.id, domain, db::now())?;
+    let events: Vec<NewMessageEvent> = released
+        .iter()
+        .map(|(id, attempts)| {
+            event(
+                *id,
+                "released",
+                *attempts,
+                format!("domain {domain} is authenticated again"),
+            )
+        })
+        .collect();
+    queries::insert_events(conn, &events)?;
+    Ok(released.len())
+}
+
 /// Releases the messages held for a provider that checked green again.
 pub fn release_for_provider(
     conn: &mut DbConn,

@@ -588,3 +588,107 @@ async fn the_daily_recheck_ends_authentication_only_after_two_failures_an_hour_a
     Ok(())
 }
 both!(the_daily_recheck_ends_authentication_only_after_two_failures_an_hour_apart);
+
+async fn mail_queued_before_its_domain_lost_authentication_is_held_then_released(
+    backend: Backend,
+) -> TestResult {
+    let dns = DnsServer::start().await?;
+    let servers = dns.addr.to_string();
+    let app = TestApp::spawn_with(backend, move |s| {
+        s.dns_servers = servers;
+        s.retry_base_secs = 4;
+    })
+    .await?;
+    let admin = app.setup().await?;
+    let smtp = crate::smtp_server::SmtpServer::start().await?;
+    let port = smtp.port.to_string();
+    let mut form = crate::providers::provider_form(&port, "");
+    form.retain(|(k, _)| !matches!(*k, "username" | "password"));
+    form.extend([("username", ""), ("password", "")]);
+    let response = admin.post_form("/w/acme/providers", &form).await?;
+    let provider = location(&response)
+        .rsplit('/')
+        .next()
+        .ok_or("id")?
+        .to_owned();
+    let page = add_domain(&admin, "example.test").await?;
+    let (_, html) = admin.page(&page).await?;
+    let records = records_on(&html);
+    publish(&dns, &records);
+    assert!(check(&admin, &page).await?.contains("is authenticated"));
+    crate::providers::ready_sender(&admin, &smtp, &provider, "News", "news@example.test").await?;
+    // The first attempt meets a 451; before the retry the domain loses its authentication.
+    smtp.fail(
+        crate::smtp_server::Stage::Data,
+        crate::smtp_server::Fault::Reply("451 4.3.0 Try again later".into()),
+        1,
+    );
+    let response =
+        crate::delivery::compose_at(&admin, SLUG, &provider, &[("to", "ann@example.com")], &[])
+            .await?;
+    assert!(response.status().is_redirection());
+    app.run_queue_until_empty().await?;
+    dns.remove("_mailroom.example.test");
+    let db = app.db();
+    db.write(|conn| {
+        use diesel::prelude::*;
+        use mailroom::db::schema::domains::dsl::*;
+        Ok(diesel::update(domains)
+            .set(failing_since.eq(mailroom::db::now() - chrono::Duration::minutes(61)))
+            .execute(conn)?)
+    })
+    .await?;
+    assert!(
+        check(&admin, &page)
+            .await?
+            .contains("no longer authenticated")
+    );
+    let status = |db: mailroom::db::Db| async move {
+        db.run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .filter(recipient.eq("ann@example.com"))
+                .select((status, hold_reason))
+                .first::<(String, Option<String>)>(conn)?)
+        })
+        .await
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = status(db.clone()).await?;
+        if now.0 == "held" {
+            assert_eq!(now.1.as_deref(), Some("domain"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not held: {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        app.engine.wake();
+    }
+    assert!(smtp.messages().is_empty(), "never sent unsigned");
+    // Authenticated again: released, and sent signed.
+    publish(&dns, &records[..1]);
+    assert!(check(&admin, &page).await?.contains("is authenticated"));
+    app.run_queue_until_empty().await?;
+    let sent = smtp.messages();
+    assert_eq!(sent.len(), 1, "{:?}", status(db.clone()).await?);
+    assert!(sent[0].data.starts_with("DKIM-Signature: v=1;"));
+    let id: i64 = db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .filter(recipient.eq("ann@example.com"))
+                .select(id)
+                .first(conn)?)
+        })
+        .await?;
+    let (_, html) = admin.page(&format!("/w/acme/messages/{id}")).await?;
+    assert!(
+        html.contains("is not authenticated"),
+        "the timeline says why it waited"
+    );
+    assert!(html.contains("domain example.test is authenticated again"));
+    Ok(())
+}
+both!(mail_queued_before_its_domain_lost_authentication_is_held_then_released);
