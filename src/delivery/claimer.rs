@@ -529,10 +529,13 @@ fn dispatch(
                 });
                 continue;
             }
+            // Its provider's own account is signed by the provider; an API call's own
+            // server signs nothing.
             (Some(provider), Some(Signing::Unauthenticated(domain)))
-                if !provider
-                    .account_address
-                    .eq_ignore_ascii_case(&body.from_address) =>
+                if provider.per_request
+                    || !provider
+                        .account_address
+                        .eq_ignore_ascii_case(&body.from_address) =>
             {
                 // Queued before its domain lost its authentication: never sent unsigned
                 // from it; held until the domain checks again (then released).

@@ -210,7 +210,7 @@ fn presign(
     mut queue: mpsc::UnboundedReceiver<Job>,
     connections: i32,
 ) -> mpsc::Receiver<Job> {
-    let ahead = usize::try_from(connections.clamp(1, 100)).unwrap_or(1) * 2 + 8;
+    let ahead = usize::try_from(connections.clamp(1, 100)).unwrap_or(1) * 8 + 64;
     let (tx, rx) = mpsc::channel(ahead);
     let ctx = ctx.clone();
     actix_web::rt::spawn(async move {

@@ -283,13 +283,16 @@ pub fn record_check(
         .map(|r| format!("{}: {}", r.name, r.reason))
         .collect();
     // Mail held while the domain was not authenticated goes out now.
-    let released = if change == Change::Authenticated {
+    // Mail held while the domain was not authenticated goes out now; at every check that
+    // finds it authenticated, not only at the change (a message held while this check
+    // ran is released by the next).
+    let released = if authenticated {
         crate::messages::service::release_for_domain(conn, workspace, &domain.name)?
     } else {
         0
     };
     let (action, detail) = match change {
-        Change::None => return Ok((change, false)),
+        Change::None => return Ok((change, released > 0)),
         Change::Authenticated => (
             "domain.authenticated",
             "every required record passed".to_owned(),
@@ -392,6 +395,8 @@ pub fn delete(
     id: DomainId,
 ) -> Result<Domain, AppError> {
     let domain = queries::find(conn, workspace.id, id)?.ok_or(AppError::NotFound)?;
+    // What it held goes back to the queue: the engine decides again without it.
+    crate::messages::service::release_for_domain(conn, workspace, &domain.name)?;
     queries::delete(conn, workspace.id, id)?;
     audit::record(
         conn,

@@ -148,10 +148,15 @@ pub fn new_code(
     sender: &Sender,
     now: NaiveDateTime,
 ) -> Result<String, AppError> {
+    // Serializes code requests of the workspace on PostgreSQL (SQLite's writes are), so
+    // requests at once cannot all pass the counts below.
+    crate::workspaces::queries::lock_for_update(conn, workspace.id)?;
+    // Counted per mailbox whatever the case it was typed in.
+    let mailbox = sender.address.to_ascii_lowercase();
     let (hour, day) = queries::codes_mailed_since(
         conn,
         workspace.id,
-        &sender.address,
+        &mailbox,
         now - TimeDelta::hours(1),
         now - TimeDelta::days(1),
     )?;
@@ -185,13 +190,7 @@ pub fn new_code(
     }
     audit::record(
         conn,
-        entry(
-            actor,
-            workspace,
-            CODE_MAILED,
-            &sender.address,
-            String::new(),
-        ),
+        entry(actor, workspace, CODE_MAILED, &mailbox, String::new()),
     )?;
     Ok(code)
 }

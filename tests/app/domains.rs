@@ -689,6 +689,39 @@ async fn mail_queued_before_its_domain_lost_authentication_is_held_then_released
         "the timeline says why it waited"
     );
     assert!(html.contains("domain example.test is authenticated again"));
+    // One held while a check ran (arranged here) is released by the next check, though
+    // nothing changes then.
+    let later = LATER_FORM.as_str();
+    crate::delivery::compose_at(
+        &admin,
+        SLUG,
+        &provider,
+        &[("to", "bob@example.com"), ("send_at", later)],
+        &[],
+    )
+    .await?;
+    db.write(|conn| {
+        use diesel::prelude::*;
+        use mailroom::db::schema::messages::dsl::*;
+        Ok(
+            diesel::update(messages.filter(recipient.eq("bob@example.com")))
+                .set((status.eq("held"), hold_reason.eq("domain")))
+                .execute(conn)?,
+        )
+    })
+    .await?;
+    assert!(check(&admin, &page).await?.contains("still authenticated"));
+    let bob: String = db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use mailroom::db::schema::messages::dsl::*;
+            Ok(messages
+                .filter(recipient.eq("bob@example.com"))
+                .select(status)
+                .first(conn)?)
+        })
+        .await?;
+    assert_eq!(bob, "scheduled", "released, back to its schedule");
     Ok(())
 }
 both!(mail_queued_before_its_domain_lost_authentication_is_held_then_released);
