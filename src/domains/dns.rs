@@ -182,16 +182,7 @@ pub async fn check_domain(resolver: &Resolver, domain: &Domain, hints: &[SpfHint
     let mut names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
     names.push(domain.name.clone());
     let lookups = join_all(names.iter().map(|name| resolver.txt(name))).await;
-    let decode = |b64: &str| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap_or_default()
-    };
-    let (active, standby) = (
-        decode(&domain.active_public),
-        decode(&domain.standby_public),
-    );
+    let (active, standby) = domain.public_keys();
     let mut checks = Vec::with_capacity(records.len() + 1);
     for (record, found) in records.iter().zip(&lookups) {
         checks.push(match record.kind {

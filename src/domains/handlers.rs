@@ -159,10 +159,12 @@ pub async fn create(
             spec.name
         ),
     );
-    Ok(htmx::redirect(
-        &req,
-        &ctx.path(&format!("/domains/{}", id.0)),
-    ))
+    Ok(to_domain(&req, &ctx, id))
+}
+
+/// To the page of domain `id`.
+fn to_domain(req: &HttpRequest, ctx: &WorkspaceCtx, id: DomainId) -> HttpResponse {
+    htmx::redirect(req, &ctx.path(&format!("/domains/{}", id.0)))
 }
 
 /// Path of a domain.
@@ -264,10 +266,7 @@ pub async fn check(
         Ok(checked) => checked,
         Err(AppError::Conflict(why)) => {
             flash(&session, Level::Error, why);
-            return Ok(htmx::redirect(
-                &req,
-                &ctx.path(&format!("/domains/{}", domain.id.0)),
-            ));
+            return Ok(to_domain(&req, &ctx, domain.id));
         }
         Err(e) => return Err(e),
     };
@@ -306,10 +305,7 @@ pub async fn check(
         ),
     };
     flash(&session, level, text);
-    Ok(htmx::redirect(
-        &req,
-        &ctx.path(&format!("/domains/{}", stored.id.0)),
-    ))
+    Ok(to_domain(&req, &ctx, stored.id))
 }
 
 /// `POST /w/{slug}/domains/{id}/rotate` (admins).
@@ -325,10 +321,7 @@ pub async fn rotate(
     // Refused before a key is made when the standby key is not published.
     if let Err(why) = service::may_rotate(&domain) {
         flash(&session, Level::Error, why);
-        return Ok(htmx::redirect(
-            &req,
-            &ctx.path(&format!("/domains/{}", domain.id.0)),
-        ));
+        return Ok(to_domain(&req, &ctx, domain.id));
     }
     let fresh = new_standby(&state, &domain).await?;
     let id = domain.id;
@@ -349,10 +342,7 @@ pub async fn rotate(
         Err(AppError::Conflict(why)) => flash(&session, Level::Error, why),
         Err(e) => return Err(e),
     }
-    Ok(htmx::redirect(
-        &req,
-        &ctx.path(&format!("/domains/{}", domain.id.0)),
-    ))
+    Ok(to_domain(&req, &ctx, domain.id))
 }
 
 /// A fresh standby key for `domain`, sealed (made off the async threads).

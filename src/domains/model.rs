@@ -126,15 +126,20 @@ impl Domain {
         format!("dkim:workspace:{}:domain:{name}", workspace.0)
     }
 
-    /// The records to publish.
-    pub fn records(&self) -> Vec<Record> {
+    /// The public keys (DER SubjectPublicKeyInfo): (active, standby).
+    pub fn public_keys(&self) -> (Vec<u8>, Vec<u8>) {
         let decode = |b64: &str| {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .unwrap_or_default()
         };
-        let (active, standby) = (decode(&self.active_public), decode(&self.standby_public));
+        (decode(&self.active_public), decode(&self.standby_public))
+    }
+
+    /// The records to publish.
+    pub fn records(&self) -> Vec<Record> {
+        let (active, standby) = self.public_keys();
         records::to_publish(
             &self.name,
             &self.token,

@@ -263,29 +263,45 @@ pub fn verify(
     Ok(Verified::Validated)
 }
 
+/// Every sender of the workspace with its provider and what it needs (one read of the
+/// senders, providers and domains for all of them).
+fn judged(
+    conn: &mut DbConn,
+    workspace: crate::workspaces::model::WorkspaceId,
+) -> Result<Vec<(Sender, Option<Provider>, super::model::Readiness)>, AppError> {
+    let senders = queries::list(conn, workspace)?;
+    let providers = crate::providers::queries::list_by_workspace(conn, workspace)?;
+    let domains = crate::domains::queries::list(conn, workspace)?;
+    Ok(senders
+        .into_iter()
+        .map(|sender| {
+            let provider = providers
+                .iter()
+                .find(|p| Some(p.id) == sender.provider_id)
+                .cloned();
+            let readiness = super::model::Readiness::of(&sender, provider.as_ref(), &domains);
+            (sender, provider, readiness)
+        })
+        .collect())
+}
+
 /// The workspace's senders as listed (the senders page and the overview): each with its
 /// provider's name, what it needs, and the email sent as it.
 pub fn rows(
     conn: &mut DbConn,
     workspace: crate::workspaces::model::WorkspaceId,
 ) -> Result<Vec<super::model::SenderRow>, AppError> {
-    let senders = queries::list(conn, workspace)?;
-    let providers = crate::providers::queries::list_by_workspace(conn, workspace)?;
-    let domains = crate::domains::queries::list(conn, workspace)?;
     let counts = queries::sent_counts(conn, workspace)?;
-    Ok(senders
+    Ok(judged(conn, workspace)?
         .into_iter()
-        .map(|sender| {
-            let provider = providers.iter().find(|p| Some(p.id) == sender.provider_id);
-            super::model::SenderRow {
-                readiness: super::model::Readiness::of(&sender, provider, &domains),
-                provider: provider.map(|p| p.name.clone()),
-                sent: counts
-                    .iter()
-                    .find(|(id, _)| *id == sender.id)
-                    .map_or(0, |(_, n)| *n),
-                sender,
-            }
+        .map(|(sender, provider, readiness)| super::model::SenderRow {
+            readiness,
+            provider: provider.map(|p| p.name),
+            sent: counts
+                .iter()
+                .find(|(id, _)| *id == sender.id)
+                .map_or(0, |(_, n)| *n),
+            sender,
         })
         .collect())
 }
@@ -295,17 +311,9 @@ pub fn ready_senders(
     conn: &mut DbConn,
     workspace: &Workspace,
 ) -> Result<Vec<(Sender, Provider)>, AppError> {
-    let senders = queries::list(conn, workspace.id)?;
-    let providers = crate::providers::queries::list_by_workspace(conn, workspace.id)?;
-    let domains = crate::domains::queries::list(conn, workspace.id)?;
-    Ok(senders
+    Ok(judged(conn, workspace.id)?
         .into_iter()
-        .filter_map(|s| {
-            let provider = providers.iter().find(|p| Some(p.id) == s.provider_id)?;
-            super::model::Readiness::of(&s, Some(provider), &domains)
-                .ready
-                .then(|| (s, provider.clone()))
-        })
+        .filter_map(|(sender, provider, readiness)| readiness.ready.then_some((sender, provider?)))
         .collect())
 }
 

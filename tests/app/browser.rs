@@ -287,29 +287,8 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
         screenshot(&client, "provider-active-1440.png").await?;
 
         // Its account becomes a sender: created, then validated with the mailed code.
-        client.goto(&format!("{}/w/acme/senders", app.base)).await?;
-        fill(&client, "f-name", "Acme Ops").await?;
-        fill(&client, "f-address", "ops@example.com").await?;
-        client
-            .find(Locator::Css("form.stack button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&client, ".flash", "code was mailed").await?;
-        let mail = server.messages().pop().ok_or("the code was mailed")?;
-        let at = mail.data.find("Your code is ").ok_or("a code")? + "Your code is ".len();
-        fill(&client, "f-code", &mail.data[at..at + 6]).await?;
-        client
-            .find(Locator::Css("form.stack button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&client, ".flash", "is validated").await?;
-        let status = client
-            .find(Locator::Css(".status-card .badge"))
-            .await?
-            .text()
-            .await?;
+        let status =
+            validate_sender(&client, &app.base, &server, "Acme Ops", "ops@example.com").await?;
         assert_eq!(status, "ready", "validated, and the provider's own account");
         screenshot(&client, "sender-ready-1440.png").await?;
 
@@ -342,6 +321,40 @@ async fn add_a_provider_compose_and_watch_it_turn_sent_in_a_real_browser() -> Te
         .ok_or("the server got the message")?;
     assert!(mail.data.contains("Subject: [Acme] Hello from the browser"));
     Ok(())
+}
+
+/// Creates a sender on the senders page, enters the code `server` received for it, and
+/// returns the status badge of its page afterwards.
+async fn validate_sender(
+    client: &Client,
+    base: &str,
+    server: &crate::smtp_server::SmtpServer,
+    name: &str,
+    address: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    client.goto(&format!("{base}/w/acme/senders")).await?;
+    fill(client, "f-name", name).await?;
+    fill(client, "f-address", address).await?;
+    client
+        .find(Locator::Css("form.stack button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    wait_for_text(client, ".flash", "code was mailed").await?;
+    let mail = server.messages().pop().ok_or("the code was mailed")?;
+    let at = mail.data.find("Your code is ").ok_or("a code")? + "Your code is ".len();
+    fill(client, "f-code", &mail.data[at..at + 6]).await?;
+    client
+        .find(Locator::Css("form.stack button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    wait_for_text(client, ".flash", "is validated").await?;
+    Ok(client
+        .find(Locator::Css(".status-card .badge"))
+        .await?
+        .text()
+        .await?)
 }
 
 /// Signs the harness's admin in through the page (the harness's session is not the
@@ -548,29 +561,14 @@ async fn domain_records_check_sender_code_ready_and_send_in_a_real_browser() -> 
         screenshot(&client, "domain-authenticated-1440.png").await?;
 
         // A sender on it: created, its code entered, ready.
-        client.goto(&format!("{}/w/acme/senders", app.base)).await?;
-        fill(&client, "f-name", "Acme News").await?;
-        fill(&client, "f-address", "news@example.test").await?;
-        client
-            .find(Locator::Css("form.stack button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&client, ".flash", "code was mailed").await?;
-        let mail = server.messages().pop().ok_or("the code was mailed")?;
-        let at = mail.data.find("Your code is ").ok_or("a code")? + "Your code is ".len();
-        fill(&client, "f-code", &mail.data[at..at + 6]).await?;
-        client
-            .find(Locator::Css("form.stack button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&client, ".flash", "is validated").await?;
-        let status = client
-            .find(Locator::Css(".status-card .badge"))
-            .await?
-            .text()
-            .await?;
+        let status = validate_sender(
+            &client,
+            &app.base,
+            &server,
+            "Acme News",
+            "news@example.test",
+        )
+        .await?;
         assert_eq!(status, "ready");
 
         // Sent from it.

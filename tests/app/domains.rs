@@ -385,26 +385,8 @@ async fn mail_from_an_authenticated_domain_is_signed_once(backend: Backend) -> T
     .await?;
     let admin = app.setup().await?;
     let smtp = crate::smtp_server::SmtpServer::start().await?;
-    let port = smtp.port.to_string();
-    let mut form = crate::providers::provider_form(&port, "");
-    form.retain(|(k, _)| !matches!(*k, "account_address" | "username" | "password"));
-    form.extend([
-        ("account_address", "ops@mail.example.test"),
-        ("username", ""),
-        ("password", ""),
-    ]);
-    let response = admin.post_form("/w/acme/providers", &form).await?;
-    assert_eq!(
-        response.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        response.text().await?
-    );
-    let provider = location(&response)
-        .rsplit('/')
-        .next()
-        .ok_or("id")?
-        .to_owned();
+    let provider =
+        crate::providers::add_open_provider(&admin, &smtp, "ops@mail.example.test").await?;
     let send = |to: &'static str| {
         let (admin, provider) = (&admin, provider.clone());
         async move {
@@ -601,16 +583,7 @@ async fn mail_queued_before_its_domain_lost_authentication_is_held_then_released
     .await?;
     let admin = app.setup().await?;
     let smtp = crate::smtp_server::SmtpServer::start().await?;
-    let port = smtp.port.to_string();
-    let mut form = crate::providers::provider_form(&port, "");
-    form.retain(|(k, _)| !matches!(*k, "username" | "password"));
-    form.extend([("username", ""), ("password", "")]);
-    let response = admin.post_form("/w/acme/providers", &form).await?;
-    let provider = location(&response)
-        .rsplit('/')
-        .next()
-        .ok_or("id")?
-        .to_owned();
+    let provider = crate::providers::add_open_provider(&admin, &smtp, "ops@example.com").await?;
     let page = add_domain(&admin, "example.test").await?;
     let (_, html) = admin.page(&page).await?;
     let records = records_on(&html);

@@ -123,6 +123,35 @@ pub async fn ready_sender_in(
     Ok(page)
 }
 
+/// Adds "Ops SMTP" for `server` without a sign-in, signing in as the account `account`
+/// (no sender); returns its id.
+pub async fn add_open_provider(
+    admin: &Browser,
+    server: &SmtpServer,
+    account: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let port = server.port.to_string();
+    let mut form = provider_form(&port, "");
+    form.retain(|(k, _)| !matches!(*k, "account_address" | "username" | "password"));
+    form.extend([
+        ("account_address", account),
+        ("username", ""),
+        ("password", ""),
+    ]);
+    let response = admin.post_form("/w/acme/providers", &form).await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        response.text().await?
+    );
+    Ok(location(&response)
+        .rsplit('/')
+        .next()
+        .ok_or("provider id")?
+        .to_owned())
+}
+
 /// Adds the provider through the form (no sender); returns its page path.
 pub async fn add_provider_alone(
     admin: &Browser,

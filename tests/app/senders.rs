@@ -18,17 +18,7 @@ async fn app_with_provider(
     let app = TestApp::spawn_with(backend, move |s| s.dns_servers = servers).await?;
     let admin = app.setup().await?;
     let smtp = SmtpServer::start().await?;
-    let port = smtp.port.to_string();
-    let mut form = crate::providers::provider_form(&port, "");
-    form.retain(|(k, _)| !matches!(*k, "username" | "password"));
-    form.extend([("username", ""), ("password", "")]);
-    let response = admin.post_form("/w/acme/providers", &form).await?;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let provider = location(&response)
-        .rsplit('/')
-        .next()
-        .ok_or("id")?
-        .to_owned();
+    let provider = crate::providers::add_open_provider(&admin, &smtp, "ops@example.com").await?;
     Ok((app, admin, smtp, provider))
 }
 
